@@ -1,0 +1,308 @@
+//! The command line: argument definitions (clap) and what each command does.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use crate::exit::ExitCode;
+use crate::plan::Plan;
+use crate::spec::{self, SpecErrors};
+
+/// cinepipe: turn a TOML run spec into a story-to-video run.
+#[derive(Debug, Parser)]
+#[command(name = "cinepipe", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// When to color diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check specs completely (every rule, every profile); folders are searched for `*.toml`.
+    Validate {
+        /// Spec files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print only problems, not the specs that pass.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print the resolved values of a spec (with where each came from) and its stage order.
+    Plan {
+        /// The spec file.
+        spec: PathBuf,
+        /// Profile to apply (`standard`, `fast`, or one the spec defines).
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Draw a spec's stage graph.
+    Graph {
+        /// The spec file.
+        spec: PathBuf,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Write the JSON Schemas generated from cinepipe's types.
+    Schema {
+        /// Folder to write them into.
+        #[arg(long, default_value = "schemas")]
+        out_dir: PathBuf,
+        /// Write nothing; exit 1 if the files in the folder differ from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// Parses the arguments, runs the command, and returns the exit code.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    ExitCode::Success
+                }
+                _ => ExitCode::Usage,
+            };
+        }
+    };
+    let color = match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    match cli.command {
+        Command::Validate { paths, quiet } => validate(&paths, quiet, color),
+        Command::Plan {
+            spec,
+            profile,
+            format,
+        } => with_plan(&spec, profile.as_deref(), color, |plan| match format {
+            PlanFormat::Text => plan.to_text(),
+            PlanFormat::Json => {
+                let mut s = serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default();
+                s.push('\n');
+                s
+            }
+        }),
+        Command::Graph { spec, format } => with_plan(&spec, None, color, |plan| match format {
+            GraphFormat::Dot => plan.to_dot(),
+            GraphFormat::Mermaid => plan.to_mermaid(),
+        }),
+        Command::Schema { out_dir, check } => schema(&out_dir, check),
+    }
+}
+
+/// Renders diagnostics the way they are printed: `file:line:col`, the line, a caret, a hint.
+pub fn render(errors: &SpecErrors, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
+    let mut out = String::new();
+    for d in &errors.diagnostics {
+        let _ = handler.render_report(&mut out, d);
+    }
+    out.push_str(&format!("error: {errors}\n"));
+    out
+}
+
+fn with_plan(
+    path: &Path,
+    profile: Option<&str>,
+    color: bool,
+    f: impl FnOnce(&Plan) -> String,
+) -> ExitCode {
+    match spec::load(path, profile) {
+        Ok(checked) => {
+            let plan = Plan::new(checked);
+            let text = f(&plan);
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::Success,
+                // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::Success,
+                Err(_) => ExitCode::Io,
+            }
+        }
+        Err(errors) => {
+            eprint!("{}", render(&errors, color));
+            exit_for(&errors)
+        }
+    }
+}
+
+fn exit_for(errors: &SpecErrors) -> ExitCode {
+    if errors.diagnostics.iter().all(|d| d.code == spec::Code::Io) {
+        ExitCode::Io
+    } else {
+        ExitCode::InvalidSpec
+    }
+}
+
+/// Finds the specs to check: files as given, folders searched for `*.toml`, sorted.
+fn collect_specs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("cannot read folder `{}`: {e}", dir.display()))?;
+                for entry in entries {
+                    let entry = entry
+                        .map_err(|e| format!("cannot read folder `{}`: {e}", dir.display()))?;
+                    let path = entry.path();
+                    let ft = entry
+                        .file_type()
+                        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+                    if ft.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|e| e == "toml") {
+                        out.push(path);
+                    }
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode {
+    let specs = match collect_specs(paths) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::Io;
+        }
+    };
+    if specs.is_empty() {
+        eprintln!(
+            "error: no `*.toml` specs found in {}",
+            paths
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::InvalidSpec;
+    }
+    let mut worst = ExitCode::Success;
+    let mut bad = 0;
+    for path in &specs {
+        match spec::load(path, None) {
+            Ok(checked) => {
+                if !quiet {
+                    println!(
+                        "ok       {} ({} stages)",
+                        path.display(),
+                        checked.spec.stages.len()
+                    );
+                }
+            }
+            Err(errors) => {
+                bad += 1;
+                eprint!("{}", render(&errors, color));
+                let code = exit_for(&errors);
+                if worst == ExitCode::Success || code == ExitCode::InvalidSpec {
+                    worst = code;
+                }
+            }
+        }
+    }
+    if specs.len() > 1 || bad > 0 {
+        let summary = format!(
+            "{} spec{} checked: {} ok, {bad} invalid",
+            specs.len(),
+            if specs.len() == 1 { "" } else { "s" },
+            specs.len() - bad
+        );
+        if bad > 0 {
+            eprintln!("{summary}")
+        } else if !quiet {
+            println!("{summary}")
+        }
+    }
+    worst
+}
+
+fn schema(out_dir: &Path, check: bool) -> ExitCode {
+    let files = crate::schema::files();
+    if check {
+        let mut drifted = Vec::new();
+        for (name, text) in &files {
+            let path = out_dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                drifted.push(path.display().to_string());
+            }
+        }
+        if drifted.is_empty() {
+            println!("schemas in `{}` are up to date", out_dir.display());
+            return ExitCode::Success;
+        }
+        eprintln!(
+            "error: these schemas differ from the types; run `cinepipe schema` to rewrite them:"
+        );
+        for d in drifted {
+            eprintln!("  {d}");
+        }
+        return ExitCode::Failure;
+    }
+    if let Err(e) = std::fs::create_dir_all(out_dir) {
+        eprintln!("error: cannot create `{}`: {e}", out_dir.display());
+        return ExitCode::Io;
+    }
+    for (name, text) in &files {
+        let path = out_dir.join(name);
+        if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes()) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return ExitCode::Io;
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::Success
+}

@@ -1,0 +1,34 @@
+//! The process exit codes, one enum; `docs/cli.md` documents each.
+
+/// How `cinepipe` exits. The numbers are part of the CLI's contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything asked for was done and every check passed.
+    Success,
+    /// A check found a difference: `cinepipe schema --check` when the files drifted.
+    Failure,
+    /// A spec broke a rule (every problem is printed, nothing is written).
+    InvalidSpec,
+    /// The command line was wrong (unknown flag, missing argument).
+    Usage,
+    /// A file could not be read or written.
+    Io,
+}
+
+impl ExitCode {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitCode::Success => 0,
+            ExitCode::Failure => 1,
+            ExitCode::InvalidSpec => 2,
+            ExitCode::Usage => 64,
+            ExitCode::Io => 74,
+        }
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c.code())
+    }
+}

@@ -1,0 +1,13 @@
+//! cinepipe: a declarative pipeline engine for story-to-video runs.
+//!
+//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → run.
+//! The binary is a thin shell over [`cli::run`].
+
+pub mod cli;
+pub mod exit;
+pub mod fsutil;
+pub mod plan;
+pub mod schema;
+pub mod spec;
+pub mod story;
+pub mod workflow;

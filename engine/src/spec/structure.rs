@@ -1,0 +1,566 @@
+//! Structural checking: the spec (as JSON) against the schema generated from the Rust types.
+//!
+//! Every schema error becomes a diagnostic at the TOML span it concerns, so the types stay the
+//! one source of truth for which keys exist and what they hold. `oneOf` errors of stages and
+//! services are resolved by their `kind`, so that a mistake inside a `queue` stage is reported
+//! as that, not as "matches none of seven kinds".
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+
+use super::diagnostic::{Code, SpecDiagnostic, hint};
+use super::source::{SpanIndex, SpecSource};
+
+/// The compiled run-spec schema, built once per process.
+pub struct Structure {
+    schema: Value,
+    validator: Validator,
+    stage_validator: Validator,
+}
+
+pub fn structure() -> &'static Structure {
+    static S: OnceLock<Structure> = OnceLock::new();
+    S.get_or_init(|| {
+        let schema = crate::schema::run_spec_schema();
+        let validator = compile(&schema);
+        let defs = schema.get("definitions").cloned().unwrap_or(Value::Null);
+        let stage_validator = compile(&serde_json::json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": defs,
+            "$ref": "#/definitions/Stage",
+        }));
+        Structure {
+            schema,
+            validator,
+            stage_validator,
+        }
+    })
+}
+
+fn compile(schema: &Value) -> Validator {
+    // The schema is generated from our own types at build time; failing to compile it is a
+    // bug in cinepipe, caught by the schema tests, never a user error.
+    #[expect(
+        clippy::expect_used,
+        reason = "the schema is generated from our own types"
+    )]
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(schema)
+        .expect("the generated run-spec schema compiles")
+}
+
+/// Where errors are reported: the document they were found in and how its pointers map to text.
+pub struct Target<'a> {
+    pub source: &'a SpecSource,
+    pub index: &'a SpanIndex,
+    /// Prepended to error pointers before they are looked up in `index`.
+    pub prefix: &'a str,
+    /// Drop "missing key" errors (for partial overlays such as a profile's `kinds.queue`).
+    pub partial: bool,
+}
+
+impl Structure {
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Checks a whole spec document.
+    pub fn check(&self, doc: &Value, target: &Target<'_>, out: &mut Vec<SpecDiagnostic>) {
+        for err in self.validator.iter_errors(doc) {
+            report(&err, doc, target, out);
+        }
+    }
+
+    /// Checks one stage table (or a partial overlay of one).
+    pub fn check_stage(&self, stage: &Value, target: &Target<'_>, out: &mut Vec<SpecDiagnostic>) {
+        for err in self.stage_validator.iter_errors(stage) {
+            report(&err, stage, target, out);
+        }
+    }
+
+    /// The keys a table at `pointer` of `doc` may hold, per the schema.
+    pub fn keys_at(&self, doc: &Value, pointer: &str) -> Vec<String> {
+        let mut schema = &self.schema;
+        let mut inst = doc;
+        schema = self.resolve(schema, inst);
+        for seg in pointer.split('/').skip(1) {
+            let seg = unescape(seg);
+            let next_inst = match inst {
+                Value::Object(m) => m.get(&seg),
+                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            };
+            let Some(next_inst) = next_inst else {
+                return Vec::new();
+            };
+            let next_schema = schema
+                .get("properties")
+                .and_then(|p| p.get(&seg))
+                .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
+                .or_else(|| schema.get("items"));
+            let Some(next_schema) = next_schema else {
+                return Vec::new();
+            };
+            schema = self.resolve(next_schema, next_inst);
+            inst = next_inst;
+        }
+        schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Follows `$ref`, single-entry `allOf`, and `oneOf`/`anyOf` (by `kind`, else by type).
+    fn resolve<'s>(&'s self, mut schema: &'s Value, inst: &Value) -> &'s Value {
+        for _ in 0..16 {
+            if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+                let Some(p) = r.strip_prefix('#') else { break };
+                match self.schema.pointer(p) {
+                    Some(s) => schema = s,
+                    None => break,
+                }
+                continue;
+            }
+            if let Some(Value::Array(all)) = schema.get("allOf") {
+                if all.len() == 1 {
+                    schema = &all[0];
+                    continue;
+                }
+            }
+            let branches = schema
+                .get("oneOf")
+                .or_else(|| schema.get("anyOf"))
+                .and_then(Value::as_array);
+            if let Some(branches) = branches {
+                let kind = inst.get("kind").and_then(Value::as_str);
+                let pick = branches.iter().find(|b| {
+                    let c = b.pointer("/properties/kind/const").and_then(Value::as_str);
+                    c.is_some() && c == kind
+                });
+                let pick = pick.or_else(|| {
+                    branches
+                        .iter()
+                        .find(|b| b.get("type").and_then(Value::as_str) == Some(json_type(inst)))
+                });
+                match pick {
+                    Some(b) => {
+                        schema = b;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            break;
+        }
+        schema
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// What a TOML author calls the type of `v`.
+pub fn toml_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a float",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+fn type_name(t: &str) -> &'static str {
+    match t {
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean (`true` or `false`)",
+        "array" => "an array",
+        "object" => "a table",
+        "null" => "absent",
+        _ => "a value of another type",
+    }
+}
+
+pub fn unescape(seg: &str) -> String {
+    if seg.contains('~') {
+        seg.replace("~1", "/").replace("~0", "~")
+    } else {
+        seg.to_owned()
+    }
+}
+
+/// The TOML key path of a JSON pointer, as a user would write it: `stages.render.needs[0]`.
+pub fn dotted(doc: &Value, pointer: &str) -> String {
+    let mut out = String::new();
+    let mut inst = Some(doc);
+    for seg in pointer.split('/').skip(1) {
+        let seg = unescape(seg);
+        match inst {
+            Some(Value::Array(a)) => {
+                out.push_str(&format!("[{seg}]"));
+                inst = seg.parse::<usize>().ok().and_then(|i| a.get(i));
+            }
+            other => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&toml_key(&seg));
+                inst = other.and_then(|v| v.get(&seg));
+            }
+        }
+    }
+    out
+}
+
+/// A key as it would be written in TOML: bare when it can be, quoted otherwise.
+pub fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_owned()
+    } else {
+        format!("{k:?}")
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("`{s:?}`"),
+        other => format!("`{other}`"),
+    }
+}
+
+fn where_(doc: &Value, pointer: &str) -> String {
+    if pointer.is_empty() {
+        "the spec".to_owned()
+    } else {
+        format!("`{}`", dotted(doc, pointer))
+    }
+}
+
+fn report(err: &ValidationError<'_>, doc: &Value, t: &Target<'_>, out: &mut Vec<SpecDiagnostic>) {
+    let path = err.instance_path().as_str().to_owned();
+    let full = format!("{}{}", t.prefix, path);
+    let spans = t.index.nearest(&full);
+    let inst = err.instance();
+    let here = where_(doc, &path);
+    let diag = |code, msg: String| SpecDiagnostic::new(t.source, code, msg);
+    match err.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let valid = structure().keys_at(doc, &path);
+            let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
+            for key in unexpected {
+                let p = format!("{full}/{}", super::source::escape_segment(key));
+                let span = t.index.get(&p).map_or(spans.entry(), |s| s.entry());
+                out.push(
+                    diag(Code::UnknownKey, format!("unknown key `{key}` in {here}"))
+                        .label(span, "not a key of this table")
+                        .maybe_help(hint(key, "valid keys", &valid)),
+                );
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            if t.partial {
+                return;
+            }
+            let key = property.as_str().unwrap_or_default();
+            let d = if path.is_empty() {
+                let what = if key == "run" {
+                    "a `[run]` table"
+                } else {
+                    "a `[stages.*]` table"
+                };
+                diag(Code::MissingKey, format!("the spec has no `{key}`"))
+                    .label(0..0, format!("expected {what} in this file"))
+            } else {
+                diag(
+                    Code::MissingKey,
+                    format!("{here} is missing the required key `{key}`"),
+                )
+                .label(spans.entry(), format!("`{key}` is required here"))
+            };
+            out.push(d);
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected: Vec<&str> = match kind {
+                TypeKind::Single(t) => vec![type_name(&t.to_string())],
+                TypeKind::Multiple(ts) => ts
+                    .iter()
+                    .map(|t| type_name(&t.to_string()))
+                    .filter(|t| *t != "absent")
+                    .collect(),
+            };
+            out.push(
+                diag(
+                    Code::WrongType,
+                    format!(
+                        "{here} must be {}, found {}",
+                        expected.join(" or "),
+                        toml_type(inst)
+                    ),
+                )
+                .label(spans.value.clone(), format!("this is {}", toml_type(inst))),
+            );
+        }
+        ValidationErrorKind::Enum { options } => {
+            let opts: Vec<&str> = options
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            out.push(enum_diag(t.source, &here, inst, &opts, spans.value.clone()));
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            out.push(
+                diag(
+                    Code::InvalidValue,
+                    format!("{here} must be {}", show(expected_value)),
+                )
+                .label(spans.value.clone(), format!("found {}", show(inst))),
+            );
+        }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            out.push(
+                diag(
+                    Code::InvalidValue,
+                    format!("{here} must be at least {limit}, found {inst}"),
+                )
+                .label(spans.value.clone(), "too small"),
+            );
+        }
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            out.push(
+                diag(
+                    Code::InvalidValue,
+                    format!("{here} must be at most {limit}, found {inst}"),
+                )
+                .label(spans.value.clone(), "too large"),
+            );
+        }
+        ValidationErrorKind::MinItems { .. } | ValidationErrorKind::MinLength { .. } => {
+            out.push(
+                diag(Code::InvalidValue, format!("{here} must not be empty"))
+                    .label(spans.value.clone(), "empty"),
+            );
+        }
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            report_union(context, &path, doc, inst, t, out);
+        }
+        _ => {
+            out.push(
+                diag(Code::InvalidValue, format!("{here}: {err}"))
+                    .label(spans.value.clone(), "invalid value"),
+            );
+        }
+    }
+}
+
+fn enum_diag(
+    source: &SpecSource,
+    here: &str,
+    inst: &Value,
+    opts: &[&str],
+    span: std::ops::Range<usize>,
+) -> SpecDiagnostic {
+    let list = opts
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let help = inst
+        .as_str()
+        .and_then(|s| super::diagnostic::suggest(s, opts.iter().copied()))
+        .map(|s| format!("did you mean `{s}`?"));
+    SpecDiagnostic::new(
+        source,
+        Code::InvalidValue,
+        format!("{here} must be one of {list}, found {}", show(inst)),
+    )
+    .label(span, "not an accepted value")
+    .maybe_help(help)
+}
+
+/// A value matched none of a union's branches: find the branch the author meant and report its
+/// errors, or say what the union accepts.
+fn report_union(
+    context: &[Vec<ValidationError<'static>>],
+    path: &str,
+    doc: &Value,
+    inst: &Value,
+    t: &Target<'_>,
+    out: &mut Vec<SpecDiagnostic>,
+) {
+    let full = format!("{}{}", t.prefix, path);
+    let spans = t.index.nearest(&full);
+    let here = where_(doc, path);
+    let kind_path = format!("{path}/kind");
+    let is_root = |e: &ValidationError<'_>| {
+        e.instance_path().as_str() == path
+            && matches!(
+                e.kind(),
+                ValidationErrorKind::Type { .. }
+                    | ValidationErrorKind::Constant { .. }
+                    | ValidationErrorKind::Enum { .. }
+            )
+    };
+    let kinds: Vec<&str> = context
+        .iter()
+        .flat_map(|b| b.iter())
+        .filter(|e| e.instance_path().as_str() == kind_path)
+        .filter_map(|e| match e.kind() {
+            ValidationErrorKind::Constant { expected_value } => expected_value.as_str(),
+            _ => None,
+        })
+        .collect();
+    if inst.is_object() && !kinds.is_empty() {
+        // A union discriminated by `kind` (stages, services).
+        let matching = context
+            .iter()
+            .find(|b| !b.iter().any(|e| e.instance_path().as_str() == kind_path));
+        if let Some(branch) = matching {
+            for e in branch {
+                report(e, doc, t, out);
+            }
+            return;
+        }
+        let what = if path.starts_with("/services") || t.prefix.starts_with("/services") {
+            "service"
+        } else {
+            "stage"
+        };
+        match inst.get("kind") {
+            Some(Value::String(k)) => {
+                let kspan = t
+                    .index
+                    .get(&format!("{full}/kind"))
+                    .map_or(spans.value.clone(), |s| s.value.clone());
+                let list = kinds.join(", ");
+                out.push(
+                    SpecDiagnostic::new(
+                        t.source,
+                        Code::UnknownStageKind,
+                        format!("unknown {what} kind `{k}` in {here}"),
+                    )
+                    .label(kspan, format!("expected one of: {list}"))
+                    .maybe_help(
+                        super::diagnostic::suggest(k, kinds.iter().copied())
+                            .map(|s| format!("did you mean `{s}`?")),
+                    ),
+                );
+            }
+            Some(other) => {
+                let kspan = t
+                    .index
+                    .get(&format!("{full}/kind"))
+                    .map_or(spans.value.clone(), |s| s.value.clone());
+                out.push(
+                    SpecDiagnostic::new(
+                        t.source,
+                        Code::WrongType,
+                        format!(
+                            "`kind` of {here} must be a string, found {}",
+                            toml_type(other)
+                        ),
+                    )
+                    .label(kspan, format!("expected one of: {}", kinds.join(", "))),
+                );
+            }
+            None => {
+                if !t.partial {
+                    out.push(
+                        SpecDiagnostic::new(
+                            t.source,
+                            Code::MissingKey,
+                            format!("{here} has no `kind`"),
+                        )
+                        .label(
+                            spans.entry(),
+                            format!("add `kind = \"...\"`, one of: {}", kinds.join(", ")),
+                        ),
+                    );
+                }
+            }
+        }
+        return;
+    }
+    // A union by type (an optional value, or a string-or-table like `on_short`).
+    let candidates: Vec<&Vec<ValidationError<'static>>> =
+        context.iter().filter(|b| !b.iter().any(is_root)).collect();
+    if candidates.len() == 1 {
+        for e in candidates[0] {
+            report(e, doc, t, out);
+        }
+        return;
+    }
+    let mut accepted = Vec::new();
+    let mut strings = Vec::new();
+    for b in context {
+        for e in b.iter().filter(|e| is_root(e)) {
+            match e.kind() {
+                ValidationErrorKind::Constant { expected_value } => match expected_value.as_str() {
+                    Some(s) => strings.push(s.to_owned()),
+                    None => accepted.push(show(expected_value)),
+                },
+                ValidationErrorKind::Enum { options } => {
+                    if let Some(a) = options.as_array() {
+                        strings.extend(a.iter().filter_map(Value::as_str).map(str::to_owned));
+                    }
+                }
+                ValidationErrorKind::Type {
+                    kind: TypeKind::Single(ty),
+                } => {
+                    let name = type_name(&ty.to_string());
+                    if name != "absent" {
+                        accepted.push(name.to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if !strings.is_empty() && (inst.is_string() || accepted.is_empty()) {
+        let mut opts: Vec<&str> = strings.iter().map(String::as_str).collect();
+        opts.dedup();
+        let mut d = enum_diag(t.source, &here, inst, &opts, spans.value.clone());
+        if !accepted.is_empty() {
+            d.message
+                .push_str(&format!(" (or {})", accepted.join(" or ")));
+        }
+        out.push(d);
+        return;
+    }
+    let mut all: Vec<String> = strings.iter().map(|s| format!("`{s:?}`")).collect();
+    all.extend(accepted);
+    out.push(
+        SpecDiagnostic::new(
+            t.source,
+            Code::WrongType,
+            format!(
+                "{here} must be {}, found {}",
+                all.join(" or "),
+                toml_type(inst)
+            ),
+        )
+        .label(spans.value.clone(), format!("this is {}", toml_type(inst))),
+    );
+}
