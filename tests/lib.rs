@@ -1,1 +1,9 @@
+//! The integration tests, compiled into one binary (linking one binary instead of many saves
+//! minutes on a 2-core machine). Each module runs the real `cinepipe` binary or the library.
 
+mod common;
+
+mod cli;
+mod invalid_specs;
+mod properties;
+mod schemas;

@@ -59,6 +59,15 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Write the spec reference (Markdown) generated from cinepipe's types.
+    Docs {
+        /// File to write.
+        #[arg(long, default_value = "docs/spec.md")]
+        out: PathBuf,
+        /// Write nothing; exit 1 if the file differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write the JSON Schemas generated from cinepipe's types.
     Schema {
         /// Folder to write them into.
@@ -125,7 +134,18 @@ where
             GraphFormat::Dot => plan.to_dot(),
             GraphFormat::Mermaid => plan.to_mermaid(),
         }),
-        Command::Schema { out_dir, check } => schema(&out_dir, check),
+        Command::Schema { out_dir, check } => {
+            let files: Vec<(PathBuf, String)> = crate::schema::files()
+                .into_iter()
+                .map(|(n, t)| (out_dir.join(n), t))
+                .collect();
+            write_generated(&files, check, "cinepipe schema")
+        }
+        Command::Docs { out, check } => write_generated(
+            &[(out, crate::docs::spec_reference())],
+            check,
+            "cinepipe docs",
+        ),
     }
 }
 
@@ -270,35 +290,43 @@ fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode {
     worst
 }
 
-fn schema(out_dir: &Path, check: bool) -> ExitCode {
-    let files = crate::schema::files();
+/// Writes generated files atomically, or with `check` compares them and writes nothing.
+fn write_generated(files: &[(PathBuf, String)], check: bool, command: &str) -> ExitCode {
     if check {
-        let mut drifted = Vec::new();
-        for (name, text) in &files {
-            let path = out_dir.join(name);
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-                drifted.push(path.display().to_string());
-            }
-        }
+        let drifted: Vec<String> = files
+            .iter()
+            .filter(|(path, text)| {
+                std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str())
+            })
+            .map(|(path, _)| path.display().to_string())
+            .collect();
         if drifted.is_empty() {
-            println!("schemas in `{}` are up to date", out_dir.display());
+            println!(
+                "up to date: {}",
+                files
+                    .iter()
+                    .map(|(p, _)| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             return ExitCode::Success;
         }
         eprintln!(
-            "error: these schemas differ from the types; run `cinepipe schema` to rewrite them:"
+            "error: these files differ from what the code generates; run `{command}` to rewrite them:"
         );
         for d in drifted {
             eprintln!("  {d}");
         }
         return ExitCode::Failure;
     }
-    if let Err(e) = std::fs::create_dir_all(out_dir) {
-        eprintln!("error: cannot create `{}`: {e}", out_dir.display());
-        return ExitCode::Io;
-    }
-    for (name, text) in &files {
-        let path = out_dir.join(name);
-        if let Err(e) = crate::fsutil::write_atomic(&path, text.as_bytes()) {
+    for (path, text) in files {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("error: cannot create `{}`: {e}", dir.display());
+                return ExitCode::Io;
+            }
+        }
+        if let Err(e) = crate::fsutil::write_atomic(path, text.as_bytes()) {
             eprintln!("error: cannot write `{}`: {e}", path.display());
             return ExitCode::Io;
         }

@@ -4,6 +4,7 @@
 //! The binary is a thin shell over [`cli::run`].
 
 pub mod cli;
+pub mod docs;
 pub mod exit;
 pub mod fsutil;
 pub mod plan;

@@ -1,0 +1,275 @@
+//! The command line, through the real binary: exit codes, outputs, nothing written on failure.
+
+use crate::common::{cinepipe, cinepipe_in, root, stderr, stdout};
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("lists") {
+            let p = e.expect("entry").path();
+            out.push(p.display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    let out = cinepipe(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("cinepipe "), "{}", stdout(&out));
+    let out = cinepipe(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!("help", stdout(&out));
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    assert_eq!(cinepipe(&["plan"]).status.code(), Some(64));
+    assert_eq!(cinepipe(&["frobnicate"]).status.code(), Some(64));
+    assert_eq!(
+        cinepipe(&["plan", "specs/demo.toml", "--format", "yaml"])
+            .status
+            .code(),
+        Some(64)
+    );
+}
+
+#[test]
+fn plan_of_the_demo_shows_values_with_origins_and_order() {
+    let out = cinepipe(&["plan", "specs/demo.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("plan_demo_text", stdout(&out));
+}
+
+#[test]
+fn plan_fast_profile_overrides_queue_polling() {
+    let out = cinepipe(&[
+        "plan",
+        "specs/story-to-video.toml",
+        "--profile",
+        "fast",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
+    assert_eq!(plan["profile"], "fast");
+    assert_eq!(
+        plan["order"],
+        serde_json::json!([
+            "story", "patch", "render", "marker", "frames", "quality", "validate"
+        ])
+    );
+    let render = plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "render")
+        .expect("render");
+    let value = |key: &str| {
+        render["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .find(|v| v["key"] == key)
+            .cloned()
+            .expect(key)
+    };
+    assert_eq!(value("poll_interval_s")["value"], 1.0);
+    assert_eq!(value("poll_interval_s")["origin"], "profile:fast");
+    assert_eq!(value("post_execution_timeout_s")["value"], 10.0);
+    assert_eq!(value("max_wait_s")["origin"], "spec");
+    assert_eq!(value("max_attempts")["origin"], "default");
+    assert_eq!(value("max_attempts")["value"], 0);
+    assert_eq!(render["fan"]["mode"], "per-item");
+    let validate = plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "validate")
+        .expect("validate");
+    assert_eq!(validate["fan"]["mode"], "gather");
+}
+
+#[test]
+fn standard_profile_keeps_the_seed_defaults() {
+    let out = cinepipe(&["plan", "specs/demo.toml", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
+    let marker = plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "marker")
+        .expect("marker");
+    let on_timeout = marker["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .find(|v| v["key"] == "on_timeout")
+        .expect("on_timeout");
+    assert_eq!(on_timeout["value"], "forced-copy");
+    assert_eq!(on_timeout["origin"], "default");
+}
+
+#[test]
+fn unknown_profile_is_an_invalid_spec_with_a_hint() {
+    let out = cinepipe(&["plan", "specs/demo.toml", "--profile", "fsat"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown profile `fsat`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("did you mean `fast`?"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn graph_in_dot_and_mermaid() {
+    let out = cinepipe(&["graph", "specs/story-to-video.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("graph_dot", stdout(&out));
+    let out = cinepipe(&["graph", "specs/story-to-video.toml", "--format", "mermaid"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("graph_mermaid", stdout(&out));
+}
+
+#[test]
+fn validate_a_folder_fails_when_any_spec_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let specs = dir.path().join("specs");
+    std::fs::create_dir_all(specs.join("nested")).expect("mkdir");
+    std::fs::write(
+        specs.join("good.toml"),
+        "[run]\nname = \"g\"\n[stages.v]\nkind = \"validate\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        specs.join("nested/bad.toml"),
+        "[run]\nname = \"b\"\n[stages.v]\nkind = \"validate\"\nneeds = [\"nope\"]\n",
+    )
+    .expect("write");
+    std::fs::write(specs.join("notes.txt"), "not a spec").expect("write");
+    let before = listing(dir.path());
+    let out = cinepipe_in(dir.path(), &["validate", "specs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ok       specs/good.toml"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("specs/nested/bad.toml:5:10"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("2 specs checked: 1 ok, 1 invalid"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(dir.path()), before, "validate wrote nothing");
+    // plan and graph write nothing either when the spec is rejected
+    let out = cinepipe_in(dir.path(), &["plan", "specs/nested/bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty());
+    assert_eq!(listing(dir.path()), before);
+}
+
+#[test]
+fn a_missing_spec_file_is_an_io_error() {
+    let out = cinepipe(&["validate", "specs/does-not-exist.toml"]);
+    assert_eq!(out.status.code(), Some(74));
+    assert!(
+        stderr(&out).contains("cannot read spec"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_folder_without_specs_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cinepipe_in(dir.path(), &["validate", "."]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no `*.toml` specs found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn schema_writes_into_a_folder_and_check_detects_drift() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cinepipe_in(dir.path(), &["schema", "--out-dir", "s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let written =
+        std::fs::read_to_string(dir.path().join("s/run-spec.schema.json")).expect("written");
+    assert_eq!(
+        written,
+        std::fs::read_to_string(root().join("schemas/run-spec.schema.json")).expect("checked in")
+    );
+    std::fs::write(dir.path().join("s/story.schema.json"), "{}").expect("write");
+    let out = cinepipe_in(dir.path(), &["schema", "--out-dir", "s", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("story.schema.json"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn color_never_prints_no_escape_codes_and_always_does() {
+    let out = cinepipe(&[
+        "--color",
+        "always",
+        "validate",
+        "tests/specs/invalid/unknown-stage-in-needs.toml",
+    ]);
+    assert!(stderr(&out).contains('\u{1b}'), "colored");
+    let out = cinepipe(&[
+        "--color",
+        "never",
+        "validate",
+        "tests/specs/invalid/unknown-stage-in-needs.toml",
+    ]);
+    assert!(!stderr(&out).contains('\u{1b}'), "plain");
+}
+
+#[test]
+fn plan_output_is_sorted_topologically_with_spec_order_for_ties() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = "[run]\nname = \"t\"\n[stages.z]\nkind = \"validate\"\nneeds = [\"b\", \"a\"]\n[stages.b]\nkind = \"validate\"\n[stages.a]\nkind = \"validate\"\n[stages.c]\nkind = \"validate\"\nneeds = [\"a\"]\n";
+    std::fs::write(dir.path().join("t.toml"), spec).expect("write");
+    let out = cinepipe_in(dir.path(), &["plan", "t.toml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(plan["order"], serde_json::json!(["b", "a", "z", "c"]));
+}
+
+#[test]
+fn root_of_the_repo_has_the_layout() {
+    for dir in [
+        "specs",
+        "schemas",
+        "workflows",
+        "prompts",
+        "comfyui_nodes",
+        "docs",
+        "tests",
+        ".github",
+    ] {
+        assert!(root().join(dir).is_dir(), "{dir}/ exists");
+    }
+}
