@@ -11,7 +11,7 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
-use super::diagnostic::{Code, SpecDiagnostic, hint, suggest};
+use super::diagnostic::{Code, SpecDiagnostic, article, hint, suggest};
 use super::model::{
     Backoff, LlmStage, OnShort, PatchWorkflowStage, QualityCheck, RetryPolicy, RunSection, Service,
     ServiceKind, Stage, StageKind,
@@ -150,6 +150,8 @@ pub struct Checker<'a> {
     pub base_dir: PathBuf,
     pub files: &'a mut Files,
     pub out: &'a mut Vec<SpecDiagnostic>,
+    /// Check the values of only these entries (`stages/NAME`, `services/NAME`, `run`).
+    pub only: Option<HashSet<String>>,
 }
 
 fn stage_ptr(name: &str) -> String {
@@ -188,6 +190,34 @@ impl<'a> Checker<'a> {
                 .label(span, label)
                 .maybe_help(help),
         );
+    }
+
+    /// Whether the stage or anything above it has a `for_each`, read from the document as
+    /// written (for when the graph is too broken to compute fan-out).
+    fn raw_fanned(&self, name: &str) -> bool {
+        let mut stack = vec![name.to_owned()];
+        let mut seen = HashSet::new();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            let Some(stage) = self.doc.pointer(&stage_ptr(&n)) else {
+                continue;
+            };
+            if stage.get("for_each").is_some() {
+                return true;
+            }
+            if let Some(Value::Array(needs)) = stage.get("needs") {
+                stack.extend(needs.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+        false
+    }
+
+    fn wants(&self, table: &str, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.contains(&format!("{table}/{name}")))
     }
 
     fn stage_names(&self) -> Vec<&'a str> {
@@ -429,7 +459,7 @@ impl<'a> Checker<'a> {
                             self.err(Code::UnknownStage, format!("`on_short` of stage `{name}` requeues into unknown stage `{target}`"), tspan, "no stage has this name", hint(target, "stages", &names));
                         }
                         Some(Some(t)) if t.kind() != StageKind::Queue => {
-                            self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, a `{}` stage; it must be a `queue` stage", t.kind().as_str()), tspan, "not a queue stage", None);
+                            self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, {} `{}` stage; it must be a `queue` stage", article(t.kind().as_str()), t.kind().as_str()), tspan, "not a queue stage", None);
                         }
                         Some(_) if !anc.contains(target.as_str()) => {
                             self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, which is not upstream of it"), tspan, "not among the stages this one needs", Some(format!("add `{target}` to the `needs` of `{name}`, directly or through another stage")));
@@ -491,7 +521,7 @@ impl<'a> Checker<'a> {
         }
         let Some(stage) = entry else { return false };
         let Stage::Llm(llm) = stage else {
-            self.err(Code::ForEach, format!("`for_each` of stage `{name}` reads `{src}`, a `{}` stage, which produces no list", stage.kind().as_str()), span, "not a list-producing stage", Some("`for_each` reads a list from an `llm` stage's answer, e.g. `story.scenes`".into()));
+            self.err(Code::ForEach, format!("`for_each` of stage `{name}` reads `{src}`, {} `{}` stage, which produces no list", article(stage.kind().as_str()), stage.kind().as_str()), span, "not a list-producing stage", Some("`for_each` reads a list from an `llm` stage's answer, e.g. `story.scenes`".into()));
             return false;
         };
         let lists = self.list_fields(llm);
@@ -565,6 +595,7 @@ impl<'a> Checker<'a> {
             .parsed
             .stages
             .iter()
+            .filter(|(n, _)| self.wants("stages", n))
             .filter_map(|(n, s)| s.clone().map(|s| (n.clone(), s)))
             .collect();
         for (name, stage) in &stages {
@@ -589,23 +620,12 @@ impl<'a> Checker<'a> {
                     self.check_patch(name, s, fan.as_ref());
                 }
                 Stage::Queue(s) => {
-                    self.positive(
-                        &format!("{ptr}/poll_interval_s"),
-                        "poll_interval_s",
-                        s.poll_interval_s,
-                    );
-                    self.positive(&format!("{ptr}/max_wait_s"), "max_wait_s", s.max_wait_s);
                     if s.poll_interval_s > s.max_wait_s {
                         let span = self.value_span(&format!("{ptr}/poll_interval_s"));
                         self.err(Code::InvalidValue, format!("`poll_interval_s` ({}) of stage `{name}` is longer than its `max_wait_s` ({})", s.poll_interval_s, s.max_wait_s), span, "it would never poll", None);
                     }
                 }
                 Stage::AwaitMarker(s) => {
-                    self.positive(
-                        &format!("{ptr}/poll_interval_s"),
-                        "poll_interval_s",
-                        s.poll_interval_s,
-                    );
                     if s.marker_suffix.is_empty() || s.marker_suffix.contains(['/', '\\']) {
                         let span = self.value_span(&format!("{ptr}/marker_suffix"));
                         self.err(Code::InvalidValue, format!("`marker_suffix` of stage `{name}` must be a non-empty file-name suffix"), span, "e.g. \".done\"", None);
@@ -654,19 +674,6 @@ impl<'a> Checker<'a> {
                 }
                 Stage::Validate(_) => {}
             }
-        }
-    }
-
-    fn positive(&mut self, ptr: &str, key: &str, v: f64) {
-        if v <= 0.0 {
-            let span = self.value_span(ptr);
-            self.err(
-                Code::InvalidValue,
-                format!("`{key}` must be greater than 0, found {v}"),
-                span,
-                "must be positive",
-                None,
-            );
         }
     }
 
@@ -730,6 +737,7 @@ impl<'a> Checker<'a> {
             .parsed
             .services
             .iter()
+            .filter(|(n, _)| self.wants("services", n))
             .filter_map(|(n, s)| s.clone().map(|s| (n.clone(), s)))
             .collect();
         for (name, svc) in &services {
@@ -745,7 +753,17 @@ impl<'a> Checker<'a> {
                             || (env.len() >= 32 && env.chars().any(|c| c.is_ascii_lowercase()));
                         if !looks_like_name || looks_like_key {
                             let span = self.value_span(&format!("{ptr}/api_key_env"));
-                            self.err(Code::InvalidValue, "`api_key_env` must name an environment variable, e.g. `OPENAI_API_KEY`".into(), span, "this does not look like a variable name", Some("never write the key itself in a spec; put it in the environment".into()));
+                            // No source excerpt: if this is a key, printing the line would
+                            // leak it into terminals and CI logs.
+                            let (line, col) = line_col(&self.source.text, span.start);
+                            self.out.push(
+                                SpecDiagnostic::without_source(
+                                    Code::InvalidValue,
+                                    format!("`api_key_env` of service `{name}` must name an environment variable, e.g. `OPENAI_API_KEY` ({}:{line}:{col})", self.source.name),
+                                )
+                                .help("this looks like a key itself: never write a key in a spec; put it in the environment and name the variable here")
+                                .at(format!("{ptr}/api_key_env")),
+                            );
                         }
                     }
                 }
@@ -846,14 +864,20 @@ impl<'a> Checker<'a> {
         let span = self.value_span(ptr);
         match self.parsed.services.get(name) {
             None => {
-                let names: Vec<&str> = self.parsed.services.keys().map(String::as_str).collect();
+                let names: Vec<&str> = self
+                    .parsed
+                    .services
+                    .iter()
+                    .filter(|(_, s)| s.as_ref().is_none_or(|s| s.kind() == want))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
                 let help = if names.is_empty() {
                     Some(format!(
                         "add a `[services.{name}]` table with `kind = \"{}\"`",
                         want.as_str()
                     ))
                 } else {
-                    hint(name, "services", &names)
+                    hint(name, &format!("`{}` services", want.as_str()), &names)
                 };
                 self.err(
                     Code::UnknownService,
@@ -883,7 +907,8 @@ impl<'a> Checker<'a> {
                 self.err(
                     Code::ServiceKind,
                     format!(
-                        "{what} must be an `{}` service, but `{name}` is `{}`",
+                        "{what} must be {} `{}` service, but `{name}` is `{}`",
+                        article(want.as_str()),
                         want.as_str(),
                         svc.kind().as_str()
                     ),
@@ -899,9 +924,19 @@ impl<'a> Checker<'a> {
     /// Checks that a file exists and reports it at `ptr` if not.
     fn file_problem(&mut self, ptr: &str, rel: &str, missing: bool, msg: String) {
         let span = self.value_span(ptr);
-        let path = self.base_dir.join(rel);
+        let path = tidy(&self.base_dir.join(rel));
         if missing {
-            self.err(Code::MissingFile, format!("file `{}` {msg}", path.display()), span, "file not found", Some(format!("relative paths are resolved against `{}` (the spec's folder joined with `run.base_dir`)", self.base_dir.display())));
+            let help = similar_file(&path).map_or_else(
+                || format!("relative paths are resolved against `{}` (the spec's folder joined with `run.base_dir`)", tidy(&self.base_dir).display()),
+                |f| format!("did you mean `{f}`?"),
+            );
+            self.err(
+                Code::MissingFile,
+                format!("file `{}` {msg}", path.display()),
+                span,
+                "file not found",
+                Some(help),
+            );
         } else {
             self.err(
                 if msg.contains("template") || msg.contains("metadata") {
@@ -1008,7 +1043,6 @@ impl<'a> Checker<'a> {
                 None,
             );
         }
-        self.positive(&format!("{ptr}/timeout_s"), "timeout_s", s.timeout_s);
     }
 
     fn check_patch(&mut self, name: &str, s: &PatchWorkflowStage, fan: Option<&Fan>) {
@@ -1058,7 +1092,7 @@ impl<'a> Checker<'a> {
                     format!("is not a usable workflow: {e}")
                 };
                 let span = self.value_span(&format!("{ptr}/workflow"));
-                let p = self.base_dir.join(&s.workflow);
+                let p = tidy(&self.base_dir.join(&s.workflow));
                 let code = if missing {
                     Code::MissingFile
                 } else {
@@ -1073,19 +1107,25 @@ impl<'a> Checker<'a> {
                     } else {
                         "not an API-format workflow"
                     },
-                    missing.then(|| {
-                        format!(
-                            "relative paths are resolved against `{}`",
-                            self.base_dir.display()
-                        )
-                    }),
+                    if missing {
+                        Some(similar_file(&p).map_or_else(
+                            || format!("relative paths are resolved against `{}` (the spec's folder joined with `run.base_dir`)", tidy(&self.base_dir).display()),
+                            |f| format!("did you mean `{f}`?"),
+                        ))
+                    } else {
+                        Some("export the workflow with \"Save (API Format)\" (enable dev mode options in ComfyUI's settings)".to_owned())
+                    },
                 );
             }
         }
         // Template variables in `set`.
-        let scene = match fan {
-            Some(Fan::PerItem { source, .. }) => Some(self.item_fields(&source.clone())),
-            _ => None,
+        // `scene` exists when the stage runs per item. When the graph is broken the fan-out is
+        // unknown: then any `for_each` at or above the stage makes `scene` available, unchecked.
+        let scene: Option<Option<Vec<String>>> = match fan {
+            Some(Fan::PerItem { source, .. }) => Some(Some(self.item_fields(&source.clone()))),
+            Some(_) => None,
+            None if self.raw_fanned(name) => Some(None),
+            None => None,
         };
         let mut roots: Vec<&str> = vec!["run", "story", "seed", "attempt", "prefix", "vars"];
         if scene.is_some() {
@@ -1097,7 +1137,16 @@ impl<'a> Checker<'a> {
             let vars = match templates::variables(text) {
                 Ok(v) => v,
                 Err(e) => {
-                    let span = self.value_span(&vptr);
+                    let mut span = self.value_span(&vptr);
+                    // Point into the string when it is written plainly (no escapes), so that
+                    // the offset in the template is the offset in the file.
+                    let raw = self.source.text.get(span.clone()).unwrap_or_default();
+                    if let Some(off) = e.offset(text) {
+                        if raw.len() == text.len() + 2 && !raw.contains('\\') {
+                            let at = span.start + 1 + off;
+                            span = at..(at + 2).min(span.end - 1);
+                        }
+                    }
                     self.err(
                         Code::Template,
                         format!(
@@ -1105,7 +1154,7 @@ impl<'a> Checker<'a> {
                             e.0
                         ),
                         span,
-                        "invalid Handlebars",
+                        "here",
                         None,
                     );
                     continue;
@@ -1126,8 +1175,9 @@ impl<'a> Checker<'a> {
                                 .into(),
                         ),
                     )),
+                    "scene" if scene.as_ref().is_some_and(Option::is_none) => None,
                     "scene" => {
-                        let fields = scene.clone().unwrap_or_default();
+                        let fields = scene.clone().flatten().unwrap_or_default();
                         let field = rest
                             .unwrap_or_default()
                             .split('.')
@@ -1239,7 +1289,7 @@ fn cycle_path(
 }
 
 /// The spec file's folder joined with `run.base_dir`.
-pub fn base_dir(source: &SpecSource, run: Option<&RunSection>) -> PathBuf {
+pub fn base_dir(source: &SpecSource, base: Option<&str>) -> PathBuf {
     let spec_dir = source
         .path
         .parent()
@@ -1250,8 +1300,53 @@ pub fn base_dir(source: &SpecSource, run: Option<&RunSection>) -> PathBuf {
     } else {
         spec_dir
     };
-    match run {
-        Some(r) if r.base_dir != "." => spec_dir.join(&r.base_dir),
+    match base {
+        Some(b) if b != "." => spec_dir.join(b),
         _ => spec_dir,
     }
+}
+
+/// A path with `.` and `name/..` taken out, as a person would write it (nothing is resolved
+/// on disk; symlinks do not matter for a message).
+pub fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
+/// A file next to `path` whose name is close to its name, for "did you mean".
+fn similar_file(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent()?;
+    let entries: Vec<String> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .ok()?
+    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    .collect();
+    let best = suggest(name, entries.iter().map(String::as_str))?;
+    Some(dir.join(best).display().to_string())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }

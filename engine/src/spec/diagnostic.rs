@@ -20,6 +20,7 @@ pub enum Code {
     WrongType,
     InvalidValue,
     UnknownStageKind,
+    UnknownServiceKind,
     UnknownStage,
     Cycle,
     UnknownService,
@@ -45,6 +46,7 @@ impl Code {
             Code::WrongType => "cinepipe::spec::wrong-type",
             Code::InvalidValue => "cinepipe::spec::invalid-value",
             Code::UnknownStageKind => "cinepipe::spec::unknown-stage-kind",
+            Code::UnknownServiceKind => "cinepipe::spec::unknown-service-kind",
             Code::UnknownStage => "cinepipe::spec::unknown-stage",
             Code::Cycle => "cinepipe::spec::cycle",
             Code::UnknownService => "cinepipe::spec::unknown-service",
@@ -67,6 +69,8 @@ pub struct SpecDiagnostic {
     pub message: String,
     pub labels: Vec<(Range<usize>, String)>,
     pub help: Option<String>,
+    /// The JSON pointer of the value at fault, when there is one (not shown to users).
+    pub pointer: Option<String>,
     source: Option<NamedSource<Arc<str>>>,
 }
 
@@ -77,6 +81,7 @@ impl SpecDiagnostic {
             message: message.into(),
             labels: Vec::new(),
             help: None,
+            pointer: None,
             source: Some(NamedSource::new(source.name.clone(), source.text.clone())),
         }
     }
@@ -88,12 +93,18 @@ impl SpecDiagnostic {
             message: message.into(),
             labels: Vec::new(),
             help: None,
+            pointer: None,
             source: None,
         }
     }
 
     pub fn label(mut self, span: Range<usize>, text: impl Into<String>) -> Self {
         self.labels.push((span, text.into()));
+        self
+    }
+
+    pub fn at(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
         self
     }
 
@@ -169,5 +180,23 @@ pub fn hint<'a>(word: &str, what: &str, candidates: &[&'a str]) -> Option<String
         None
     } else {
         Some(format!("{what}: {}", candidates.join(", ")))
+    }
+}
+
+/// "a" or "an", for a word as it is spoken.
+pub fn article(word: &str) -> &'static str {
+    let w = word.trim_start_matches('`');
+    if w.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// A number as a person writes it: `0`, not `0.0`.
+pub fn number(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
     }
 }

@@ -113,20 +113,31 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
         index: &index,
         prefix: "",
         partial: false,
+        stage_root: false,
+        name_prefix: "",
     };
     structure().check(&doc, &target, &mut out);
-    let parsed = Parsed::from_doc(&doc);
-    let base_dir = check::base_dir(source, parsed.run.as_ref());
+
+    // Later rules see the spec without the values the schema already rejected (their defaults
+    // apply instead), so that one bad value neither hides the other problems of its stage nor
+    // is reported a second time by a rule that reads it.
+    let repaired = repair(&doc, &out);
+    let parsed = Parsed::from_doc(&repaired);
+    let base_dir = check::base_dir(
+        source,
+        repaired.pointer("/run/base_dir").and_then(Value::as_str),
+    );
     let mut files = Files::default();
     let fans = {
         let mut checker = Checker {
             source,
             index: &index,
-            doc: &doc,
+            doc: &repaired,
             parsed: &parsed,
             base_dir: base_dir.clone(),
             files: &mut files,
             out: &mut out,
+            only: None,
         };
         let fans = checker.check_graph();
         checker.check_values(fans.as_ref());
@@ -143,11 +154,22 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
                 .maybe_help(diagnostic::hint(wanted, "profiles", &list)),
         );
     }
+    let base_found = out.clone();
     let mut selected = None;
     for name in &names {
-        let o = profile::overlay(source, &doc, &index, name, &mut out);
+        let o = profile::overlay(source, &repaired, &index, name, &mut out);
         if name != STANDARD {
-            check_overlay(source, &o, &base_dir, &mut files, fans.as_ref(), &mut out);
+            let found = check_overlay(source, &o, &base_dir, &mut files, fans.as_ref());
+            for d in found {
+                let dup = base_found.iter().any(|b| {
+                    b.code == d.code
+                        && b.message == d.message
+                        && b.labels.first() == d.labels.first()
+                });
+                if !dup {
+                    out.push(annotate(d, &o));
+                }
+            }
         }
         if name == wanted {
             selected = Some(o);
@@ -181,20 +203,81 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
     })
 }
 
-/// Checks a spec with a profile laid over it: the values the profile changed must still obey
-/// every rule.
+/// The document without the values at the pointers of `diags`. An array item takes its whole
+/// array with it, so that the indices of the items left keep matching their spans.
+fn repair(doc: &Value, diags: &[SpecDiagnostic]) -> Value {
+    let mut pointers: Vec<&str> = diags
+        .iter()
+        .filter_map(|d| d.pointer.as_deref())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if pointers.is_empty() {
+        return doc.clone();
+    }
+    pointers.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(b.cmp(a)));
+    let mut out = doc.clone();
+    for p in pointers {
+        let mut p = p.to_owned();
+        loop {
+            let Some((parent, _)) = p.rsplit_once('/') else {
+                break;
+            };
+            if matches!(out.pointer(parent), Some(Value::Array(_))) {
+                p = parent.to_owned();
+            } else {
+                break;
+            }
+        }
+        let Some((parent, key)) = p.rsplit_once('/') else {
+            continue;
+        };
+        if let Some(Value::Object(m)) = out.pointer_mut(parent) {
+            m.shift_remove(&structure::unescape(key));
+        }
+    }
+    out
+}
+
+/// Says which profile a problem comes from, when a profile set the value at fault.
+fn annotate(mut d: SpecDiagnostic, o: &Overlaid) -> SpecDiagnostic {
+    let by = d
+        .pointer
+        .as_deref()
+        .and_then(|p| o.setter(p))
+        .map(|(n, _)| n.clone())
+        .or_else(|| Some(o.profile.clone()));
+    if let Some(name) = by {
+        d.message.push_str(&format!(" (with profile `{name}`)"));
+    }
+    d
+}
+
+/// Checks what a profile changed: the stages and services it touched must still obey every
+/// rule. Values set through `kinds.KIND` were checked against the kind's schema already.
 fn check_overlay(
     source: &SpecSource,
     o: &Overlaid,
     base_dir: &Path,
     files: &mut Files,
     fans: Option<&IndexMap<String, Fan>>,
-    out: &mut Vec<SpecDiagnostic>,
-) {
+) -> Vec<SpecDiagnostic> {
+    let mut out = Vec::new();
     if o.set_by.is_empty() {
-        return;
+        return out;
     }
     let index: &SpanIndex = &o.index;
+    let mut touched = std::collections::HashSet::new();
+    for p in o.set_by.keys() {
+        let mut segs = p.split('/').skip(1);
+        if let (Some(table), Some(name)) = (segs.next(), segs.next()) {
+            if table == "stages" || table == "services" {
+                touched.insert(format!("{table}/{}", structure::unescape(name)));
+            }
+        } else if p == "/run" || p.starts_with("/run/") {
+            touched.insert("run".to_owned());
+        }
+    }
+    let mut structural = Vec::new();
     structure().check(
         &o.doc,
         &Target {
@@ -202,18 +285,31 @@ fn check_overlay(
             index,
             prefix: "",
             partial: false,
+            stage_root: false,
+            name_prefix: "",
         },
-        out,
+        &mut structural,
     );
-    let parsed = Parsed::from_doc(&o.doc);
+    // Only problems in values a profile set through `stages.NAME`/`services.NAME`/`run`.
+    structural.retain(|d| {
+        d.pointer
+            .as_deref()
+            .and_then(|p| o.setter(p))
+            .is_some_and(|(_, via_kinds)| !via_kinds)
+    });
+    let repaired = repair(&o.doc, &structural);
+    out.extend(structural);
+    let parsed = Parsed::from_doc(&repaired);
     let mut checker = Checker {
         source,
         index,
-        doc: &o.doc,
+        doc: &repaired,
         parsed: &parsed,
         base_dir: base_dir.to_path_buf(),
         files,
-        out,
+        out: &mut out,
+        only: Some(touched),
     };
     checker.check_values(fans);
+    out
 }

@@ -38,16 +38,31 @@ pub struct Overlaid {
     pub profile: String,
     pub doc: Value,
     pub index: SpanIndex,
-    /// Pointers set by a profile, each with the profile that set it (covers descendants).
-    pub set_by: HashMap<String, String>,
+    /// Pointers set by a profile (covering descendants): the profile's name, and whether it
+    /// set them through `kinds.KIND` rather than `stages.NAME`.
+    pub set_by: HashMap<String, (String, bool)>,
 }
 
 impl Overlaid {
     /// Where the value at `pointer` came from, given the spec as written.
+    /// The profile that set `pointer` or one of its ancestors, if any.
+    pub fn setter(&self, pointer: &str) -> Option<&(String, bool)> {
+        let mut p = pointer;
+        loop {
+            if let Some(s) = self.set_by.get(p) {
+                return Some(s);
+            }
+            match p.rfind('/') {
+                Some(i) if i > 0 => p = &p[..i],
+                _ => return None,
+            }
+        }
+    }
+
     pub fn origin(&self, base: &Value, pointer: &str) -> Origin {
         let mut p = pointer;
         loop {
-            if let Some(name) = self.set_by.get(p) {
+            if let Some((name, _)) = self.set_by.get(p) {
                 return Origin::Profile(name.clone());
             }
             match p.rfind('/') {
@@ -125,23 +140,31 @@ fn chain(
     let mut cur = names.iter().position(|n| *n == name);
     while let Some(i) = cur {
         if !seen.insert(i) {
-            let (pname, _, ptr) = &profiles[i];
-            let span = ptr
+            // Spell the cycle from its alphabetically first profile, so that it reads (and is
+            // reported) the same whichever profile the walk started from.
+            let start = chain.iter().position(|&j| j == i).unwrap_or(0);
+            let mut cycle: Vec<usize> = chain[start..].to_vec();
+            let first = (0..cycle.len())
+                .min_by_key(|&k| names[cycle[k]])
+                .unwrap_or(0);
+            cycle.rotate_left(first);
+            let mut spelled: Vec<&str> = cycle.iter().map(|&j| names[j]).collect();
+            spelled.push(names[cycle[0]]);
+            let closer = cycle[cycle.len() - 1];
+            let span = profiles[closer]
+                .2
                 .as_ref()
                 .and_then(|p| index.get(&format!("{p}/inherits")))
                 .map(|s| s.value.clone())
                 .unwrap_or(0..0);
-            let cycle: Vec<&str> = chain.iter().rev().map(|&j: &usize| names[j]).collect();
             out.push(
                 SpecDiagnostic::new(
                     source,
                     Code::Profile,
-                    format!(
-                        "profile `{pname}` inherits from itself: {} → {pname}",
-                        cycle.join(" → ")
-                    ),
+                    format!("profiles inherit in a cycle: {}", spelled.join(" → ")),
                 )
-                .label(span, "this closes the cycle"),
+                .label(span, "this closes the cycle")
+                .help("the root of an `inherits` chain must inherit nothing"),
             );
             break;
         }
@@ -196,6 +219,7 @@ fn apply(
             ptr.map(|p| format!("{p}/run")),
             spec_index,
             pname,
+            false,
         );
     }
     if let Some(Value::Object(services)) = def.get("services") {
@@ -240,6 +264,7 @@ fn apply(
                 ptr.map(|p| format!("{p}{sub}")),
                 spec_index,
                 pname,
+                false,
             );
         }
     }
@@ -277,6 +302,7 @@ fn apply(
                 let mut probe = t.clone();
                 probe.insert("kind".to_owned(), Value::String(kind.clone()));
                 let prefix = format!("{p}{sub}");
+                let name_prefix = format!("profiles.{pname}.kinds.{kind}");
                 structure().check_stage(
                     &Value::Object(probe),
                     &Target {
@@ -284,6 +310,8 @@ fn apply(
                         index: spec_index,
                         prefix: &prefix,
                         partial: true,
+                        stage_root: true,
+                        name_prefix: &name_prefix,
                     },
                     out,
                 );
@@ -300,6 +328,7 @@ fn apply(
                         ptr.map(|p| format!("{p}{sub}")),
                         spec_index,
                         pname,
+                        true,
                     );
                 }
             }
@@ -334,6 +363,7 @@ fn apply(
                 ptr.map(|p| format!("{p}{sub}")),
                 spec_index,
                 pname,
+                false,
             );
         }
     }
@@ -365,6 +395,7 @@ fn merge_into(
     src_ptr: Option<String>,
     spec_index: &SpanIndex,
     pname: &str,
+    via_kinds: bool,
 ) {
     let Some(Value::Object(dst)) = o.doc.pointer_mut(dst_ptr) else {
         return;
@@ -375,7 +406,7 @@ fn merge_into(
         if let Some(sp) = &src_ptr {
             copy_spans(spec_index, &mut o.index, &format!("{sp}{rel}"), &dp);
         }
-        o.set_by.insert(dp, pname.to_owned());
+        o.set_by.insert(dp, (pname.to_owned(), via_kinds));
     }
 }
 

@@ -11,7 +11,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::diagnostic::{Code, SpecDiagnostic, hint};
+use super::diagnostic::{Code, SpecDiagnostic, hint, number};
 use super::source::{SpanIndex, SpecSource};
 
 /// The compiled run-spec schema, built once per process.
@@ -61,6 +61,10 @@ pub struct Target<'a> {
     pub prefix: &'a str,
     /// Drop "missing key" errors (for partial overlays such as a profile's `kinds.queue`).
     pub partial: bool,
+    /// The document is one stage table, not a whole spec.
+    pub stage_root: bool,
+    /// How the document's root is named in messages (empty: "the spec").
+    pub name_prefix: &'a str,
 }
 
 impl Structure {
@@ -83,8 +87,14 @@ impl Structure {
     }
 
     /// The keys a table at `pointer` of `doc` may hold, per the schema.
-    pub fn keys_at(&self, doc: &Value, pointer: &str) -> Vec<String> {
-        let mut schema = &self.schema;
+    pub fn keys_at(&self, doc: &Value, pointer: &str, stage_root: bool) -> Vec<String> {
+        let mut schema = if stage_root {
+            self.schema
+                .pointer("/definitions/Stage")
+                .unwrap_or(&self.schema)
+        } else {
+            &self.schema
+        };
         let mut inst = doc;
         schema = self.resolve(schema, inst);
         for seg in pointer.split('/').skip(1) {
@@ -249,11 +259,12 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn where_(doc: &Value, pointer: &str) -> String {
-    if pointer.is_empty() {
-        "the spec".to_owned()
-    } else {
-        format!("`{}`", dotted(doc, pointer))
+fn where_(doc: &Value, pointer: &str, name_prefix: &str) -> String {
+    match (pointer.is_empty(), name_prefix.is_empty()) {
+        (true, true) => "the spec".to_owned(),
+        (true, false) => format!("`{name_prefix}`"),
+        (false, true) => format!("`{}`", dotted(doc, pointer)),
+        (false, false) => format!("`{name_prefix}.{}`", dotted(doc, pointer)),
     }
 }
 
@@ -262,19 +273,24 @@ fn report(err: &ValidationError<'_>, doc: &Value, t: &Target<'_>, out: &mut Vec<
     let full = format!("{}{}", t.prefix, path);
     let spans = t.index.nearest(&full);
     let inst = err.instance();
-    let here = where_(doc, &path);
-    let diag = |code, msg: String| SpecDiagnostic::new(t.source, code, msg);
+    let here = where_(doc, &path, t.name_prefix);
+    let diag = |code, msg: String| SpecDiagnostic::new(t.source, code, msg).at(full.clone());
     match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let valid = structure().keys_at(doc, &path);
+            let valid = structure().keys_at(doc, &path, t.stage_root);
             let valid: Vec<&str> = valid.iter().map(String::as_str).collect();
             for key in unexpected {
                 let p = format!("{full}/{}", super::source::escape_segment(key));
                 let span = t.index.get(&p).map_or(spans.entry(), |s| s.entry());
                 out.push(
-                    diag(Code::UnknownKey, format!("unknown key `{key}` in {here}"))
-                        .label(span, "not a key of this table")
-                        .maybe_help(hint(key, "valid keys", &valid)),
+                    SpecDiagnostic::new(
+                        t.source,
+                        Code::UnknownKey,
+                        format!("unknown key `{key}` in {here}"),
+                    )
+                    .at(p)
+                    .label(span, "not a key of this table")
+                    .maybe_help(hint(key, "valid keys", &valid)),
                 );
             }
         }
@@ -298,6 +314,9 @@ fn report(err: &ValidationError<'_>, doc: &Value, t: &Target<'_>, out: &mut Vec<
                 )
                 .label(spans.entry(), format!("`{key}` is required here"))
             };
+            // Nothing to take out of the document: the key is absent.
+            let mut d = d;
+            d.pointer = None;
             out.push(d);
         }
         ValidationErrorKind::Type { kind } => {
@@ -326,7 +345,7 @@ fn report(err: &ValidationError<'_>, doc: &Value, t: &Target<'_>, out: &mut Vec<
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            out.push(enum_diag(t.source, &here, inst, &opts, spans.value.clone()));
+            out.push(enum_diag(t.source, &here, inst, &opts, spans.value.clone()).at(full.clone()));
         }
         ValidationErrorKind::Constant { expected_value } => {
             out.push(
@@ -337,25 +356,30 @@ fn report(err: &ValidationError<'_>, doc: &Value, t: &Target<'_>, out: &mut Vec<
                 .label(spans.value.clone(), format!("found {}", show(inst))),
             );
         }
-        ValidationErrorKind::Minimum { limit }
-        | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            out.push(
-                diag(
-                    Code::InvalidValue,
-                    format!("{here} must be at least {limit}, found {inst}"),
-                )
-                .label(spans.value.clone(), "too small"),
+        ValidationErrorKind::Minimum { limit } => {
+            let msg = format!(
+                "{here} must be at least {}, found {}",
+                number(limit),
+                number(inst)
             );
+            out.push(diag(Code::InvalidValue, msg).label(spans.value.clone(), "too small"));
+        }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            let msg = format!(
+                "{here} must be greater than {}, found {}",
+                number(limit),
+                number(inst)
+            );
+            out.push(diag(Code::InvalidValue, msg).label(spans.value.clone(), "too small"));
         }
         ValidationErrorKind::Maximum { limit }
         | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            out.push(
-                diag(
-                    Code::InvalidValue,
-                    format!("{here} must be at most {limit}, found {inst}"),
-                )
-                .label(spans.value.clone(), "too large"),
+            let msg = format!(
+                "{here} must be at most {}, found {}",
+                number(limit),
+                number(inst)
             );
+            out.push(diag(Code::InvalidValue, msg).label(spans.value.clone(), "too large"));
         }
         ValidationErrorKind::MinItems { .. } | ValidationErrorKind::MinLength { .. } => {
             out.push(
@@ -412,7 +436,7 @@ fn report_union(
 ) {
     let full = format!("{}{}", t.prefix, path);
     let spans = t.index.nearest(&full);
-    let here = where_(doc, path);
+    let here = where_(doc, path, t.name_prefix);
     let kind_path = format!("{path}/kind");
     let is_root = |e: &ValidationError<'_>| {
         e.instance_path().as_str() == path
@@ -423,7 +447,7 @@ fn report_union(
                     | ValidationErrorKind::Enum { .. }
             )
     };
-    let kinds: Vec<&str> = context
+    let mut kinds: Vec<&str> = context
         .iter()
         .flat_map(|b| b.iter())
         .filter(|e| e.instance_path().as_str() == kind_path)
@@ -432,11 +456,28 @@ fn report_union(
             _ => None,
         })
         .collect();
+    let lacks_kind = inst.is_object()
+        && inst.get("kind").is_none()
+        && context.iter().flatten().any(|e| matches!(e.kind(), ValidationErrorKind::Required { property } if property == "kind"));
+    let is_service = full.starts_with("/services/");
+    if lacks_kind && kinds.is_empty() {
+        kinds = if is_service {
+            vec!["openai", "comfyui"]
+        } else {
+            super::model::StageKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect()
+        };
+    }
     if inst.is_object() && !kinds.is_empty() {
         // A union discriminated by `kind` (stages, services).
-        let matching = context
-            .iter()
-            .find(|b| !b.iter().any(|e| e.instance_path().as_str() == kind_path));
+        let matching = if lacks_kind { None } else { Some(()) };
+        let matching = matching.and_then(|()| {
+            context
+                .iter()
+                .find(|b| !b.iter().any(|e| e.instance_path().as_str() == kind_path))
+        });
         if let Some(branch) = matching {
             for e in branch {
                 report(e, doc, t, out);
@@ -458,7 +499,11 @@ fn report_union(
                 out.push(
                     SpecDiagnostic::new(
                         t.source,
-                        Code::UnknownStageKind,
+                        if is_service {
+                            Code::UnknownServiceKind
+                        } else {
+                            Code::UnknownStageKind
+                        },
                         format!("unknown {what} kind `{k}` in {here}"),
                     )
                     .label(kspan, format!("expected one of: {list}"))
@@ -538,10 +583,19 @@ fn report_union(
             }
         }
     }
+    if path.ends_with("/on_short") {
+        out.push(
+            SpecDiagnostic::new(t.source, Code::InvalidValue, format!("{here} must be `\"fail\"`, `\"accept\"` or `{{ requeue = \"STAGE\" }}`, found {}", show(inst)))
+                .label(spans.value.clone(), "not an accepted value")
+                .maybe_help(inst.as_str().and_then(|s| super::diagnostic::suggest(s, ["fail", "accept"])).map(|s| format!("did you mean `{s}`?")))
+                .at(full.clone()),
+        );
+        return;
+    }
     if !strings.is_empty() && (inst.is_string() || accepted.is_empty()) {
         let mut opts: Vec<&str> = strings.iter().map(String::as_str).collect();
         opts.dedup();
-        let mut d = enum_diag(t.source, &here, inst, &opts, spans.value.clone());
+        let mut d = enum_diag(t.source, &here, inst, &opts, spans.value.clone()).at(full.clone());
         if !accepted.is_empty() {
             d.message
                 .push_str(&format!(" (or {})", accepted.join(" or ")));
@@ -551,6 +605,13 @@ fn report_union(
     }
     let mut all: Vec<String> = strings.iter().map(|s| format!("`{s:?}`")).collect();
     all.extend(accepted);
+    if path.ends_with("/on_short") {
+        all = vec![
+            "`\"fail\"`".into(),
+            "`\"accept\"`".into(),
+            "`{ requeue = \"STAGE\" }`".into(),
+        ];
+    }
     out.push(
         SpecDiagnostic::new(
             t.source,

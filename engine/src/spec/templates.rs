@@ -3,18 +3,45 @@
 use handlebars::Path;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 
-/// A template that does not compile, with the reason handlebars gives.
+/// A template that does not compile: why, and where (line and column, from 1) when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct TemplateSyntax(pub String);
+pub struct TemplateSyntax(pub String, pub Option<(usize, usize)>);
+
+impl TemplateSyntax {
+    /// The byte offset of the error in `text`, when its position is known.
+    pub fn offset(&self, text: &str) -> Option<usize> {
+        let (line, col) = self.1?;
+        let start: usize = text
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let line_text = text.get(start..)?.split('\n').next()?;
+        let within: usize = line_text
+            .chars()
+            .take(col.saturating_sub(1))
+            .map(char::len_utf8)
+            .sum();
+        Some(start + within)
+    }
+}
 
 /// The variable paths a template reads from its root context, e.g. `scene.prompt`, `seed`.
 ///
 /// Paths inside `{{#each}}` and `{{#with}}` blocks are relative to the block's item and are not
 /// listed; `{{#if x}}` and `{{#unless x}}` keep the root context and are looked into.
 pub fn variables(text: &str) -> Result<Vec<String>, TemplateSyntax> {
-    let template =
-        Template::compile(text).map_err(|e| TemplateSyntax(first_line(&e.to_string())))?;
+    let template = Template::compile(text).map_err(|e| {
+        let why = match e.reason() {
+            // The parser's own words name grammar rules; say what a writer needs to know.
+            handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+                "invalid Handlebars syntax (an unclosed `{{`, or a malformed expression)".to_owned()
+            }
+            other => first_line(&other.to_string()),
+        };
+        TemplateSyntax(why, e.pos())
+    })?;
     let mut out = Vec::new();
     walk(&template, &mut out);
     let mut seen = std::collections::HashSet::new();

@@ -83,7 +83,7 @@ pub struct OpenAiService {
     pub fallback: Option<String>,
     /// Bound on one HTTP request, in seconds.
     #[serde(default = "default_llm_request_timeout")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub timeout_s: f64,
     /// Requests sent to this server at the same time.
     #[serde(default = "default_one")]
@@ -115,7 +115,7 @@ pub struct ComfyUiService {
     pub max_concurrent: u32,
     /// Bound on one HTTP request, in seconds (not on the workflow: see the `queue` stage).
     #[serde(default = "default_comfy_request_timeout")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub timeout_s: f64,
     /// The service tried next when this one is down. Must be another `comfyui` service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,7 +148,7 @@ pub struct Launch {
     pub ready_url: Option<String>,
     /// Seconds to wait for readiness before giving up.
     #[serde(default = "default_ready_timeout")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub ready_timeout_s: f64,
     /// Seconds between SIGTERM and SIGKILL when the engine stops the server.
     #[serde(default = "default_stop_timeout")]

@@ -148,11 +148,11 @@ stage_kind! {
         max_completion_tokens: u32,
         /// Slowest acceptable answer, in seconds (failure class `slow`).
         #[serde(default = "default_max_latency")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         max_latency_s: f64,
         /// Bound on one attempt, in seconds (failure class `timeout`).
         #[serde(default = "default_llm_timeout")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         timeout_s: f64,
         /// Reuse an earlier answer to the same request (`--no-cache` bypasses it).
         #[serde(default = "default_true")]
@@ -190,11 +190,11 @@ stage_kind! {
         service: String,
         /// Seconds between `/history` polls (the seeds' `PollIntervalSeconds`).
         #[serde(default = "default_poll_interval")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         poll_interval_s: f64,
         /// Longest wait for the workflow to finish, in seconds (`MaxWaitSeconds`).
         #[serde(default = "default_max_wait")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         max_wait_s: f64,
         /// Most `/history` polls per attempt; 0 = unbounded (`HistoryMaxAttempts`, `pollLimit`).
         #[serde(default)]
@@ -219,7 +219,7 @@ stage_kind! {
     AwaitMarkerStage {
         /// Seconds to wait for the marker.
         #[serde(default = "default_marker_timeout")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         timeout_s: f64,
         /// What a timeout does: `forced-copy` copies the frames that exist and records it;
         /// `fail` fails the attempt.
@@ -227,7 +227,7 @@ stage_kind! {
         on_timeout: OnTimeout,
         /// Seconds between polls when file-system events are unavailable.
         #[serde(default = "default_marker_poll")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         poll_interval_s: f64,
         /// Suffix of the marker file after the filename prefix.
         #[serde(default = "default_marker_suffix")]
@@ -259,7 +259,7 @@ stage_kind! {
         stability_retries: u32,
         /// Bound on one attempt, in seconds.
         #[serde(default = "default_collect_timeout")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(extend("exclusiveMinimum" = 0))]
         timeout_s: f64,
     }
 }
