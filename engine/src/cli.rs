@@ -320,11 +320,11 @@ fn write_generated(files: &[(PathBuf, String)], check: bool, command: &str) -> E
         return ExitCode::Failure;
     }
     for (path, text) in files {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                eprintln!("error: cannot create `{}`: {e}", dir.display());
-                return ExitCode::Io;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!("error: cannot create `{}`: {e}", dir.display());
+            return ExitCode::Io;
         }
         if let Err(e) = crate::fsutil::write_atomic(path, text.as_bytes()) {
             eprintln!("error: cannot write `{}`: {e}", path.display());

@@ -372,12 +372,11 @@ fn table(s: &mut String, r: &Ref<'_>, def: &Value, header: &str) {
             "string" => Some(Value::String("...".to_owned())),
             _ => None,
         });
-        if let Some(v) = ex {
-            if !(v.is_object() && v.as_object().is_some_and(Map::is_empty))
-                && !(v.is_array() && v.as_array().is_some_and(Vec::is_empty))
-            {
-                example.push(format!("{key} = {}", toml_value(&v)));
-            }
+        if let Some(v) = ex
+            && !(v.is_object() && v.as_object().is_some_and(Map::is_empty))
+            && !(v.is_array() && v.as_array().is_some_and(Vec::is_empty))
+        {
+            example.push(format!("{key} = {}", toml_value(&v)));
         }
     }
     if !header.is_empty() && !example.is_empty() {

@@ -239,24 +239,23 @@ impl<'a> Checker<'a> {
             );
             return None;
         }
-        if let Some(run) = &self.parsed.run {
-            if !run
+        if let Some(run) = &self.parsed.run
+            && !run
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                let span = self.value_span("/run/name");
-                self.err(
-                    Code::InvalidValue,
-                    format!(
-                        "run name `{}` must use only letters, digits, `-`, `_` and `.`",
-                        run.name
-                    ),
-                    span,
-                    "it becomes part of run ids and folder names",
-                    None,
-                );
-            }
+        {
+            let span = self.value_span("/run/name");
+            self.err(
+                Code::InvalidValue,
+                format!(
+                    "run name `{}` must use only letters, digits, `-`, `_` and `.`",
+                    run.name
+                ),
+                span,
+                "it becomes part of run ids and folder names",
+                None,
+            );
         }
         for name in self.parsed.stages.keys() {
             if !valid_name(name) {
@@ -392,10 +391,10 @@ impl<'a> Checker<'a> {
             // What the needs are fanned out over.
             let mut upstream: Vec<(String, String, &str)> = Vec::new();
             for need in common.needs {
-                if let Some(Fan::PerItem { source, origin }) = fans.get(need.as_str()) {
-                    if !upstream.iter().any(|(s, _, _)| s == source) {
-                        upstream.push((source.clone(), origin.clone(), need.as_str()));
-                    }
+                if let Some(Fan::PerItem { source, origin }) = fans.get(need.as_str())
+                    && !upstream.iter().any(|(s, _, _)| s == source)
+                {
+                    upstream.push((source.clone(), origin.clone(), need.as_str()));
                 }
             }
             let ptr = stage_ptr(name);
@@ -441,31 +440,26 @@ impl<'a> Checker<'a> {
                         origin,
                     }
                 }
-            } else if common
-                .needs
-                .iter()
-                .any(|n| matches!(fans.get(n.as_str()), Some(Fan::Gather { .. })))
-            {
-                Fan::Once
             } else {
+                // Nothing fanned out above, or only gathered: once per run.
                 Fan::Once
             };
-            if let Stage::CollectFrames(c) = stage {
-                if let OnShort::Requeue(target) = &c.on_short {
-                    let tspan = self.value_span(&format!("{ptr}/on_short/requeue"));
-                    match self.parsed.stages.get(target) {
-                        None => {
-                            let names = self.stage_names();
-                            self.err(Code::UnknownStage, format!("`on_short` of stage `{name}` requeues into unknown stage `{target}`"), tspan, "no stage has this name", hint(target, "stages", &names));
-                        }
-                        Some(Some(t)) if t.kind() != StageKind::Queue => {
-                            self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, {} `{}` stage; it must be a `queue` stage", article(t.kind().as_str()), t.kind().as_str()), tspan, "not a queue stage", None);
-                        }
-                        Some(_) if !anc.contains(target.as_str()) => {
-                            self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, which is not upstream of it"), tspan, "not among the stages this one needs", Some(format!("add `{target}` to the `needs` of `{name}`, directly or through another stage")));
-                        }
-                        _ => {}
+            if let Stage::CollectFrames(c) = stage
+                && let OnShort::Requeue(target) = &c.on_short
+            {
+                let tspan = self.value_span(&format!("{ptr}/on_short/requeue"));
+                match self.parsed.stages.get(target) {
+                    None => {
+                        let names = self.stage_names();
+                        self.err(Code::UnknownStage, format!("`on_short` of stage `{name}` requeues into unknown stage `{target}`"), tspan, "no stage has this name", hint(target, "stages", &names));
                     }
+                    Some(Some(t)) if t.kind() != StageKind::Queue => {
+                        self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, {} `{}` stage; it must be a `queue` stage", article(t.kind().as_str()), t.kind().as_str()), tspan, "not a queue stage", None);
+                    }
+                    Some(_) if !anc.contains(target.as_str()) => {
+                        self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, which is not upstream of it"), tspan, "not among the stages this one needs", Some(format!("add `{target}` to the `needs` of `{name}`, directly or through another stage")));
+                    }
+                    _ => {}
                 }
             }
             ancestors.insert(name, anc);
@@ -632,11 +626,11 @@ impl<'a> Checker<'a> {
                     }
                 }
                 Stage::CollectFrames(s) => {
-                    if let Some(p) = &s.pattern {
-                        if p.contains("..") || p.starts_with('/') {
-                            let span = self.value_span(&format!("{ptr}/pattern"));
-                            self.err(Code::InvalidValue, format!("`pattern` of stage `{name}` must stay inside the ComfyUI output folder"), span, "no `..` and no absolute paths", None);
-                        }
+                    if let Some(p) = &s.pattern
+                        && (p.contains("..") || p.starts_with('/'))
+                    {
+                        let span = self.value_span(&format!("{ptr}/pattern"));
+                        self.err(Code::InvalidValue, format!("`pattern` of stage `{name}` must stay inside the ComfyUI output folder"), span, "no `..` and no absolute paths", None);
                     }
                 }
                 Stage::Quality(s) => {
@@ -652,23 +646,23 @@ impl<'a> Checker<'a> {
                             s.rubric_service.is_some(),
                         ),
                     ] {
-                        if let Some(i) = s.checks.iter().position(|c| *c == check) {
-                            if !set {
-                                let span = self.value_span(&format!("{ptr}/checks/{i}"));
-                                self.err(
-                                    Code::MissingKey,
-                                    format!(
-                                        "quality check `{}` of stage `{name}` needs `{key}`",
-                                        serde_json::to_value(check)
-                                            .ok()
-                                            .and_then(|v| v.as_str().map(str::to_owned))
-                                            .unwrap_or_default()
-                                    ),
-                                    span,
-                                    "this check needs a service",
-                                    Some(format!("set `{key}` to an `openai` service")),
-                                );
-                            }
+                        if let Some(i) = s.checks.iter().position(|c| *c == check)
+                            && !set
+                        {
+                            let span = self.value_span(&format!("{ptr}/checks/{i}"));
+                            self.err(
+                                Code::MissingKey,
+                                format!(
+                                    "quality check `{}` of stage `{name}` needs `{key}`",
+                                    serde_json::to_value(check)
+                                        .ok()
+                                        .and_then(|v| v.as_str().map(str::to_owned))
+                                        .unwrap_or_default()
+                                ),
+                                span,
+                                "this check needs a service",
+                                Some(format!("set `{key}` to an `openai` service")),
+                            );
                         }
                     }
                 }
@@ -1141,11 +1135,12 @@ impl<'a> Checker<'a> {
                     // Point into the string when it is written plainly (no escapes), so that
                     // the offset in the template is the offset in the file.
                     let raw = self.source.text.get(span.clone()).unwrap_or_default();
-                    if let Some(off) = e.offset(text) {
-                        if raw.len() == text.len() + 2 && !raw.contains('\\') {
-                            let at = span.start + 1 + off;
-                            span = at..(at + 2).min(span.end - 1);
-                        }
+                    if let Some(off) = e.offset(text)
+                        && raw.len() == text.len() + 2
+                        && !raw.contains('\\')
+                    {
+                        let at = span.start + 1 + off;
+                        span = at..(at + 2).min(span.end - 1);
                     }
                     self.err(
                         Code::Template,

@@ -173,7 +173,7 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// "did you mean `x`?", or the list of valid names when nothing is close.
-pub fn hint<'a>(word: &str, what: &str, candidates: &[&'a str]) -> Option<String> {
+pub fn hint(word: &str, what: &str, candidates: &[&str]) -> Option<String> {
     if let Some(s) = suggest(word, candidates.iter().copied()) {
         Some(format!("did you mean `{s}`?"))
     } else if candidates.is_empty() {

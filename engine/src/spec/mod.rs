@@ -218,15 +218,11 @@ fn repair(doc: &Value, diags: &[SpecDiagnostic]) -> Value {
     let mut out = doc.clone();
     for p in pointers {
         let mut p = p.to_owned();
-        loop {
-            let Some((parent, _)) = p.rsplit_once('/') else {
-                break;
-            };
-            if matches!(out.pointer(parent), Some(Value::Array(_))) {
-                p = parent.to_owned();
-            } else {
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if !matches!(out.pointer(parent), Some(Value::Array(_))) {
                 break;
             }
+            p = parent.to_owned();
         }
         let Some((parent, key)) = p.rsplit_once('/') else {
             continue;

@@ -136,11 +136,11 @@ impl Structure {
                 }
                 continue;
             }
-            if let Some(Value::Array(all)) = schema.get("allOf") {
-                if all.len() == 1 {
-                    schema = &all[0];
-                    continue;
-                }
+            if let Some(Value::Array(all)) = schema.get("allOf")
+                && all.len() == 1
+            {
+                schema = &all[0];
+                continue;
             }
             let branches = schema
                 .get("oneOf")

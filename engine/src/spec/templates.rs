@@ -67,10 +67,10 @@ fn walk(t: &Template, out: &mut Vec<String>) {
                 for p in h.hash.values() {
                     param(p, out);
                 }
-                if matches!(name.as_str(), "if" | "unless") {
-                    if let Some(inner) = &h.template {
-                        walk(inner, out);
-                    }
+                if matches!(name.as_str(), "if" | "unless")
+                    && let Some(inner) = &h.template
+                {
+                    walk(inner, out);
                 }
                 if let Some(inv) = &h.inverse {
                     walk(inv, out);
