@@ -273,3 +273,55 @@ fn root_of_the_repo_has_the_layout() {
         assert!(root().join(dir).is_dir(), "{dir}/ exists");
     }
 }
+
+#[test]
+fn docs_cli_lists_every_diagnostic_code_and_only_flags_that_exist() {
+    let cli = std::fs::read_to_string(root().join("docs/cli.md")).expect("docs/cli.md");
+    let source = std::fs::read_to_string(root().join("engine/src/spec/diagnostic.rs"))
+        .expect("diagnostic.rs");
+    let codes: Vec<&str> = source
+        .split('"')
+        .filter(|s| s.starts_with("cinepipe::spec::"))
+        .collect();
+    assert!(codes.len() >= 20, "found the codes: {codes:?}");
+    for code in codes {
+        assert!(cli.contains(code), "docs/cli.md documents {code}");
+    }
+    let mut help = stdout(&cinepipe(&["--help"]));
+    for cmd in ["validate", "plan", "graph", "docs", "schema"] {
+        help.push_str(&stdout(&cinepipe(&[cmd, "--help"])));
+    }
+    let flags: std::collections::BTreeSet<String> = cli
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2 && w.as_bytes()[2].is_ascii_lowercase())
+        .map(str::to_owned)
+        .collect();
+    for flag in flags {
+        assert!(
+            help.contains(&flag),
+            "docs/cli.md documents `{flag}`, which no command has"
+        );
+    }
+    for (code, n) in [("0", 0), ("1", 1), ("2", 2), ("64", 64), ("74", 74)] {
+        let _ = n;
+        assert!(
+            cli.contains(&format!("| {code} ")) || cli.contains(&format!("| `{code}` ")),
+            "exit code {code} documented"
+        );
+    }
+}
+
+#[test]
+fn no_command_is_a_usage_error_and_a_closed_pipe_is_not_a_crash() {
+    assert_eq!(cinepipe(&[]).status.code(), Some(64));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .args(["validate", "specs"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    drop(child.stdout.take());
+    let status = child.wait().expect("waits");
+    assert_eq!(status.code(), Some(0), "a closed stdout is not an error");
+}

@@ -91,6 +91,14 @@ pub enum GraphFormat {
     Mermaid,
 }
 
+/// Prints a line to stdout, ignoring a closed pipe (`cinepipe validate specs | head -1` is the
+/// reader's choice, not an error of ours).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Parses the arguments, runs the command, and returns the exit code.
 pub fn run<I, T>(args: I) -> ExitCode
 where
@@ -102,9 +110,7 @@ where
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     ExitCode::Success
                 }
                 _ => ExitCode::Usage,
@@ -257,11 +263,9 @@ fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode {
         match spec::load(path, None) {
             Ok(checked) => {
                 if !quiet {
-                    println!(
-                        "ok       {} ({} stages)",
-                        path.display(),
-                        checked.spec.stages.len()
-                    );
+                    let n = checked.spec.stages.len();
+                    let plural = if n == 1 { "" } else { "s" };
+                    outln!("ok       {} ({n} stage{plural})", path.display());
                 }
             }
             Err(errors) => {
@@ -284,7 +288,7 @@ fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode {
         if bad > 0 {
             eprintln!("{summary}")
         } else if !quiet {
-            println!("{summary}")
+            outln!("{summary}")
         }
     }
     worst
@@ -301,7 +305,7 @@ fn write_generated(files: &[(PathBuf, String)], check: bool, command: &str) -> E
             .map(|(path, _)| path.display().to_string())
             .collect();
         if drifted.is_empty() {
-            println!(
+            outln!(
                 "up to date: {}",
                 files
                     .iter()
@@ -330,7 +334,7 @@ fn write_generated(files: &[(PathBuf, String)], check: bool, command: &str) -> E
             eprintln!("error: cannot write `{}`: {e}", path.display());
             return ExitCode::Io;
         }
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     ExitCode::Success
 }

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fixedbitset::FixedBitSet;
 use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -70,24 +71,25 @@ pub enum Fan {
 /// Files read while checking, read once each.
 #[derive(Default)]
 pub struct Files {
-    text: HashMap<PathBuf, Result<Arc<str>, String>>,
+    text: HashMap<PathBuf, Result<Arc<str>, (bool, String)>>,
     workflows: HashMap<PathBuf, Result<Arc<Workflow>, String>>,
     templates: HashMap<PathBuf, Result<Vec<String>, String>>,
     schemas: HashMap<PathBuf, Result<Arc<Value>, String>>,
 }
 
 impl Files {
-    fn read(&mut self, path: &Path) -> Result<Arc<str>, String> {
+    /// The file's text, or (whether it is missing, why it cannot be used).
+    fn read(&mut self, path: &Path) -> Result<Arc<str>, (bool, String)> {
         self.text
             .entry(path.to_path_buf())
             .or_insert_with(|| match std::fs::read(path) {
                 Ok(bytes) => String::from_utf8(bytes)
                     .map(Arc::from)
-                    .map_err(|_| "is not UTF-8 text".to_owned()),
+                    .map_err(|_| (false, "is not UTF-8 text".to_owned())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err("does not exist".to_owned())
+                    Err((true, "does not exist".to_owned()))
                 }
-                Err(e) => Err(format!("cannot be read: {e}")),
+                Err(e) => Err((false, format!("cannot be read: {e}"))),
             })
             .clone()
     }
@@ -96,7 +98,7 @@ impl Files {
         if let Some(w) = self.workflows.get(path) {
             return w.clone().map_err(|e| (false, e));
         }
-        let text = self.read(path).map_err(|e| (true, e))?;
+        let text = self.read(path)?;
         let w = Workflow::parse(&text)
             .map(Arc::new)
             .map_err(|e| e.to_string());
@@ -109,7 +111,7 @@ impl Files {
         if let Some(t) = self.templates.get(path) {
             return t.clone().map_err(|e| (false, e));
         }
-        let text = self.read(path).map_err(|e| (true, e))?;
+        let text = self.read(path)?;
         let vars = templates::variables(&text)
             .map_err(|e| e.0)
             .and_then(|mut used| {
@@ -129,7 +131,7 @@ impl Files {
         if let Some(s) = self.schemas.get(path) {
             return s.clone().map_err(|e| (false, e));
         }
-        let text = self.read(path).map_err(|e| (true, e))?;
+        let text = self.read(path)?;
         let s = serde_json::from_str::<Value>(&text)
             .map_err(|e| format!("is not valid JSON: {e}"))
             .and_then(|v| match jsonschema::validator_for(&v) {
@@ -372,7 +374,10 @@ impl<'a> Checker<'a> {
     fn fan_out(&mut self, graph: &DiGraph<&str, usize>) -> Option<IndexMap<String, Fan>> {
         let order = petgraph::algo::toposort(graph, None).ok()?;
         let mut fans: IndexMap<String, Fan> = IndexMap::new();
-        let mut ancestors: HashMap<&str, HashSet<&str>> = HashMap::new();
+        // Ancestor sets as bitsets over stage indices: a 1,000-stage spec needs a million
+        // membership facts, which hash sets of names made the slowest part of checking.
+        let count = self.parsed.stages.len();
+        let mut ancestors: Vec<FixedBitSet> = vec![FixedBitSet::with_capacity(count); count];
         let mut ok = true;
         // toposort over edges stage → need yields dependents first; walk it backwards.
         for n in order.iter().rev() {
@@ -381,11 +386,11 @@ impl<'a> Checker<'a> {
                 continue;
             };
             let common = stage.common();
-            let mut anc = HashSet::new();
+            let mut anc = FixedBitSet::with_capacity(count);
             for need in common.needs {
-                anc.insert(need.as_str());
-                if let Some(a) = ancestors.get(need.as_str()) {
-                    anc.extend(a.iter().copied());
+                if let Some(j) = self.parsed.stages.get_index_of(need.as_str()) {
+                    anc.insert(j);
+                    anc.union_with(&ancestors[j]);
                 }
             }
             // What the needs are fanned out over.
@@ -456,13 +461,21 @@ impl<'a> Checker<'a> {
                     Some(Some(t)) if t.kind() != StageKind::Queue => {
                         self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, {} `{}` stage; it must be a `queue` stage", article(t.kind().as_str()), t.kind().as_str()), tspan, "not a queue stage", None);
                     }
-                    Some(_) if !anc.contains(target.as_str()) => {
+                    Some(_)
+                        if !self
+                            .parsed
+                            .stages
+                            .get_index_of(target.as_str())
+                            .is_some_and(|j| anc.contains(j)) =>
+                    {
                         self.err(Code::InvalidValue, format!("`on_short` of stage `{name}` requeues into `{target}`, which is not upstream of it"), tspan, "not among the stages this one needs", Some(format!("add `{target}` to the `needs` of `{name}`, directly or through another stage")));
                     }
                     _ => {}
                 }
             }
-            ancestors.insert(name, anc);
+            if let Some(i) = self.parsed.stages.get_index_of(name) {
+                ancestors[i] = anc;
+            }
             fans.insert(name.to_owned(), fan);
         }
         // Report in the spec's order.
@@ -479,7 +492,7 @@ impl<'a> Checker<'a> {
         &mut self,
         name: &str,
         fe: &str,
-        anc: &HashSet<&str>,
+        anc: &FixedBitSet,
         span: Range<usize>,
     ) -> bool {
         let Some((src, field)) = fe.split_once('.') else {
@@ -503,7 +516,12 @@ impl<'a> Checker<'a> {
             );
             return false;
         };
-        if !anc.contains(src) {
+        if !self
+            .parsed
+            .stages
+            .get_index_of(src)
+            .is_some_and(|j| anc.contains(j))
+        {
             self.err(
                 Code::ForEach,
                 format!("`for_each` of stage `{name}` reads `{src}`, which is not upstream of it"),
