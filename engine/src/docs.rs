@@ -115,23 +115,8 @@ impl<'a> Ref<'a> {
             .unwrap_or(&Value::Null)
     }
 
-    fn deref(&self, mut v: &'a Value) -> &'a Value {
-        for _ in 0..8 {
-            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
-                v = r
-                    .strip_prefix('#')
-                    .and_then(|p| self.root.pointer(p))
-                    .unwrap_or(&Value::Null);
-            } else if let Some(Value::Array(all)) = v.get("allOf") {
-                match all.first() {
-                    Some(first) if all.len() == 1 => v = first,
-                    _ => break,
-                }
-            } else {
-                break;
-            }
-        }
-        v
+    fn deref(&self, v: &'a Value) -> &'a Value {
+        crate::schema::deref(self.root, v)
     }
 
     /// The branches of a `kind`-tagged union, as (kind, schema).
@@ -266,31 +251,6 @@ fn cell(s: &str) -> String {
     one_para(s).replace('\n', " ").replace('|', "\\|")
 }
 
-fn toml_value(v: &Value) -> String {
-    match v {
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Object(m) => format!(
-            "{{ {} }}",
-            m.iter()
-                .map(|(k, v)| format!("{k} = {}", toml_value(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 {
-                format!("{f:.1}")
-            } else {
-                f.to_string()
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
 fn section(s: &mut String, r: &Ref<'_>, title: &str, def: &Value, header: Option<&str>) {
     let desc = def
         .get("description")
@@ -307,7 +267,7 @@ fn section(s: &mut String, r: &Ref<'_>, title: &str, def: &Value, header: Option
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let v = match b.get("const") {
-                Some(c) => format!("`{}`", toml_value(c)),
+                Some(c) => format!("`{}`", crate::toml_fmt::value(c)),
                 None => match b.get("properties").and_then(Value::as_object) {
                     Some(p) => format!(
                         "`{{ {} = \"...\" }}`",
@@ -347,7 +307,7 @@ fn table(s: &mut String, r: &Ref<'_>, def: &Value, header: &str) {
         let default = match p.get("default") {
             _ if is_required => "required".to_owned(),
             Some(Value::Object(m)) if m.len() > 3 => "see below".to_owned(),
-            Some(v) => format!("`{}`", toml_value(v)),
+            Some(v) => format!("`{}`", crate::toml_fmt::value(v)),
             None => "none".to_owned(),
         };
         let _ = writeln!(
@@ -376,7 +336,7 @@ fn table(s: &mut String, r: &Ref<'_>, def: &Value, header: &str) {
             && !(v.is_object() && v.as_object().is_some_and(Map::is_empty))
             && !(v.is_array() && v.as_array().is_some_and(Vec::is_empty))
         {
-            example.push(format!("{key} = {}", toml_value(&v)));
+            example.push(format!("{key} = {}", crate::toml_fmt::value(&v)));
         }
     }
     if !header.is_empty() && !example.is_empty() {

@@ -11,4 +11,5 @@ pub mod plan;
 pub mod schema;
 pub mod spec;
 pub mod story;
+pub mod toml_fmt;
 pub mod workflow;

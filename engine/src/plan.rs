@@ -285,9 +285,9 @@ fn flatten(
             continue;
         }
         let key = if prefix.is_empty() {
-            crate::spec::structure::toml_key(k)
+            crate::toml_fmt::key(k)
         } else {
-            format!("{prefix}.{}", crate::spec::structure::toml_key(k))
+            format!("{prefix}.{}", crate::toml_fmt::key(k))
         };
         let p = format!("{ptr}/{}", escape_segment(k));
         match v {
@@ -311,7 +311,10 @@ fn write_values(s: &mut String, rows: &Value, indent: &str) {
         .map(|r| r["key"].as_str().unwrap_or_default().len())
         .max()
         .unwrap_or(0);
-    let shown: Vec<String> = rows.iter().map(|r| toml_value(&r["value"])).collect();
+    let shown: Vec<String> = rows
+        .iter()
+        .map(|r| crate::toml_fmt::value(&r["value"]))
+        .collect();
     let vwidth = shown
         .iter()
         .map(|v| v.chars().count())
@@ -322,36 +325,5 @@ fn write_values(s: &mut String, rows: &Value, indent: &str) {
         let key = r["key"].as_str().unwrap_or_default();
         let origin = r["origin"].as_str().unwrap_or_default();
         let _ = writeln!(s, "{indent}{key:<width$} = {v:<vwidth$}  # {origin}");
-    }
-}
-
-/// A JSON value written the way TOML would write it.
-fn toml_value(v: &Value) -> String {
-    match v {
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(toml_value).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Object(m) if m.is_empty() => "{}".to_owned(),
-        Value::Object(m) => format!(
-            "{{ {} }}",
-            m.iter()
-                .map(|(k, v)| format!(
-                    "{} = {}",
-                    crate::spec::structure::toml_key(k),
-                    toml_value(v)
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 && f.abs() < 1e15 {
-                format!("{f:.1}")
-            } else {
-                f.to_string()
-            }
-        }
-        other => other.to_string(),
     }
 }

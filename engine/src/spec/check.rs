@@ -68,78 +68,119 @@ pub enum Fan {
     Gather { source: String },
 }
 
-/// Files read while checking, read once each.
+/// Why a file a spec names cannot be used, and the code that reports it.
+#[derive(Debug, Clone)]
+pub struct FileError {
+    pub code: Code,
+    pub why: String,
+}
+
+impl FileError {
+    fn new(code: Code, why: impl Into<String>) -> Self {
+        FileError {
+            code,
+            why: why.into(),
+        }
+    }
+}
+
+/// Files read while checking, read (and parsed) once each.
 #[derive(Default)]
 pub struct Files {
-    text: HashMap<PathBuf, Result<Arc<str>, (bool, String)>>,
-    workflows: HashMap<PathBuf, Result<Arc<Workflow>, String>>,
-    templates: HashMap<PathBuf, Result<Vec<String>, String>>,
-    schemas: HashMap<PathBuf, Result<Arc<Value>, String>>,
+    text: HashMap<PathBuf, Result<Arc<str>, FileError>>,
+    workflows: HashMap<PathBuf, Result<Arc<Workflow>, FileError>>,
+    templates: HashMap<PathBuf, Result<Vec<String>, FileError>>,
+    schemas: HashMap<PathBuf, Result<Arc<Value>, FileError>>,
+    story_schema: Option<Arc<Value>>,
 }
 
 impl Files {
-    /// The file's text, or (whether it is missing, why it cannot be used).
-    fn read(&mut self, path: &Path) -> Result<Arc<str>, (bool, String)> {
+    fn read(&mut self, path: &Path) -> Result<Arc<str>, FileError> {
         self.text
             .entry(path.to_path_buf())
             .or_insert_with(|| match std::fs::read(path) {
                 Ok(bytes) => String::from_utf8(bytes)
                     .map(Arc::from)
-                    .map_err(|_| (false, "is not UTF-8 text".to_owned())),
+                    .map_err(|_| FileError::new(Code::BadFile, "is not UTF-8 text")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err((true, "does not exist".to_owned()))
+                    Err(FileError::new(Code::MissingFile, "does not exist"))
                 }
-                Err(e) => Err((false, format!("cannot be read: {e}"))),
+                Err(e) => Err(FileError::new(
+                    Code::BadFile,
+                    format!("cannot be read: {e}"),
+                )),
             })
             .clone()
     }
 
-    fn workflow(&mut self, path: &Path) -> Result<Arc<Workflow>, (bool, String)> {
-        if let Some(w) = self.workflows.get(path) {
-            return w.clone().map_err(|e| (false, e));
+    /// Reads and parses a file once; later calls get the cached result.
+    fn parsed<T: Clone>(
+        &mut self,
+        path: &Path,
+        cache: fn(&mut Files) -> &mut HashMap<PathBuf, Result<T, FileError>>,
+        parse: impl FnOnce(&str) -> Result<T, FileError>,
+    ) -> Result<T, FileError> {
+        if let Some(r) = cache(self).get(path) {
+            return r.clone();
         }
-        let text = self.read(path)?;
-        let w = Workflow::parse(&text)
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
-        self.workflows.insert(path.to_path_buf(), w.clone());
-        w.map_err(|e| (false, e))
+        let r = self.read(path).and_then(|text| parse(&text));
+        cache(self).insert(path.to_path_buf(), r.clone());
+        r
+    }
+
+    fn workflow(&mut self, path: &Path) -> Result<Arc<Workflow>, FileError> {
+        self.parsed(
+            path,
+            |f| &mut f.workflows,
+            |text| {
+                Workflow::parse(text).map(Arc::new).map_err(|e| {
+                    FileError::new(Code::Workflow, format!("is not a usable workflow: {e}"))
+                })
+            },
+        )
     }
 
     /// The variables a template file uses, plus those its metadata block declares.
-    fn template(&mut self, path: &Path) -> Result<Vec<String>, (bool, String)> {
-        if let Some(t) = self.templates.get(path) {
-            return t.clone().map_err(|e| (false, e));
-        }
-        let text = self.read(path)?;
-        let vars = templates::variables(&text)
-            .map_err(|e| e.0)
-            .and_then(|mut used| {
-                let meta = templates::prompt_meta(&text)?;
-                for v in meta.map(|m| m.variables).unwrap_or_default() {
+    fn template(&mut self, path: &Path) -> Result<Vec<String>, FileError> {
+        self.parsed(
+            path,
+            |f| &mut f.templates,
+            |text| {
+                let invalid = |e: String| {
+                    FileError::new(
+                        Code::Template,
+                        format!("is not a valid prompt template: {e}"),
+                    )
+                };
+                let mut used = templates::variables(text).map_err(|e| invalid(e.0))?;
+                for v in templates::prompt_meta(text)
+                    .map_err(invalid)?
+                    .map(|m| m.variables)
+                    .unwrap_or_default()
+                {
                     if !used.contains(&v) {
                         used.push(v);
                     }
                 }
                 Ok(used)
-            });
-        self.templates.insert(path.to_path_buf(), vars.clone());
-        vars.map_err(|e| (false, e))
+            },
+        )
     }
 
-    fn schema(&mut self, path: &Path) -> Result<Arc<Value>, (bool, String)> {
-        if let Some(s) = self.schemas.get(path) {
-            return s.clone().map_err(|e| (false, e));
-        }
-        let text = self.read(path)?;
-        let s = serde_json::from_str::<Value>(&text)
-            .map_err(|e| format!("is not valid JSON: {e}"))
-            .and_then(|v| match jsonschema::validator_for(&v) {
-                Ok(_) => Ok(Arc::new(v)),
-                Err(e) => Err(format!("is not a valid JSON Schema: {e}")),
-            });
-        self.schemas.insert(path.to_path_buf(), s.clone());
-        s.map_err(|e| (false, e))
+    fn schema(&mut self, path: &Path) -> Result<Arc<Value>, FileError> {
+        self.parsed(
+            path,
+            |f| &mut f.schemas,
+            |text| {
+                let v: Value = serde_json::from_str(text).map_err(|e| {
+                    FileError::new(Code::BadFile, format!("is not valid JSON: {e}"))
+                })?;
+                jsonschema::validator_for(&v).map_err(|e| {
+                    FileError::new(Code::BadFile, format!("is not a valid JSON Schema: {e}"))
+                })?;
+                Ok(Arc::new(v))
+            },
+        )
     }
 }
 
@@ -536,7 +577,9 @@ impl<'a> Checker<'a> {
             self.err(Code::ForEach, format!("`for_each` of stage `{name}` reads `{src}`, {} `{}` stage, which produces no list", article(stage.kind().as_str()), stage.kind().as_str()), span, "not a list-producing stage", Some("`for_each` reads a list from an `llm` stage's answer, e.g. `story.scenes`".into()));
             return false;
         };
-        let lists = self.list_fields(llm);
+        let Some(lists) = self.list_fields(llm) else {
+            return true;
+        };
         if !lists.iter().any(|l| l == field) {
             let l: Vec<&str> = lists.iter().map(String::as_str).collect();
             self.err(Code::ForEach, format!("`for_each` of stage `{name}` reads `{src}.{field}`, but the answer of `{src}` has no list `{field}`"), span, "not a list of the stage's output schema", hint(field, "lists it has", &l));
@@ -545,59 +588,40 @@ impl<'a> Checker<'a> {
         true
     }
 
-    /// The array properties at the top of an llm stage's output.
-    fn list_fields(&mut self, llm: &LlmStage) -> Vec<String> {
-        let Some(path) = &llm.output_schema else {
-            return vec!["scenes".to_owned()];
-        };
-        let p = self.base_dir.join(path);
-        match self.files.schema(&p) {
-            Ok(s) => s
-                .get("properties")
-                .and_then(Value::as_object)
-                .map(|props| {
-                    props
-                        .iter()
-                        .filter(|(_, v)| {
-                            deref(&s, Some(v))
-                                .and_then(|v| v.get("type"))
-                                .and_then(Value::as_str)
-                                == Some("array")
-                        })
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+    /// The schema an llm stage's answer must match: its `output_schema`, else the story schema
+    /// generated from `story::Story`. `None` when the file is unusable (reported elsewhere).
+    fn output_schema(&mut self, llm: &LlmStage) -> Option<Arc<Value>> {
+        match &llm.output_schema {
+            None => Some(
+                self.files
+                    .story_schema
+                    .get_or_insert_with(|| Arc::new(crate::schema::story_schema()))
+                    .clone(),
+            ),
+            Some(path) => self.files.schema(&self.base_dir.join(path)).ok(),
         }
     }
 
-    /// The fields an item of `source` (`STAGE.FIELD`) has, for `{{scene.*}}`.
-    fn item_fields(&mut self, source: &str) -> Vec<String> {
+    /// The array properties at the top of an llm stage's output.
+    /// `None` when the schema is unusable: that is reported on its own, and what lists it
+    /// would have is unknown.
+    fn list_fields(&mut self, llm: &LlmStage) -> Option<Vec<String>> {
+        self.output_schema(llm)
+            .map(|s| crate::schema::list_properties(&s))
+    }
+
+    /// The fields an item of `source` (`STAGE.FIELD`) has, for `{{scene.*}}`; `None` when they
+    /// cannot be known (the source stage or its schema is broken, which is reported on its own).
+    fn item_fields(&mut self, source: &str) -> Option<Vec<String>> {
+        let (src, field) = source.split_once('.')?;
+        let parsed: &'a Parsed = self.parsed;
+        let Some(Some(Stage::Llm(llm))) = parsed.stages.get(src) else {
+            return None;
+        };
+        let schema = self.output_schema(llm)?;
         let mut fields = vec!["index".to_owned()];
-        let Some((src, field)) = source.split_once('.') else {
-            return fields;
-        };
-        let Some(Some(Stage::Llm(llm))) = self.parsed.stages.get(src) else {
-            return fields;
-        };
-        match &llm.output_schema {
-            None => fields.extend(["id", "prompt", "mood", "keyframe"].map(str::to_owned)),
-            Some(path) => {
-                let p = self.base_dir.join(path);
-                if let Ok(s) = self.files.schema(&p) {
-                    let items = deref(&s, s.pointer(&format!("/properties/{field}")))
-                        .and_then(|list| deref(&s, list.get("items")));
-                    if let Some(props) = items
-                        .and_then(|i| i.get("properties"))
-                        .and_then(Value::as_object)
-                    {
-                        fields.extend(props.keys().cloned());
-                    }
-                }
-            }
-        }
-        fields
+        fields.extend(crate::schema::item_properties(&schema, field));
+        Some(fields)
     }
 
     /// The rules about values: references, files, templates, retry policies, bounds.
@@ -872,17 +896,22 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Names of the services of a kind (and of those too broken to tell), for hints.
+    fn services_of(&self, want: ServiceKind) -> Vec<&'a str> {
+        let parsed: &'a Parsed = self.parsed;
+        parsed
+            .services
+            .iter()
+            .filter(|(_, s)| s.as_ref().is_none_or(|s| s.kind() == want))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
     fn check_service_ref(&mut self, ptr: &str, what: &str, name: &str, want: ServiceKind) {
         let span = self.value_span(ptr);
         match self.parsed.services.get(name) {
             None => {
-                let names: Vec<&str> = self
-                    .parsed
-                    .services
-                    .iter()
-                    .filter(|(_, s)| s.as_ref().is_none_or(|s| s.kind() == want))
-                    .map(|(n, _)| n.as_str())
-                    .collect();
+                let names = self.services_of(want);
                 let help = if names.is_empty() {
                     Some(format!(
                         "add a `[services.{name}]` table with `kind = \"{}\"`",
@@ -900,13 +929,7 @@ impl<'a> Checker<'a> {
                 );
             }
             Some(Some(svc)) if svc.kind() != want => {
-                let others: Vec<&str> = self
-                    .parsed
-                    .services
-                    .iter()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.kind() == want))
-                    .map(|(n, _)| n.as_str())
-                    .collect();
+                let others = self.services_of(want);
                 let help = if others.is_empty() {
                     None
                 } else {
@@ -934,34 +957,31 @@ impl<'a> Checker<'a> {
     }
 
     /// Checks that a file exists and reports it at `ptr` if not.
-    fn file_problem(&mut self, ptr: &str, rel: &str, missing: bool, msg: String) {
+    /// Reports a file the spec names that cannot be used, at the value that names it.
+    fn file_problem(&mut self, ptr: &str, rel: &str, e: FileError, unusable_help: Option<String>) {
         let span = self.value_span(ptr);
         let path = tidy(&self.base_dir.join(rel));
-        if missing {
+        let (label, help) = if e.code == Code::MissingFile {
             let help = similar_file(&path).map_or_else(
                 || format!("relative paths are resolved against `{}` (the spec's folder joined with `run.base_dir`)", tidy(&self.base_dir).display()),
                 |f| format!("did you mean `{f}`?"),
             );
-            self.err(
-                Code::MissingFile,
-                format!("file `{}` {msg}", path.display()),
-                span,
-                "file not found",
-                Some(help),
-            );
+            ("file not found", Some(help))
         } else {
-            self.err(
-                if msg.contains("template") || msg.contains("metadata") {
-                    Code::Template
-                } else {
-                    Code::MissingFile
-                },
-                format!("file `{}` {msg}", path.display()),
-                span,
-                "this file is not usable",
-                None,
-            );
-        }
+            let label = if e.code == Code::Workflow {
+                "not an API-format workflow"
+            } else {
+                "this file is not usable"
+            };
+            (label, unusable_help)
+        };
+        self.err(
+            e.code,
+            format!("file `{}` {}", path.display(), e.why),
+            span,
+            label,
+            help,
+        );
     }
 
     fn check_llm(&mut self, name: &str, s: &LlmStage) {
@@ -983,14 +1003,9 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                Err((missing, e)) => {
+                Err(e) => {
                     all_read = false;
-                    let msg = if missing {
-                        e
-                    } else {
-                        format!("is not a valid prompt template: {e}")
-                    };
-                    self.file_problem(&format!("{ptr}/{key}"), rel, missing, msg);
+                    self.file_problem(&format!("{ptr}/{key}"), rel, e, None);
                 }
             }
         }
@@ -1034,8 +1049,8 @@ impl<'a> Checker<'a> {
         }
         if let Some(rel) = &s.output_schema {
             let path = self.base_dir.join(rel);
-            if let Err((missing, e)) = self.files.schema(&path) {
-                self.file_problem(&format!("{ptr}/output_schema"), rel, missing, e);
+            if let Err(e) = self.files.schema(&path) {
+                self.file_problem(&format!("{ptr}/output_schema"), rel, e, None);
             }
         }
         if s.min_completion_tokens > s.max_completion_tokens {
@@ -1097,36 +1112,13 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            Err((missing, e)) => {
-                let msg = if missing {
-                    e
-                } else {
-                    format!("is not a usable workflow: {e}")
-                };
-                let span = self.value_span(&format!("{ptr}/workflow"));
-                let p = tidy(&self.base_dir.join(&s.workflow));
-                let code = if missing {
-                    Code::MissingFile
-                } else {
-                    Code::Workflow
-                };
-                self.err(
-                    code,
-                    format!("file `{}` {msg}", p.display()),
-                    span,
-                    if missing {
-                        "file not found"
-                    } else {
-                        "not an API-format workflow"
-                    },
-                    if missing {
-                        Some(similar_file(&p).map_or_else(
-                            || format!("relative paths are resolved against `{}` (the spec's folder joined with `run.base_dir`)", tidy(&self.base_dir).display()),
-                            |f| format!("did you mean `{f}`?"),
-                        ))
-                    } else {
-                        Some("export the workflow with \"Save (API Format)\" (enable dev mode options in ComfyUI's settings)".to_owned())
-                    },
+            Err(e) => {
+                let help = "export the workflow with \"Save (API Format)\" (enable dev mode options in ComfyUI's settings)";
+                self.file_problem(
+                    &format!("{ptr}/workflow"),
+                    &s.workflow,
+                    e,
+                    Some(help.to_owned()),
                 );
             }
         }
@@ -1134,7 +1126,7 @@ impl<'a> Checker<'a> {
         // `scene` exists when the stage runs per item. When the graph is broken the fan-out is
         // unknown: then any `for_each` at or above the stage makes `scene` available, unchecked.
         let scene: Option<Option<Vec<String>>> = match fan {
-            Some(Fan::PerItem { source, .. }) => Some(Some(self.item_fields(&source.clone()))),
+            Some(Fan::PerItem { source, .. }) => Some(self.item_fields(&source.clone())),
             Some(_) => None,
             None if self.raw_fanned(name) => Some(None),
             None => None,
@@ -1254,24 +1246,6 @@ impl<'a> Checker<'a> {
             }
         }
     }
-}
-
-/// Follows local `$ref`s (and single-entry `allOf`) within one schema document.
-fn deref<'s>(root: &'s Value, mut node: Option<&'s Value>) -> Option<&'s Value> {
-    for _ in 0..16 {
-        let n = node?;
-        if let Some(r) = n.get("$ref").and_then(Value::as_str) {
-            node = root.pointer(r.strip_prefix('#')?);
-        } else if let Some(Value::Array(all)) = n
-            .get("allOf")
-            .filter(|a| a.as_array().is_some_and(|a| a.len() == 1))
-        {
-            node = all.first();
-        } else {
-            return Some(n);
-        }
-    }
-    node
 }
 
 /// A cycle through `members`, starting and ending at `start`, following `needs` edges.

@@ -232,24 +232,12 @@ pub fn dotted(doc: &Value, pointer: &str) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(&toml_key(&seg));
+                out.push_str(&crate::toml_fmt::key(&seg));
                 inst = other.and_then(|v| v.get(&seg));
             }
         }
     }
     out
-}
-
-/// A key as it would be written in TOML: bare when it can be, quoted otherwise.
-pub fn toml_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        k.to_owned()
-    } else {
-        format!("{k:?}")
-    }
 }
 
 fn show(v: &Value) -> String {
