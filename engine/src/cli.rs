@@ -128,17 +128,13 @@ where
             spec,
             profile,
             format,
-        } => with_plan(&spec, profile.as_deref(), color, |plan| match format {
-            PlanFormat::Text => plan.to_text(),
-            PlanFormat::Json => {
-                let mut s = serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default();
-                s.push('\n');
-                s
-            }
+        } => with_plan(&spec, profile.as_deref(), color, |plan, w| match format {
+            PlanFormat::Text => plan.write_text(w),
+            PlanFormat::Json => plan.write_json(w),
         }),
-        Command::Graph { spec, format } => with_plan(&spec, None, color, |plan| match format {
-            GraphFormat::Dot => plan.to_dot(),
-            GraphFormat::Mermaid => plan.to_mermaid(),
+        Command::Graph { spec, format } => with_plan(&spec, None, color, |plan, w| match format {
+            GraphFormat::Dot => w.write_all(plan.to_dot().as_bytes()),
+            GraphFormat::Mermaid => w.write_all(plan.to_mermaid().as_bytes()),
         }),
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
@@ -177,14 +173,13 @@ fn with_plan(
     path: &Path,
     profile: Option<&str>,
     color: bool,
-    f: impl FnOnce(&Plan) -> String,
+    f: impl FnOnce(&Plan, &mut dyn Write) -> std::io::Result<()>,
 ) -> ExitCode {
     match spec::load(path, profile) {
         Ok(checked) => {
             let plan = Plan::new(checked);
-            let text = f(&plan);
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(text.as_bytes()) {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match f(&plan, &mut out).and_then(|()| out.flush()) {
                 Ok(()) => ExitCode::Success,
                 // A closed pipe (`| head`) is the reader's choice, not an error of ours.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::Success,

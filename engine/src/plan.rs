@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::spec::source::escape_segment;
 use crate::spec::{CheckedSpec, Fan, Origin};
@@ -75,99 +77,102 @@ impl Plan {
         self.order.iter().map(|n| self.graph[*n].as_str())
     }
 
-    /// The plan as JSON: resolved values with their origins, and the stage order.
-    pub fn to_json(&self) -> Value {
-        let spec = &self.spec;
-        let resolved = serde_json::to_value(&spec.spec).unwrap_or(Value::Null);
-        let mut services = Vec::new();
-        if let Some(Value::Object(svcs)) = resolved.get("services") {
-            for (name, v) in svcs {
-                let ptr = format!("/services/{}", escape_segment(name));
-                services.push(json!({
-                    "name": name,
-                    "kind": v.get("kind"),
-                    "values": values(spec, v, &ptr),
-                }));
-            }
-        }
-        let mut stages = Vec::new();
-        for n in &self.order {
-            let name = &self.graph[*n];
-            let v = resolved
-                .pointer(&format!("/stages/{}", escape_segment(name)))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let ptr = format!("/stages/{}", escape_segment(name));
-            stages.push(json!({
-                "name": name,
-                "kind": v.get("kind"),
-                "wave": self.waves[n.index()],
-                "needs": v.get("needs"),
-                "fan": spec.fans.get(name.as_str()),
-                "values": values(spec, &v, &ptr),
-            }));
-        }
-        json!({
-            "spec": spec.source.name,
-            "profile": spec.profile,
-            "run": values(spec, resolved.get("run").unwrap_or(&Value::Null), "/run"),
-            "services": services,
-            "order": self.stage_names().collect::<Vec<_>>(),
-            "stages": stages,
-        })
+    /// The spec with the profile applied and every default filled in, as JSON: what the views
+    /// of the plan borrow their values from.
+    pub fn resolved(&self) -> Value {
+        serde_json::to_value(&self.spec.spec).unwrap_or(Value::Null)
     }
 
-    /// The plan as text for people.
-    pub fn to_text(&self) -> String {
-        let j = self.to_json();
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "plan of {} (profile: {})",
-            self.spec.source.name, self.spec.profile
-        );
-        let _ = writeln!(s, "\n[run]");
-        write_values(&mut s, &j["run"], "  ");
-        for svc in j["services"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                s,
-                "\n[services.{}] {}",
-                str_of(&svc["name"]),
-                str_of(&svc["kind"])
-            );
-            write_values(&mut s, &svc["values"], "  ");
-        }
-        let _ = writeln!(s, "\nstages, in order:");
-        for (i, st) in j["stages"].as_array().into_iter().flatten().enumerate() {
-            let fan = match st["fan"]["mode"].as_str() {
-                Some("per-item") => format!("once per item of {}", str_of(&st["fan"]["source"])),
-                Some("gather") => {
-                    format!("once, after every item of {}", str_of(&st["fan"]["source"]))
+    /// The plan as data: resolved values with their origins, and the stage order. Borrows from
+    /// `resolved` (see [`Plan::resolved`]) so that a 1,000-stage plan copies no values.
+    pub fn view<'p>(&'p self, resolved: &'p Value) -> PlanView<'p> {
+        let spec = &self.spec;
+        let services = resolved
+            .get("services")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(name, v)| ServiceView {
+                name,
+                kind: v.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                values: rows(spec, v, &format!("/services/{}", escape_segment(name))),
+            })
+            .collect();
+        let stages = self
+            .order
+            .iter()
+            .map(|n| {
+                let name = self.graph[*n].as_str();
+                let ptr = format!("/stages/{}", escape_segment(name));
+                let v = crate::spec::source::lookup(resolved, &ptr).unwrap_or(&Value::Null);
+                StageView {
+                    name,
+                    kind: self.kind_of(name),
+                    wave: self.waves[n.index()],
+                    needs: spec
+                        .spec
+                        .stages
+                        .get(name)
+                        .map_or(&[][..], |s| s.common().needs),
+                    fan: spec.fans.get(name),
+                    values: rows(spec, v, &ptr),
                 }
+            })
+            .collect();
+        PlanView {
+            spec: &spec.source.name,
+            profile: &spec.profile,
+            run: rows(spec, resolved.get("run").unwrap_or(&Value::Null), "/run"),
+            services,
+            order: self.stage_names().collect(),
+            stages,
+        }
+    }
+
+    /// The plan as pretty JSON, streamed to `w`.
+    pub fn write_json(&self, w: &mut dyn Write) -> io::Result<()> {
+        let resolved = self.resolved();
+        // One buffer, one write: serde_json writes token by token, and through `dyn Write` each
+        // token would be a call of its own.
+        let mut bytes = serde_json::to_vec_pretty(&self.view(&resolved))?;
+        bytes.push(b'\n');
+        w.write_all(&bytes)
+    }
+
+    /// The plan as text for people, streamed to `w`.
+    pub fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
+        let resolved = self.resolved();
+        let view = self.view(&resolved);
+        writeln!(w, "plan of {} (profile: {})", view.spec, view.profile)?;
+        writeln!(w, "\n[run]")?;
+        write_rows(w, &view.run, "  ")?;
+        for svc in &view.services {
+            writeln!(w, "\n[services.{}] {}", svc.name, svc.kind)?;
+            write_rows(w, &svc.values, "  ")?;
+        }
+        writeln!(w, "\nstages, in order:")?;
+        for (i, st) in view.stages.iter().enumerate() {
+            let fan = match st.fan {
+                Some(Fan::PerItem { source, .. }) => format!("once per item of {source}"),
+                Some(Fan::Gather { source }) => format!("once, after every item of {source}"),
                 _ => "once".to_owned(),
             };
-            let needs: Vec<&str> = st["needs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let needs = if needs.is_empty() {
+            let needs = if st.needs.is_empty() {
                 "nothing".to_owned()
             } else {
-                needs.join(", ")
+                st.needs.join(", ")
             };
-            let _ = writeln!(
-                s,
+            writeln!(
+                w,
                 "\n{}. {} ({}), wave {}, {fan}; needs {needs}",
                 i + 1,
-                str_of(&st["name"]),
-                str_of(&st["kind"]),
-                st["wave"]
-            );
-            write_values(&mut s, &st["values"], "   ");
+                st.name,
+                st.kind,
+                st.wave
+            )?;
+            write_rows(w, &st.values, "   ")?;
         }
-        s
+        Ok(())
     }
 
     /// The graph in Graphviz DOT.
@@ -245,10 +250,6 @@ impl Plan {
     }
 }
 
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or_default()
-}
-
 fn quote_dot(s: &str) -> String {
     format!(
         "\"{}\"",
@@ -264,24 +265,68 @@ fn escape_mermaid(s: &str) -> String {
         .replace('>', "#gt;")
 }
 
-/// Flattens a resolved table into `key = value` rows, each with its origin.
-fn values(spec: &CheckedSpec, v: &Value, ptr: &str) -> Vec<Value> {
-    let mut rows = Vec::new();
-    if let Value::Object(m) = v {
-        flatten(spec, m, ptr, "", &mut rows);
-    }
-    rows
+/// The plan as data, as `cinepipe plan --format json` prints it.
+#[derive(Debug, Serialize)]
+pub struct PlanView<'p> {
+    pub spec: &'p str,
+    pub profile: &'p str,
+    pub run: Vec<Row<'p>>,
+    pub services: Vec<ServiceView<'p>>,
+    pub order: Vec<&'p str>,
+    pub stages: Vec<StageView<'p>>,
 }
 
-fn flatten(
+#[derive(Debug, Serialize)]
+pub struct ServiceView<'p> {
+    pub name: &'p str,
+    pub kind: &'p str,
+    pub values: Vec<Row<'p>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageView<'p> {
+    pub name: &'p str,
+    pub kind: &'static str,
+    pub wave: usize,
+    pub needs: &'p [String],
+    pub fan: Option<&'p Fan>,
+    pub values: Vec<Row<'p>>,
+}
+
+/// One resolved value: its dotted key, the value, and where it came from.
+#[derive(Debug, Serialize)]
+pub struct Row<'p> {
+    pub key: String,
+    pub value: &'p Value,
+    #[serde(serialize_with = "as_display")]
+    pub origin: Origin,
+}
+
+fn as_display<S: serde::Serializer>(o: &Origin, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(o)
+}
+
+/// Flattens a resolved table into `key = value` rows, each with its origin. `kind` and `needs`
+/// are shown in the stage's heading instead.
+fn rows<'p>(spec: &CheckedSpec, v: &'p Value, ptr: &str) -> Vec<Row<'p>> {
+    let mut out = Vec::new();
+    if let Value::Object(m) = v {
+        flatten(spec, m, &mut ptr.to_owned(), "", &mut out);
+    }
+    out
+}
+
+/// `ptr` is a buffer holding the table's pointer; it is extended per key and restored, so that a
+/// plan of 25,000 rows does not allocate a pointer string for each.
+fn flatten<'p>(
     spec: &CheckedSpec,
-    m: &Map<String, Value>,
-    ptr: &str,
+    m: &'p Map<String, Value>,
+    ptr: &mut String,
     prefix: &str,
-    rows: &mut Vec<Value>,
+    out: &mut Vec<Row<'p>>,
 ) {
     for (k, v) in m {
-        if k == "kind" && prefix.is_empty() || k == "needs" && prefix.is_empty() {
+        if prefix.is_empty() && (k == "kind" || k == "needs") {
             continue;
         }
         let key = if prefix.is_empty() {
@@ -289,31 +334,26 @@ fn flatten(
         } else {
             format!("{prefix}.{}", crate::toml_fmt::key(k))
         };
-        let p = format!("{ptr}/{}", escape_segment(k));
+        let len = ptr.len();
+        ptr.push('/');
+        ptr.push_str(&escape_segment(k));
         match v {
-            Value::Object(inner) if !inner.is_empty() => flatten(spec, inner, &p, &key, rows),
-            _ => {
-                let origin = spec.origin(&p);
-                rows.push(json!({ "key": key, "value": v, "origin": origin_str(&origin) }));
-            }
+            Value::Object(inner) if !inner.is_empty() => flatten(spec, inner, ptr, &key, out),
+            _ => out.push(Row {
+                origin: spec.origin(ptr),
+                key,
+                value: v,
+            }),
         }
+        ptr.truncate(len);
     }
 }
 
-fn origin_str(o: &Origin) -> String {
-    o.to_string()
-}
-
-fn write_values(s: &mut String, rows: &Value, indent: &str) {
-    let rows: Vec<&Value> = rows.as_array().into_iter().flatten().collect();
-    let width = rows
-        .iter()
-        .map(|r| r["key"].as_str().unwrap_or_default().len())
-        .max()
-        .unwrap_or(0);
+fn write_rows(w: &mut dyn Write, rows: &[Row<'_>], indent: &str) -> io::Result<()> {
+    let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(0);
     let shown: Vec<String> = rows
         .iter()
-        .map(|r| crate::toml_fmt::value(&r["value"]))
+        .map(|r| crate::toml_fmt::value(r.value))
         .collect();
     let vwidth = shown
         .iter()
@@ -322,8 +362,11 @@ fn write_values(s: &mut String, rows: &Value, indent: &str) {
         .unwrap_or(0)
         .min(48);
     for (r, v) in rows.iter().zip(shown) {
-        let key = r["key"].as_str().unwrap_or_default();
-        let origin = r["origin"].as_str().unwrap_or_default();
-        let _ = writeln!(s, "{indent}{key:<width$} = {v:<vwidth$}  # {origin}");
+        writeln!(
+            w,
+            "{indent}{:<width$} = {v:<vwidth$}  # {}",
+            r.key, r.origin
+        )?;
     }
+    Ok(())
 }

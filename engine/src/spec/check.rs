@@ -10,6 +10,7 @@ use fixedbitset::FixedBitSet;
 use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::diagnostic::{Code, SpecDiagnostic, article, hint, suggest};
@@ -32,24 +33,34 @@ pub struct Parsed {
 impl Parsed {
     /// Deserializes each entry on its own, so that one broken stage does not hide the others.
     pub fn from_doc(doc: &Value) -> Parsed {
-        let run = doc
-            .get("run")
-            .and_then(|r| serde_json::from_value(r.clone()).ok());
-        let entries = |key: &str| -> Vec<(String, Value)> {
+        Parsed::from_doc_keeping(doc, |_, _| true)
+    }
+
+    /// Like [`Parsed::from_doc`], but deserializes only the stages `keep` picks; the others are
+    /// known by name only (as if broken), which is all a check of a few stages needs of them.
+    pub fn from_doc_keeping(doc: &Value, keep: impl Fn(&str, &Value) -> bool) -> Parsed {
+        let table = |key: &str| {
             doc.get(key)
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
+                .into_iter()
+                .flatten()
         };
         Parsed {
-            run,
-            services: entries("services")
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::from_value(v).ok()))
+            run: doc.get("run").and_then(|r| RunSection::deserialize(r).ok()),
+            services: table("services")
+                .map(|(k, v)| (k.clone(), Service::deserialize(v).ok()))
                 .collect(),
-            stages: entries("stages")
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::from_value(v).ok()))
+            stages: table("stages")
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if keep(k, v) {
+                            Stage::deserialize(v).ok()
+                        } else {
+                            None
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -244,7 +255,7 @@ impl<'a> Checker<'a> {
             if !seen.insert(n.clone()) {
                 continue;
             }
-            let Some(stage) = self.doc.pointer(&stage_ptr(&n)) else {
+            let Some(stage) = super::source::lookup(self.doc, &stage_ptr(&n)) else {
                 continue;
             };
             if stage.get("for_each").is_some() {

@@ -14,6 +14,7 @@ pub mod templates;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use serde::Deserialize;
 use serde_json::Value;
 
 pub use check::Fan;
@@ -107,6 +108,7 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
         }
     };
     let (doc, index) = source::parse(source).map_err(fail)?;
+    let index = std::sync::Arc::new(index);
     let mut out = Vec::new();
     let target = Target {
         source,
@@ -157,6 +159,10 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
     let base_found = out.clone();
     let mut selected = None;
     for name in &names {
+        if name != wanted && profile::is_noop(&doc, name) {
+            // Nothing to lay over the spec and nothing to check (the built-in `standard`).
+            continue;
+        }
         let o = profile::overlay(source, &repaired, &index, name, &mut out);
         // `standard` changes nothing unless the spec redefines it; then it is checked too.
         {
@@ -183,7 +189,7 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
     let (Some(overlaid), Some(fans)) = (selected, fans) else {
         return Err(fail(out));
     };
-    let spec: SpecFile = serde_json::from_value(overlaid.doc.clone()).map_err(|e| {
+    let spec = SpecFile::deserialize(&overlaid.doc).map_err(|e| {
         fail(vec![
             SpecDiagnostic::new(
                 source,
@@ -206,14 +212,14 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
 
 /// The document without the values at the pointers of `diags`. An array item takes its whole
 /// array with it, so that the indices of the items left keep matching their spans.
-fn repair(doc: &Value, diags: &[SpecDiagnostic]) -> Value {
+fn repair<'d>(doc: &'d Value, diags: &[SpecDiagnostic]) -> std::borrow::Cow<'d, Value> {
     let mut pointers: Vec<&str> = diags
         .iter()
         .filter_map(|d| d.pointer.as_deref())
         .filter(|p| !p.is_empty())
         .collect();
     if pointers.is_empty() {
-        return doc.clone();
+        return std::borrow::Cow::Borrowed(doc);
     }
     pointers.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(b.cmp(a)));
     let mut out = doc.clone();
@@ -232,7 +238,7 @@ fn repair(doc: &Value, diags: &[SpecDiagnostic]) -> Value {
             m.shift_remove(&structure::unescape(key));
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// Says which profile a problem comes from, when a profile set the value at fault.
@@ -275,18 +281,36 @@ fn check_overlay(
         }
     }
     let mut structural = Vec::new();
-    structure().check(
-        &o.doc,
-        &Target {
-            source,
-            index,
-            prefix: "",
-            partial: false,
-            stage_root: false,
-            name_prefix: "",
-        },
-        &mut structural,
-    );
+    let whole = |prefix: &'static str| Target {
+        source,
+        index,
+        prefix,
+        partial: false,
+        stage_root: false,
+        name_prefix: "",
+    };
+    if touched.iter().all(|t| t.starts_with("stages/")) {
+        // The usual case (e.g. `fast` tunes queue stages): check only the stages touched.
+        for t in &touched {
+            let name = &t["stages/".len()..];
+            let prefix = format!("/stages/{}", source::escape_segment(name));
+            let Some(stage) = source::lookup(&o.doc, &prefix) else {
+                continue;
+            };
+            let name_prefix = format!("stages.{}", crate::toml_fmt::key(name));
+            let target = Target {
+                source,
+                index,
+                prefix: &prefix,
+                partial: false,
+                stage_root: true,
+                name_prefix: &name_prefix,
+            };
+            structure().check_stage(stage, &target, &mut structural);
+        }
+    } else {
+        structure().check(&o.doc, &whole(""), &mut structural);
+    }
     // Only problems in values a profile set through `stages.NAME`/`services.NAME`/`run`.
     structural.retain(|d| {
         d.pointer
@@ -296,7 +320,12 @@ fn check_overlay(
     });
     let repaired = repair(&o.doc, &structural);
     out.extend(structural);
-    let parsed = Parsed::from_doc(&repaired);
+    // Only the touched stages are checked; `llm` stages are kept too, because a touched
+    // per-item stage reads its scene fields from its source's output schema.
+    let parsed = Parsed::from_doc_keeping(&repaired, |name, v| {
+        touched.contains(&format!("stages/{name}"))
+            || v.get("kind").and_then(Value::as_str) == Some("llm")
+    });
     let mut checker = Checker {
         source,
         index,

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::diagnostic::{Code, SpecDiagnostic, hint};
@@ -40,7 +42,7 @@ pub struct Overlaid {
     pub index: SpanIndex,
     /// Pointers set by a profile (covering descendants): the profile's name, and whether it
     /// set them through `kinds.KIND` rather than `stages.NAME`.
-    pub set_by: HashMap<String, (String, bool)>,
+    pub set_by: HashMap<String, (String, bool), foldhash::fast::RandomState>,
 }
 
 impl Overlaid {
@@ -70,7 +72,7 @@ impl Overlaid {
                 _ => break,
             }
         }
-        if base.pointer(pointer).is_some() {
+        if super::source::lookup(base, pointer).is_some() {
             Origin::Spec
         } else {
             Origin::Default
@@ -98,6 +100,18 @@ pub fn all_profiles(doc: &Value) -> Vec<(String, Value, Option<String>)> {
     out
 }
 
+/// Whether profile `name` sets nothing and inherits nothing (so overlaying it is the identity).
+pub fn is_noop(doc: &Value, name: &str) -> bool {
+    all_profiles(doc)
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .is_some_and(|(_, def, _)| {
+            ["inherits", "run", "services", "kinds", "stages"]
+                .iter()
+                .all(|k| def.get(k).is_none())
+        })
+}
+
 pub fn profile_names(doc: &Value) -> Vec<String> {
     all_profiles(doc).into_iter().map(|(n, _, _)| n).collect()
 }
@@ -107,7 +121,7 @@ pub fn profile_names(doc: &Value) -> Vec<String> {
 pub fn overlay(
     source: &SpecSource,
     base: &Value,
-    index: &SpanIndex,
+    index: &Arc<SpanIndex>,
     name: &str,
     out: &mut Vec<SpecDiagnostic>,
 ) -> Overlaid {
@@ -116,8 +130,8 @@ pub fn overlay(
     let mut o = Overlaid {
         profile: name.to_owned(),
         doc: base.clone(),
-        index: index.clone(),
-        set_by: HashMap::new(),
+        index: SpanIndex::layered(index.clone()),
+        set_by: HashMap::default(),
     };
     for i in chain {
         let (pname, def, ptr) = &profiles[i];
@@ -318,7 +332,8 @@ fn apply(
             }
             for stage in &stage_names {
                 let sp = format!("/stages/{}", escape_segment(stage));
-                let is_kind = o.doc.pointer(&format!("{sp}/kind")).and_then(Value::as_str)
+                let is_kind = super::source::lookup(&o.doc, &format!("{sp}/kind"))
+                    .and_then(Value::as_str)
                     == Some(kind.as_str());
                 if is_kind {
                     merge_into(
@@ -402,9 +417,15 @@ fn merge_into(
     };
     let mut written = Vec::new();
     merge_map(dst, src, dst_ptr, &mut written);
-    for (dp, rel) in written {
+    for (dp, rel, container) in written {
         if let Some(sp) = &src_ptr {
-            copy_spans(spec_index, &mut o.index, &format!("{sp}{rel}"), &dp);
+            copy_spans(
+                spec_index,
+                &mut o.index,
+                &format!("{sp}{rel}"),
+                &dp,
+                container,
+            );
         }
         o.set_by.insert(dp, (pname.to_owned(), via_kinds));
     }
@@ -414,7 +435,7 @@ fn merge_map(
     dst: &mut Map<String, Value>,
     src: &Map<String, Value>,
     dst_ptr: &str,
-    written: &mut Vec<(String, String)>,
+    written: &mut Vec<(String, String, bool)>,
 ) {
     merge_map_rel(dst, src, dst_ptr, "", written);
 }
@@ -424,7 +445,7 @@ fn merge_map_rel(
     src: &Map<String, Value>,
     dst_ptr: &str,
     rel: &str,
-    written: &mut Vec<(String, String)>,
+    written: &mut Vec<(String, String, bool)>,
 ) {
     for (k, v) in src {
         let seg = escape_segment(k);
@@ -434,16 +455,25 @@ fn merge_map_rel(
             (Some(Value::Object(d)), Value::Object(s)) => merge_map_rel(d, s, &dp, &r, written),
             _ => {
                 dst.insert(k.clone(), v.clone());
-                written.push((dp, r));
+                written.push((dp, r, v.is_object() || v.is_array()));
             }
         }
     }
 }
 
 /// Copies the spans of `from` and everything below it to the same places below `to`.
-fn copy_spans(spec_index: &SpanIndex, index: &mut SpanIndex, from: &str, to: &str) {
+fn copy_spans(
+    spec_index: &SpanIndex,
+    index: &mut SpanIndex,
+    from: &str,
+    to: &str,
+    container: bool,
+) {
     if let Some(s) = spec_index.get(from) {
         index.insert(to.to_owned(), s.clone());
+    }
+    if !container {
+        return;
     }
     for (p, s) in spec_index.below(from) {
         index.insert(format!("{to}{}", &p[from.len()..]), s.clone());

@@ -3,7 +3,7 @@
 //! The checker works on JSON (so that the schema generated from the Rust types can judge it)
 //! but reports in the TOML text, so each JSON pointer keeps the byte spans it came from.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,37 +41,50 @@ impl Spans {
 }
 
 /// JSON pointer → spans, for every table entry and array item of a document.
+///
+/// A profile's index is layered over the spec's: it holds only the spans the profile moved,
+/// and shares the rest, so that checking every profile of a 1,000-stage spec copies nothing.
 #[derive(Debug, Clone, Default)]
 pub struct SpanIndex {
-    map: BTreeMap<String, Spans>,
+    map: HashMap<String, Spans, foldhash::fast::RandomState>,
+    base: Option<Arc<SpanIndex>>,
 }
 
 impl SpanIndex {
+    /// An empty index that answers from `base` where it has nothing of its own.
+    pub fn layered(base: Arc<SpanIndex>) -> SpanIndex {
+        SpanIndex {
+            map: HashMap::default(),
+            base: Some(base),
+        }
+    }
+
     pub fn get(&self, pointer: &str) -> Option<&Spans> {
-        self.map.get(pointer)
+        self.map
+            .get(pointer)
+            .or_else(|| self.base.as_ref().and_then(|b| b.get(pointer)))
     }
 
     pub fn insert(&mut self, pointer: String, spans: Spans) {
         self.map.insert(pointer, spans);
     }
 
-    /// Every entry strictly below `pointer`.
+    /// Every entry strictly below `pointer`, in this layer only. A scan of the whole layer:
+    /// it is asked only for profile values that are tables or arrays, which are few.
     pub fn below<'a>(
         &'a self,
         pointer: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a Spans)> + 'a {
-        // Pointers sort so that everything below `pointer/` is one contiguous range.
-        let start = format!("{pointer}/");
-        self.map
-            .range(start.clone()..)
-            .take_while(move |(p, _)| p.starts_with(&start))
+        self.map.iter().filter(move |(p, _)| {
+            p.len() > pointer.len() && p.starts_with(pointer) && p.as_bytes()[pointer.len()] == b'/'
+        })
     }
 
     /// The spans of `pointer`, or of its nearest ancestor that has some.
     pub fn nearest(&self, pointer: &str) -> Spans {
         let mut p = pointer;
         loop {
-            if let Some(s) = self.map.get(p) {
+            if let Some(s) = self.get(p) {
                 return s.clone();
             }
             match p.rfind('/') {
@@ -145,12 +158,42 @@ impl SpecSource {
 }
 
 /// Escapes one JSON pointer segment (RFC 6901).
-pub fn escape_segment(s: &str) -> String {
+pub fn escape_segment(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains(['~', '/']) {
-        s.replace('~', "~0").replace('/', "~1")
+        s.replace('~', "~0").replace('/', "~1").into()
     } else {
-        s.to_owned()
+        s.into()
     }
+}
+
+/// The value at a JSON pointer, like `Value::pointer` but without allocating for segments that
+/// need no unescaping (this runs once per row of a 1,000-stage plan).
+pub fn lookup<'v>(mut v: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.is_empty() {
+        return Some(v);
+    }
+    for seg in pointer.strip_prefix('/')?.split('/') {
+        let seg: std::borrow::Cow<'_, str> = if seg.contains('~') {
+            seg.replace("~1", "/").replace("~0", "~").into()
+        } else {
+            seg.into()
+        };
+        v = match v {
+            Value::Object(m) => m.get(seg.as_ref())?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// `pointer/seg`, without the formatting machinery (this runs once per entry of a spec).
+fn child(pointer: &str, seg: &str) -> String {
+    let mut p = String::with_capacity(pointer.len() + 1 + seg.len());
+    p.push_str(pointer);
+    p.push('/');
+    p.push_str(seg);
+    p
 }
 
 /// Parses TOML text into JSON plus the span of every entry. All TOML syntax errors are reported.
@@ -194,7 +237,7 @@ fn table_to_json(
 ) -> Value {
     let mut map = Map::with_capacity(table.len());
     for (key, value) in table.iter() {
-        let p = format!("{pointer}/{}", escape_segment(key.get_ref()));
+        let p = child(pointer, &escape_segment(key.get_ref()));
         index.insert(
             p.clone(),
             Spans {
@@ -250,7 +293,7 @@ fn value_to_json(
         DeValue::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (n, item) in items.iter().enumerate() {
-                let p = format!("{pointer}/{n}");
+                let p = child(pointer, &n.to_string());
                 index.insert(
                     p.clone(),
                     Spans {
@@ -270,5 +313,61 @@ fn value_to_json(
             Value::Array(out)
         }
         DeValue::Table(t) => table_to_json(source, t, pointer, index, diags),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{SpanIndex, Spans, lookup};
+
+    fn spans(v: usize) -> Spans {
+        Spans {
+            key: None,
+            value: v..v + 1,
+        }
+    }
+
+    #[test]
+    fn a_layer_answers_from_its_base_where_it_has_nothing_of_its_own() {
+        let mut base = SpanIndex::default();
+        base.insert("/stages/a".into(), spans(10));
+        base.insert("/stages/a/kind".into(), spans(20));
+        let mut layer = SpanIndex::layered(Arc::new(base));
+        layer.insert("/stages/a/kind".into(), spans(30));
+        assert_eq!(layer.get("/stages/a/kind"), Some(&spans(30)));
+        assert_eq!(layer.get("/stages/a"), Some(&spans(10)));
+        // `nearest` walks up through both layers.
+        assert_eq!(layer.nearest("/stages/a/retry/budget"), spans(10));
+        assert_eq!(
+            layer.nearest("/nowhere"),
+            Spans {
+                key: None,
+                value: 0..0
+            }
+        );
+        assert_eq!(
+            layer.below("/stages").count(),
+            1,
+            "below sees this layer only"
+        );
+    }
+
+    #[test]
+    fn lookup_matches_value_pointer() {
+        let v = serde_json::json!({"a/b": {"c~d": [1, 2]}, "x": 1});
+        for p in [
+            "",
+            "/x",
+            "/a~1b",
+            "/a~1b/c~0d",
+            "/a~1b/c~0d/1",
+            "/nope",
+            "/x/y",
+            "/a~1b/c~0d/9",
+        ] {
+            assert_eq!(lookup(&v, p), v.pointer(p), "{p}");
+        }
     }
 }
