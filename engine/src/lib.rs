@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod plan;
 pub mod schema;
+pub mod services;
 pub mod spec;
 pub mod story;
 pub mod toml_fmt;
