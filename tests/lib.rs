@@ -2,8 +2,10 @@
 //! minutes on a 2-core machine). Each module runs the real `cinepipe` binary or the library.
 
 mod common;
+mod harness;
 
 mod cli;
 mod invalid_specs;
 mod properties;
 mod schemas;
+mod services;

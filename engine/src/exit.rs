@@ -11,8 +11,12 @@ pub enum ExitCode {
     InvalidSpec,
     /// The command line was wrong (unknown flag, missing argument).
     Usage,
+    /// A service the run needs does not answer and could not be started.
+    ServiceUnavailable,
     /// A file could not be read or written.
     Io,
+    /// The run was stopped by SIGINT (Ctrl-C) or SIGTERM.
+    Interrupted,
 }
 
 impl ExitCode {
@@ -22,7 +26,9 @@ impl ExitCode {
             ExitCode::Failure => 1,
             ExitCode::InvalidSpec => 2,
             ExitCode::Usage => 64,
+            ExitCode::ServiceUnavailable => 69,
             ExitCode::Io => 74,
+            ExitCode::Interrupted => 130,
         }
     }
 }

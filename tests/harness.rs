@@ -1,0 +1,341 @@
+//! Real servers for the integration tests: one ComfyUI and one LLM server (llama.cpp's
+//! `llama-server` with SmolLM2-135M) per test binary, started on free loopback ports the first
+//! time a test asks, shared by every test after that, and stopped when the binary exits.
+//!
+//! - `COMFYUI_URL` (with `COMFYUI_OUTPUT_DIR` when the server is on this machine) and
+//!   `LLM_BASE_URL` (with the `/v1`; `LLM_MODEL` names its model) point the tests at servers
+//!   someone already runs instead.
+//! - The servers come from `scripts/install-comfyui` and `scripts/install-llm-server` (which
+//!   `scripts/test` runs first). When one cannot be started, a test that needs it fails under
+//!   `CI=true`; elsewhere it says why on stderr and returns early.
+//! - Tests share the servers, not their outputs: each test takes its own `filename_prefix`
+//!   folder from [`unique`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+use serde_json::Value;
+
+use crate::common::root;
+
+/// A server the tests talk to.
+#[derive(Debug)]
+pub struct Server {
+    /// ComfyUI: `http://127.0.0.1:PORT`; LLM: `http://127.0.0.1:PORT/v1`.
+    pub url: String,
+    /// The model name the LLM server lists (LLM only).
+    pub model: String,
+    /// Where ComfyUI's SaveImage writes, when known.
+    pub output_dir: Option<PathBuf>,
+    /// The harness's own process, when it started the server.
+    pub pid: Option<i32>,
+}
+
+pub const LLM_MODEL: &str = "smollm2-135m-instruct";
+
+/// Whether this is CI, where a missing server fails the run.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The shared LLM server, or None (outside CI only) when it cannot be had.
+pub fn llm() -> Option<&'static Server> {
+    static LLM: OnceLock<Result<Server, String>> = OnceLock::new();
+    require("the LLM server", LLM.get_or_init(start_llm))
+}
+
+/// The shared ComfyUI, or None (outside CI only) when it cannot be had.
+pub fn comfyui() -> Option<&'static Server> {
+    static COMFY: OnceLock<Result<Server, String>> = OnceLock::new();
+    require("ComfyUI", COMFY.get_or_init(start_comfyui))
+}
+
+fn require(what: &str, r: &'static Result<Server, String>) -> Option<&'static Server> {
+    match r {
+        Ok(s) => Some(s),
+        Err(why) if ci() => panic!("{what} is required (CI=true) but could not be started: {why}"),
+        Err(why) => {
+            eprintln!("note: test skipped: {what} could not be started: {why}");
+            None
+        }
+    }
+}
+
+/// A name no other test in this binary (or an earlier run of it) uses: for output folders.
+pub fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A loopback port nothing listens on (the OS picks it; it stays free in practice because
+/// ports are handed out round-robin).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The folder for this test binary's servers and files, removed when it exits.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("cinepipe-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("create the scratch dir");
+        at_exit();
+        d
+    })
+}
+
+fn start_llm() -> Result<Server, String> {
+    if let Ok(url) = std::env::var("LLM_BASE_URL") {
+        let model = std::env::var("LLM_MODEL").unwrap_or_else(|_| LLM_MODEL.to_string());
+        wait_ready(&format!("{}/models", url.trim_end_matches('/')), None, None)?;
+        return Ok(Server {
+            url,
+            model,
+            output_dir: None,
+            pid: None,
+        });
+    }
+    let port = free_port();
+    let log = scratch().join("llm.log");
+    let mut cmd = Command::new(root().join("scripts/start-llm-server"));
+    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL]);
+    let child = spawn_server(cmd, &log)?;
+    let pid = child.id() as i32;
+    let url = format!("http://127.0.0.1:{port}/v1");
+    wait_ready(&format!("{url}/models"), Some(child), Some(&log))?;
+    Ok(Server {
+        url,
+        model: LLM_MODEL.to_string(),
+        output_dir: None,
+        pid: Some(pid),
+    })
+}
+
+fn start_comfyui() -> Result<Server, String> {
+    if let Ok(url) = std::env::var("COMFYUI_URL") {
+        wait_ready(
+            &format!("{}/system_stats", url.trim_end_matches('/')),
+            None,
+            None,
+        )?;
+        return Ok(Server {
+            url,
+            model: String::new(),
+            output_dir: std::env::var_os("COMFYUI_OUTPUT_DIR").map(PathBuf::from),
+            pid: None,
+        });
+    }
+    let port = free_port();
+    let out = scratch().join("comfyui-output");
+    let state = scratch().join("comfyui-state");
+    let log = scratch().join("comfyui.log");
+    let mut cmd = Command::new(root().join("scripts/start-comfyui"));
+    cmd.args(["--port", &port.to_string()])
+        .arg("--output-dir")
+        .arg(&out)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--custom-nodes")
+        .arg(root().join("comfyui_nodes"));
+    let child = spawn_server(cmd, &log)?;
+    let pid = child.id() as i32;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{url}/system_stats"), Some(child), Some(&log))?;
+    Ok(Server {
+        url,
+        model: String::new(),
+        output_dir: Some(out),
+        pid: Some(pid),
+    })
+}
+
+/// PIDs (= process groups) of the servers the harness started, stopped at exit.
+static STARTED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns a server from a thread that lives as long as the test binary: the servers are
+/// started with `PR_SET_PDEATHSIG`, which fires when the spawning *thread* ends, and test
+/// threads end with their test.
+fn spawn_server(mut cmd: Command, log: &Path) -> Result<Child, String> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let f = File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let f2 = f.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(f))
+        .stderr(Stdio::from(f2))
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (reply, rx) = mpsc::channel();
+    tx.lock()
+        .map_err(|_| "spawner lock poisoned".to_string())?
+        .send((cmd, reply))
+        .map_err(|_| "spawner thread gone".to_string())?;
+    let child = rx
+        .recv()
+        .map_err(|_| "spawner thread gone".to_string())?
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    if let Ok(mut v) = STARTED.lock() {
+        v.push(child.id() as i32);
+    }
+    Ok(child)
+}
+
+/// Polls `url` until it answers 2xx; fails early, with the log's tail, when the server exits.
+fn wait_ready(url: &str, mut child: Option<Child>, log: Option<&Path>) -> Result<(), String> {
+    let started = Instant::now();
+    let limit = Duration::from_secs(180);
+    let tail = |log: Option<&Path>| {
+        log.and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| {
+                let lines: Vec<&str> = t.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            })
+            .unwrap_or_default()
+    };
+    loop {
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(format!(
+                "the server exited ({status}) before answering {url}; its log:\n{}",
+                tail(log)
+            ));
+        }
+        if let Ok((code, _)) = http("GET", url, None)
+            && (200..300).contains(&code)
+        {
+            // The handle is dropped, not waited on: the server runs until the binary ends.
+            drop(child);
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "{url} did not answer 2xx within {} s; log:\n{}",
+                limit.as_secs(),
+                tail(log)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn at_exit() {
+    extern "C" fn stop_servers() {
+        if let Ok(pids) = STARTED.lock() {
+            for &pid in pids.iter() {
+                // SAFETY: signals the server's process group; no memory effects.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+        }
+        let d = std::env::temp_dir().join(format!("cinepipe-tests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(d);
+    }
+    // SAFETY: registers a plain extern "C" function once.
+    unsafe {
+        libc::atexit(stop_servers);
+    }
+}
+
+/// One HTTP request with a 120 s bound: (status, body).
+pub fn http(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, String), String> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the tests' HTTP client")
+    });
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("an HTTP client")
+    });
+    rt.block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut req = client.request(method, url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let code = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok((code, text))
+    })
+}
+
+/// GET that must answer 2xx with JSON.
+pub fn get_json(url: &str) -> Value {
+    let (code, body) = http("GET", url, None).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!((200..300).contains(&code), "GET {url}: HTTP {code}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// POST JSON that must answer 2xx with JSON.
+pub fn post_json(url: &str, body: &Value) -> Value {
+    let (code, text) = http("POST", url, Some(body)).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert!(
+        (200..300).contains(&code),
+        "POST {url}: HTTP {code}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {text}"))
+}
+
+/// Queues an API-format workflow on ComfyUI and waits (bounded) for its history entry.
+pub fn comfy_run(server: &Server, workflow: &Value) -> Value {
+    let queued = post_json(
+        &format!("{}/prompt", server.url),
+        &serde_json::json!({ "prompt": workflow, "client_id": unique("harness") }),
+    );
+    let id = queued["prompt_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no prompt_id in {queued}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let h = get_json(&format!("{}/history/{id}", server.url));
+        if let Some(entry) = h.get(&id)
+            && entry["outputs"].as_object().is_some_and(|o| !o.is_empty())
+        {
+            return entry.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prompt {id} not done in 120 s: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
