@@ -227,11 +227,11 @@ fn run_spec(path: &Path, profile: Option<&str>, color: bool) -> ExitCode {
         let cancel = tokio_util::sync::CancellationToken::new();
         spawn_signal_watch(cancel.clone());
         let names = services::used_services(&checked.spec);
-        let mut opts = services::ServiceOptions::new(
-            checked
+        let mut opts = services::ServiceOptions::new(spec::check::tidy(
+            &checked
                 .resolve_path(&checked.spec.run.output_dir)
                 .join(".services"),
-        );
+        ));
         opts.progress = Some(std::sync::Arc::new(|line: &str| {
             eprintln!("[cinepipe] {line}");
         }));
