@@ -339,3 +339,51 @@ pub fn comfy_run(server: &Server, workflow: &Value) -> Value {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An LLM server of one test's own (for what a shared server cannot show: its request
+/// counters, an API key); stopped when dropped.
+pub struct OwnLlm {
+    pub url: String,
+    pub model: String,
+    pid: i32,
+}
+
+impl Drop for OwnLlm {
+    fn drop(&mut self) {
+        // SAFETY: signals the server's own process group.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Starts a dedicated LLM server with extra `llama-server` arguments (e.g. `--metrics`,
+/// `--api-key K`); None outside CI when the install is missing.
+pub fn own_llm(extra: &[&str]) -> Option<OwnLlm> {
+    // The shared one proves the install works (and fails under CI when it does not).
+    llm()?;
+    if std::env::var_os("LLM_BASE_URL").is_some() {
+        eprintln!("note: test skipped: it needs its own LLM server, and LLM_BASE_URL is set");
+        return None;
+    }
+    let port = free_port();
+    let log = scratch().join(format!("{}.log", unique("own-llm")));
+    let mut cmd = Command::new(root().join("scripts/start-llm-server"));
+    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL, "--"])
+        .args(extra);
+    let child = spawn_server(cmd, &log).expect("start a dedicated LLM server");
+    let pid = child.id() as i32;
+    let url = format!("http://127.0.0.1:{port}/v1");
+    // /health needs no key even when the server has one.
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/health"),
+        Some(child),
+        Some(&log),
+    )
+    .expect("the dedicated LLM server gets ready");
+    Some(OwnLlm {
+        url,
+        model: LLM_MODEL.to_string(),
+        pid,
+    })
+}

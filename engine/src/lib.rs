@@ -4,6 +4,7 @@
 //! The binary is a thin shell over [`cli::run`].
 
 pub mod cli;
+pub mod clients;
 pub mod docs;
 pub mod exit;
 pub mod fsutil;
@@ -11,6 +12,7 @@ pub mod plan;
 pub mod schema;
 pub mod services;
 pub mod spec;
+pub mod stages;
 pub mod story;
 pub mod toml_fmt;
 pub mod workflow;

@@ -1,0 +1,4 @@
+//! Clients for the servers a run talks to. Bringing a server up is `services`' job; these
+//! talk to one that answers.
+
+pub mod openai;

@@ -1,0 +1,490 @@
+//! The `llm` stage: render the prompt templates, ask an OpenAI-compatible server (walking the
+//! service's `fallback` chain), and accept only an answer that is complete, schema-valid JSON
+//! within the stage's token and latency bounds.
+//!
+//! One call of [`run`] is one attempt. Its failure carries a [`FailureClass`], and the
+//! executor's retry policy decides whether another attempt follows. Answers that pass every
+//! check are cached on disk (errors never are), keyed by everything that shapes the answer.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::clients::openai::{ChatAnswer, ChatRequest, LlmError, Message, OpenAiClient, extract_json};
+use crate::fsutil::write_atomic;
+use crate::spec::model::{FailureClass, LlmStage, ResponseFormat, Service};
+use crate::spec::templates::prompt_meta;
+
+/// Bumped when the cache entry's shape or the key's recipe changes: old entries then miss.
+const CACHE_FORMAT: u32 = 1;
+
+/// What one attempt needs besides the stage's own config.
+pub struct LlmInput<'a> {
+    pub stage: &'a LlmStage,
+    pub services: &'a IndexMap<String, Service>,
+    /// Folder the stage's file paths are relative to.
+    pub base_dir: &'a Path,
+    /// Folder of the response cache (`<output_dir>/.cache/llm`).
+    pub cache_dir: &'a Path,
+    /// `--no-cache`: neither read nor write the cache.
+    pub no_cache: bool,
+}
+
+/// One provider of the chain, as this attempt saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderReport {
+    pub service: String,
+    pub base_url: String,
+    pub model: String,
+    /// `reachable` or `unavailable`.
+    pub health: String,
+    pub error: Option<String>,
+}
+
+/// A successful attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlmOutcome {
+    /// The validated JSON answer (a story, with the default schema).
+    pub output: Value,
+    /// The service that answered (or whose cached answer was used).
+    pub service: String,
+    pub model: String,
+    pub answer: ChatAnswer,
+    pub cache_hit: bool,
+    /// Wall time of the attempt, in seconds.
+    pub response_time_s: f64,
+    pub tokens_per_second: Option<f64>,
+    pub providers: Vec<ProviderReport>,
+    /// Which provider answered and why the ones before it did not.
+    pub fallback_notes: Vec<String>,
+    /// Version of the prompt template (its metadata block).
+    pub template_version: Option<String>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LlmFailure {
+    pub class: FailureClass,
+    pub message: String,
+    /// Schema violations of the answer, one per line, when that was the failure.
+    pub violations: Vec<String>,
+    pub providers: Vec<ProviderReport>,
+    pub fallback_notes: Vec<String>,
+    /// The answer, when one came back but failed a check.
+    pub answer: Option<ChatAnswer>,
+}
+
+impl LlmFailure {
+    fn new(class: FailureClass, message: impl Into<String>) -> LlmFailure {
+        LlmFailure {
+            class,
+            message: message.into(),
+            violations: Vec::new(),
+            providers: Vec::new(),
+            fallback_notes: Vec::new(),
+            answer: None,
+        }
+    }
+}
+
+/// The rendered prompt and everything that shapes the answer.
+struct Prepared {
+    messages: Vec<Message>,
+    schema: Value,
+    response_format: Option<Value>,
+    template_version: Option<String>,
+}
+
+fn read(base: &Path, rel: &str) -> Result<String, LlmFailure> {
+    let p = base.join(rel);
+    std::fs::read_to_string(&p).map_err(|e| {
+        LlmFailure::new(
+            FailureClass::InvalidOutput,
+            format!("cannot read {}: {e}", p.display()),
+        )
+    })
+}
+
+fn render(text: &str, vars: &IndexMap<String, Value>, name: &str) -> Result<String, LlmFailure> {
+    let mut hb = handlebars::Handlebars::new();
+    // Prompts are plain text: HTML escaping would turn quotes into `&quot;`.
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.set_strict_mode(true);
+    hb.render_template(text, vars)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| {
+            LlmFailure::new(
+                FailureClass::InvalidOutput,
+                format!("cannot render {name}: {e}"),
+            )
+        })
+}
+
+fn prepare(input: &LlmInput<'_>) -> Result<Prepared, LlmFailure> {
+    let stage = input.stage;
+    let prompt_text = read(input.base_dir, &stage.prompt)?;
+    let template_version = prompt_meta(&prompt_text).ok().flatten().and_then(|m| m.version);
+    let mut messages = Vec::new();
+    if let Some(sys) = &stage.system_prompt {
+        let text = read(input.base_dir, sys)?;
+        messages.push(Message {
+            role: "system".into(),
+            content: render(&text, &stage.vars, sys)?,
+        });
+    }
+    messages.push(Message {
+        role: "user".into(),
+        content: render(&prompt_text, &stage.vars, &stage.prompt)?,
+    });
+    let schema = match &stage.output_schema {
+        Some(rel) => serde_json::from_str(&read(input.base_dir, rel)?).map_err(|e| {
+            LlmFailure::new(
+                FailureClass::InvalidOutput,
+                format!("{rel} is not JSON: {e}"),
+            )
+        })?,
+        None => {
+            let mut s = crate::schema::story_schema();
+            // With the default story schema, `vars.scenes = N` means exactly N scenes: the
+            // grammar then holds a small model to the count, and the check catches any other.
+            if let Some(n) = stage.vars.get("scenes").and_then(Value::as_u64)
+                && let Some(scenes) = s.pointer_mut("/properties/scenes")
+            {
+                scenes["minItems"] = json!(n);
+                scenes["maxItems"] = json!(n);
+            }
+            s
+        }
+    };
+    let response_format = match stage.response_format {
+        ResponseFormat::JsonSchema => Some(json!({
+            "type": "json_schema",
+            "json_schema": { "name": "answer", "strict": true, "schema": schema },
+        })),
+        ResponseFormat::JsonObject => Some(json!({ "type": "json_object" })),
+        ResponseFormat::None => None,
+    };
+    Ok(Prepared {
+        messages,
+        schema,
+        response_format,
+        template_version,
+    })
+}
+
+/// The cache key: a SHA-256 over everything that shapes the answer (not `stream`: a streamed
+/// and a plain answer to the same request are the same answer).
+fn cache_key(
+    base_url: &str,
+    req: &ChatRequest,
+    template_version: Option<&str>,
+    salt: Option<&str>,
+) -> String {
+    let material = json!({
+        "format": CACHE_FORMAT,
+        "base_url": base_url,
+        "model": req.model,
+        "messages": req.messages,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "seed": req.seed,
+        "response_format": req.response_format,
+        "template_version": template_version,
+        "salt": salt,
+    });
+    let digest = Sha256::digest(material.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cache entry on disk.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheEntry {
+    format: u32,
+    service: String,
+    model: String,
+    answer: ChatAnswer,
+    output: Value,
+}
+
+fn cache_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{key}.json"))
+}
+
+/// One attempt of the stage.
+pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
+    let started = Instant::now();
+    let stage = input.stage;
+    let prepared = prepare(input)?;
+    let validator = jsonschema::validator_for(&prepared.schema).map_err(|e| {
+        LlmFailure::new(
+            FailureClass::InvalidOutput,
+            format!("the output schema is not a valid JSON Schema: {e}"),
+        )
+    })?;
+
+    // The chain: the stage's service, then each `fallback` in turn.
+    let mut chain: Vec<(&str, &crate::spec::model::OpenAiService)> = Vec::new();
+    let mut next = Some(stage.service.as_str());
+    while let Some(name) = next {
+        if chain.iter().any(|(n, _)| *n == name) {
+            break;
+        }
+        match input.services.get(name) {
+            Some(Service::Openai(s)) => {
+                chain.push((name, s));
+                next = s.fallback.as_deref();
+            }
+            _ => break,
+        }
+    }
+    let request_for = |model: &str| ChatRequest {
+        model: model.to_string(),
+        messages: prepared.messages.clone(),
+        max_tokens: stage.max_tokens,
+        temperature: stage.temperature,
+        seed: stage.seed,
+        response_format: prepared.response_format.clone(),
+    };
+    let use_cache = stage.cache && !input.no_cache;
+
+    // A cached answer from any provider of the chain is as good as a new one.
+    if use_cache {
+        for (name, svc) in &chain {
+            let key = cache_key(
+                svc.base_url.trim_end_matches('/'),
+                &request_for(&svc.model),
+                prepared.template_version.as_deref(),
+                stage.cache_salt.as_deref(),
+            );
+            let Ok(text) = std::fs::read_to_string(cache_path(input.cache_dir, &key)) else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_str::<CacheEntry>(&text) else {
+                continue;
+            };
+            if entry.format != CACHE_FORMAT || !validator.is_valid(&entry.output) {
+                continue;
+            }
+            return Ok(LlmOutcome {
+                output: entry.output,
+                service: name.to_string(),
+                model: entry.model,
+                tokens_per_second: tokens_per_second(&entry.answer),
+                answer: entry.answer,
+                cache_hit: true,
+                response_time_s: started.elapsed().as_secs_f64(),
+                providers: Vec::new(),
+                fallback_notes: vec![format!(
+                    "llm: cached answer of `{name}` used (key {})",
+                    &key[..12]
+                )],
+                template_version: prepared.template_version.clone(),
+            });
+        }
+    }
+
+    let mut providers = Vec::new();
+    let mut notes = Vec::new();
+    let mut last_error: Option<LlmError> = None;
+    for (i, (name, svc)) in chain.iter().enumerate() {
+        let report = |health: &str, error: Option<String>| ProviderReport {
+            service: name.to_string(),
+            base_url: svc.base_url.clone(),
+            model: svc.model.clone(),
+            health: health.into(),
+            error,
+        };
+        let attempt = async {
+            let client = OpenAiClient::new(svc)?;
+            client.check_model(&svc.model).await?;
+            let req = request_for(&svc.model);
+            let t0 = Instant::now();
+            let answer = client.chat(&req, stage.stream).await?;
+            Ok::<_, LlmError>((client, req, answer, t0.elapsed().as_secs_f64()))
+        };
+        let bounded = tokio::time::timeout(
+            std::time::Duration::try_from_secs_f64(stage.timeout_s)
+                .unwrap_or(std::time::Duration::from_secs(120)),
+            attempt,
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(LlmError::Timeout {
+                url: svc.base_url.clone(),
+                secs: stage.timeout_s,
+            })
+        });
+        match bounded {
+            Ok((client, req, answer, secs)) => {
+                providers.push(report("reachable", None));
+                if i > 0 {
+                    notes.push(format!("llm: answered by fallback `{name}`"));
+                }
+                let checked = check_answer(stage, &validator, &answer, secs);
+                return match checked {
+                    Ok(output) => {
+                        if use_cache {
+                            let key = cache_key(
+                                client.base_url(),
+                                &req,
+                                prepared.template_version.as_deref(),
+                                stage.cache_salt.as_deref(),
+                            );
+                            let entry = CacheEntry {
+                                format: CACHE_FORMAT,
+                                service: name.to_string(),
+                                model: svc.model.clone(),
+                                answer: answer.clone(),
+                                output: output.clone(),
+                            };
+                            // A cache that cannot be written costs a later rerun, not this run.
+                            if let Ok(bytes) = serde_json::to_vec_pretty(&entry) {
+                                let _ = std::fs::create_dir_all(input.cache_dir);
+                                let _ = write_atomic(&cache_path(input.cache_dir, &key), &bytes);
+                            }
+                        }
+                        Ok(LlmOutcome {
+                            output,
+                            service: name.to_string(),
+                            model: svc.model.clone(),
+                            tokens_per_second: tokens_per_second(&answer),
+                            answer,
+                            cache_hit: false,
+                            response_time_s: started.elapsed().as_secs_f64(),
+                            providers,
+                            fallback_notes: notes,
+                            template_version: prepared.template_version.clone(),
+                        })
+                    }
+                    Err(mut f) => {
+                        f.providers = providers;
+                        f.fallback_notes = notes;
+                        f.answer = Some(answer);
+                        Err(f)
+                    }
+                };
+            }
+            Err(e) => {
+                let health = match e {
+                    LlmError::Transport { .. } | LlmError::Timeout { .. } => "unavailable",
+                    _ => "reachable",
+                };
+                providers.push(report(health, Some(e.to_string())));
+                if !e.falls_back() {
+                    let mut f = LlmFailure::new(e.class(), e.to_string());
+                    f.providers = providers;
+                    f.fallback_notes = notes;
+                    return Err(f);
+                }
+                if let Some((next, _)) = chain.get(i + 1) {
+                    notes.push(format!("llm: `{name}` failed ({e}); trying `{next}`"));
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    let class = last_error
+        .as_ref()
+        .map_or(FailureClass::Transport, LlmError::class);
+    let tried: Vec<String> = providers
+        .iter()
+        .map(|p| {
+            format!(
+                "`{}` ({}): {}",
+                p.service,
+                p.base_url,
+                p.error.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let mut f = LlmFailure::new(
+        class,
+        format!(
+            "no LLM provider answered; tried {}:\n  {}",
+            tried.len(),
+            tried.join("\n  ")
+        ),
+    );
+    f.providers = providers;
+    f.fallback_notes = notes;
+    Err(f)
+}
+
+fn tokens_per_second(a: &ChatAnswer) -> Option<f64> {
+    let n = a.completion_tokens? as f64;
+    let ms = a.server_ms?;
+    (ms > 0.0).then(|| n * 1000.0 / ms)
+}
+
+/// The seeds' checks, in the order that gives the most useful message: a truncated answer is
+/// reported as truncated, not as the invalid JSON it also is.
+fn check_answer(
+    stage: &LlmStage,
+    validator: &jsonschema::Validator,
+    answer: &ChatAnswer,
+    secs: f64,
+) -> Result<Value, LlmFailure> {
+    if answer.finish_reason.as_deref() == Some("length") {
+        return Err(LlmFailure::new(
+            FailureClass::Truncated,
+            format!(
+                "the answer was cut off at max_tokens = {} (finish_reason \"length\")",
+                stage.max_tokens
+            ),
+        ));
+    }
+    let Some(output) = extract_json(&answer.content) else {
+        let head: String = answer.content.chars().take(120).collect();
+        return Err(LlmFailure::new(
+            FailureClass::InvalidOutput,
+            format!("the answer holds no JSON object: {head:?}"),
+        ));
+    };
+    let violations: Vec<String> = validator
+        .iter_errors(&output)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect();
+    if !violations.is_empty() {
+        let mut f = LlmFailure::new(
+            FailureClass::InvalidOutput,
+            format!(
+                "the answer does not match the output schema ({} problem{}): {}",
+                violations.len(),
+                if violations.len() == 1 { "" } else { "s" },
+                violations[0]
+            ),
+        );
+        f.violations = violations;
+        return Err(f);
+    }
+    if let Some(n) = answer.completion_tokens {
+        let (lo, hi) = (
+            u64::from(stage.min_completion_tokens),
+            u64::from(stage.max_completion_tokens),
+        );
+        if n < lo || n > hi {
+            return Err(LlmFailure::new(
+                FailureClass::TokenRange,
+                format!("{n} completion tokens, outside {lo}..={hi}"),
+            ));
+        }
+    }
+    if secs > stage.max_latency_s {
+        return Err(LlmFailure::new(
+            FailureClass::Slow,
+            format!(
+                "answered in {secs:.1} s, over max_latency_s = {}",
+                stage.max_latency_s
+            ),
+        ));
+    }
+    Ok(output)
+}

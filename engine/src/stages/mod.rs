@@ -1,0 +1,4 @@
+//! The stage kinds, one file each. A stage attempt takes its typed config and what the run
+//! gives it, and returns an outcome or a classified failure; the executor owns retries.
+
+pub mod llm;

@@ -1,0 +1,279 @@
+//! The `llm` stage against a real LLM server (llama.cpp's server with SmolLM2-135M, from the
+//! harness): structured stories, streaming, the fallback chain, the seeds' checks, the cache,
+//! and the API key staying out of everything written.
+
+use std::path::Path;
+
+use cinepipe::spec::model::{FailureClass, LlmStage, Service};
+use cinepipe::stages::llm::{self, LlmInput, LlmOutcome};
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use crate::common::root;
+use crate::harness::{self, free_port};
+
+fn stage(extra: Value) -> LlmStage {
+    let mut v = json!({
+        "service": "llm",
+        "system_prompt": "prompts/story/v1/system.hbs",
+        "prompt": "prompts/story/v1/sci-fi.hbs",
+        "vars": { "scenes": 2, "tone": "calm", "premise": "a lighthouse keeper on a moon" },
+        "min_completion_tokens": 20,
+        "max_tokens": 600,
+        "temperature": 0.0,
+        "seed": 7,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    serde_json::from_value(v).expect("a valid llm stage")
+}
+
+fn services(v: Value) -> IndexMap<String, Service> {
+    serde_json::from_value(v).expect("valid services")
+}
+
+fn openai(url: &str, model: &str, fallback: Option<&str>) -> Value {
+    let mut s = json!({ "kind": "openai", "base_url": url, "model": model });
+    if let Some(f) = fallback {
+        s["fallback"] = json!(f);
+    }
+    s
+}
+
+fn attempt(
+    stage: &LlmStage,
+    services: &IndexMap<String, Service>,
+    cache: &Path,
+    no_cache: bool,
+) -> Result<LlmOutcome, llm::LlmFailure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let root = root();
+    rt.block_on(llm::run(&LlmInput {
+        stage,
+        services,
+        base_dir: &root,
+        cache_dir: cache,
+        no_cache,
+    }))
+}
+
+fn scenes(out: &LlmOutcome) -> Vec<String> {
+    out.output["scenes"]
+        .as_array()
+        .expect("scenes")
+        .iter()
+        .map(|s| s["prompt"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_real_model_writes_a_story_that_validates_streamed_or_not() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
+
+    let plain = attempt(&stage(json!({})), &svcs, cache.path(), true).expect("a story");
+    assert_eq!(scenes(&plain).len(), 2, "{}", plain.output);
+    assert!(!plain.cache_hit);
+    assert_eq!(plain.service, "llm");
+    assert_eq!(plain.answer.finish_reason.as_deref(), Some("stop"));
+    assert!(plain.answer.completion_tokens.unwrap_or(0) >= 20);
+    assert!(plain.tokens_per_second.is_some_and(|t| t > 0.0));
+    assert_eq!(plain.template_version.as_deref(), Some("1.0.0"));
+    assert_eq!(plain.providers[0].health, "reachable");
+
+    let streamed = attempt(&stage(json!({ "stream": true })), &svcs, cache.path(), true)
+        .expect("a streamed story");
+    // Temperature 0 and a fixed seed: the same tokens, whichever way they travel.
+    assert_eq!(streamed.output, plain.output);
+    assert_eq!(streamed.answer.completion_tokens, plain.answer.completion_tokens);
+}
+
+#[test]
+fn a_closed_port_falls_back_to_the_real_server() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let dead = format!("http://127.0.0.1:{}/v1", free_port());
+    let svcs = services(json!({
+        "primary": openai(&dead, &server.model, Some("real")),
+        "real": openai(&server.url, &server.model, None),
+    }));
+    let out = attempt(
+        &stage(json!({ "service": "primary" })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect("the fallback answers");
+    assert_eq!(out.service, "real");
+    assert_eq!(out.providers.len(), 2);
+    assert_eq!(out.providers[0].health, "unavailable");
+    assert!(
+        out.providers[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{:?}",
+        out.providers
+    );
+    assert!(
+        out.fallback_notes
+            .iter()
+            .any(|n| n.starts_with("llm: `primary` failed") && n.ends_with("trying `real`")),
+        "{:?}",
+        out.fallback_notes
+    );
+    assert!(out.fallback_notes.contains(&"llm: answered by fallback `real`".to_string()));
+}
+
+#[test]
+fn a_server_without_the_model_falls_back_with_a_note_naming_its_models() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({
+        "primary": openai(&server.url, "llama-3-70b-instruct", Some("real")),
+        "real": openai(&server.url, &server.model, None),
+    }));
+    let out = attempt(
+        &stage(json!({ "service": "primary" })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect("the fallback answers");
+    assert_eq!(out.service, "real");
+    assert_eq!(out.providers[0].health, "reachable");
+    let err = out.providers[0].error.as_deref().unwrap_or_default();
+    assert_eq!(
+        err,
+        format!(
+            "the server at {} does not have model `llama-3-70b-instruct`; it has: `{}`",
+            server.url, server.model
+        )
+    );
+}
+
+#[test]
+fn all_providers_down_is_one_error_naming_each() {
+    let cache = tempfile::tempdir().expect("tmp");
+    let (a, b) = (free_port(), free_port());
+    let svcs = services(json!({
+        "a": openai(&format!("http://127.0.0.1:{a}/v1"), "m", Some("b")),
+        "b": openai(&format!("http://127.0.0.1:{b}/v1"), "m", None),
+    }));
+    let err = attempt(&stage(json!({ "service": "a" })), &svcs, cache.path(), false)
+        .expect_err("nobody answers");
+    assert_eq!(err.class, FailureClass::Transport);
+    assert!(err.message.starts_with("no LLM provider answered; tried 2:"), "{}", err.message);
+    assert!(err.message.contains(&format!("`a` (http://127.0.0.1:{a}/v1)")), "{}", err.message);
+    assert!(err.message.contains(&format!("`b` (http://127.0.0.1:{b}/v1)")), "{}", err.message);
+    assert_eq!(err.providers.len(), 2);
+    // Errors are never cached.
+    assert_eq!(std::fs::read_dir(cache.path()).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[test]
+fn too_few_max_tokens_is_the_truncated_class() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
+    let err = attempt(&stage(json!({ "max_tokens": 8 })), &svcs, cache.path(), false)
+        .expect_err("cut off");
+    assert_eq!(err.class, FailureClass::Truncated, "{}", err.message);
+    assert!(err.message.contains("max_tokens = 8"), "{}", err.message);
+    assert_eq!(
+        err.answer.as_ref().and_then(|a| a.finish_reason.as_deref()),
+        Some("length")
+    );
+}
+
+#[test]
+fn a_narrow_token_range_is_the_token_range_class() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
+    let err = attempt(
+        &stage(json!({ "min_completion_tokens": 1, "max_completion_tokens": 2 })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect_err("too many tokens");
+    assert_eq!(err.class, FailureClass::TokenRange, "{}", err.message);
+    assert!(err.message.contains("outside 1..=2"), "{}", err.message);
+}
+
+/// `llamacpp:tokens_predicted_total` from the server's Prometheus metrics.
+fn predicted_total(base: &str) -> f64 {
+    let url = format!("{}/metrics", base.trim_end_matches("/v1"));
+    let (code, text) = harness::http("GET", &url, None).expect("metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tokens_predicted_total in:\n{text}"))
+}
+
+#[test]
+fn a_second_run_is_answered_from_the_cache_without_asking_the_server() {
+    let Some(server) = harness::own_llm(&["--metrics"]) else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
+    let st = stage(json!({}));
+
+    let first = attempt(&st, &svcs, cache.path(), false).expect("a story");
+    assert!(!first.cache_hit);
+    let after_first = predicted_total(&server.url);
+    assert!(after_first > 0.0);
+
+    let second = attempt(&st, &svcs, cache.path(), false).expect("cached");
+    assert!(second.cache_hit);
+    assert_eq!(second.output, first.output);
+    assert_eq!(predicted_total(&server.url), after_first, "the server was asked again");
+
+    // --no-cache asks again; a salt is a different key.
+    let third = attempt(&st, &svcs, cache.path(), true).expect("asked");
+    assert!(!third.cache_hit);
+    assert!(predicted_total(&server.url) > after_first);
+    let salted = attempt(&stage(json!({ "cache_salt": "sweep-2" })), &svcs, cache.path(), false)
+        .expect("asked");
+    assert!(!salted.cache_hit);
+}
+
+#[test]
+fn the_api_key_is_sent_and_never_written() {
+    let key = format!("sk-cinepipe-test-{}", std::process::id());
+    let Some(server) = harness::own_llm(&["--api-key", &key]) else { return };
+    let var = format!("CINEPIPE_TEST_KEY_{}", std::process::id());
+    let cache = tempfile::tempdir().expect("tmp");
+    let mut svc = openai(&server.url, &server.model, None);
+    svc["api_key_env"] = json!(var);
+    let svcs = services(json!({ "llm": svc }));
+
+    // Without the variable: a clear error naming the variable, not a value.
+    let err = attempt(&stage(json!({})), &svcs, cache.path(), false).expect_err("no key");
+    assert!(err.message.contains(&format!("`{var}`")), "{}", err.message);
+
+    // SAFETY: the variable name is unique to this test; no other thread reads it.
+    unsafe { std::env::set_var(&var, &key) };
+    let out = attempt(&stage(json!({})), &svcs, cache.path(), false).expect("a story");
+    assert_eq!(scenes(&out).len(), 2);
+    let mut written = serde_json::to_string(&out).expect("json");
+    for entry in std::fs::read_dir(cache.path()).expect("cache dir").flatten() {
+        written.push_str(&std::fs::read_to_string(entry.path()).expect("entry"));
+    }
+    assert!(written.contains("scenes"));
+    assert!(!written.contains(&key), "the key leaked");
+
+    // A wrong key: the server's 401 message, verbatim, and still no key anywhere.
+    unsafe { std::env::set_var(&var, "wrong") };
+    let err = attempt(&stage(json!({})), &svcs, cache.path(), true).expect_err("401");
+    assert!(err.message.contains("HTTP 401: Invalid API Key"), "{}", err.message);
+    unsafe { std::env::remove_var(&var) };
+}
