@@ -7,3 +7,4 @@ mod cli;
 mod invalid_specs;
 mod properties;
 mod schemas;
+mod verify;

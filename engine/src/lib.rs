@@ -12,5 +12,7 @@ pub mod schema;
 pub mod services;
 pub mod spec;
 pub mod story;
+pub mod telemetry;
 pub mod toml_fmt;
+pub mod verify;
 pub mod workflow;
