@@ -247,10 +247,12 @@ fn report(err: &ValidationError<'_>, out: &mut Vec<Violation>) {
             }
         }
         ValidationErrorKind::Type { kind } => {
-            let expected: Vec<String> = match kind {
+            let mut expected: Vec<String> = match kind {
                 TypeKind::Single(t) => vec![t.to_string()],
                 TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect(),
             };
+            // "string or null" reads as "a string, else nothing": null last.
+            expected.sort_by_key(|t| t == "null");
             out.push(Violation::at(
                 path,
                 format!("expected {}, found {}", expected.join(" or "), found(inst)),
@@ -312,14 +314,24 @@ fn report_union(
     out: &mut Vec<Violation>,
 ) {
     let at_root = |e: &ValidationError<'_>| e.instance_path().as_str() == path;
+    // An enum: every branch is a constant (a value of the wrong type also fails the branch's
+    // `type`, hence both kinds).
     let consts: Option<Vec<String>> = context
         .iter()
-        .map(|branch| match branch.as_slice() {
-            [e] if at_root(e) => match e.kind() {
-                ValidationErrorKind::Constant { expected_value } => Some(plain(expected_value)),
+        .map(|branch| {
+            let only_root = branch.iter().all(|e| {
+                at_root(e)
+                    && matches!(
+                        e.kind(),
+                        ValidationErrorKind::Constant { .. } | ValidationErrorKind::Type { .. }
+                    )
+            });
+            branch.iter().find_map(|e| match e.kind() {
+                ValidationErrorKind::Constant { expected_value } if only_root => {
+                    Some(plain(expected_value))
+                }
                 _ => None,
-            },
-            _ => None,
+            })
         })
         .collect();
     if let Some(opts) = consts {
@@ -351,6 +363,7 @@ fn report_union(
             }
         }
     }
+    types.sort_by_key(|t| t == "null");
     types.dedup();
     if types.is_empty() {
         out.push(Violation::at(
@@ -404,8 +417,8 @@ fn plain(v: &Value) -> String {
     }
 }
 
-/// The property names the schema allows for the object at `pointer` (for "did you mean").
-fn properties_at(pointer: &str) -> Vec<String> {
+/// The schema of the value at `pointer`, following the document's shape through the schema.
+fn schema_at(pointer: &str) -> Option<&'static Value> {
     let root = &compiled().schema;
     let mut schema = resolve(root, root);
     for seg in pointer.split('/').skip(1) {
@@ -413,14 +426,16 @@ fn properties_at(pointer: &str) -> Vec<String> {
         let next = schema
             .get("properties")
             .and_then(|p| p.get(&seg))
-            .or_else(|| schema.get("items"));
-        match next {
-            Some(n) => schema = resolve(root, n),
-            None => return Vec::new(),
-        }
+            .or_else(|| schema.get("items"))?;
+        schema = resolve(root, next);
     }
-    schema
-        .get("properties")
+    Some(schema)
+}
+
+/// The property names the schema allows for the object at `pointer` (for "did you mean").
+fn properties_at(pointer: &str) -> Vec<String> {
+    schema_at(pointer)
+        .and_then(|s| s.get("properties"))
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default()
@@ -808,5 +823,150 @@ fn compare_notes(
                 format!("{SUMMARY_FILE} line {n} says {g:?}, {METADATA_FILE} says {w:?}"),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::verify_texts;
+    use crate::telemetry::Summary;
+    use crate::telemetry::example::example;
+
+    /// The example run with `edit` applied to its metadata, the summary written from the edited
+    /// metadata (so only the metadata's own problems show), as printed violations.
+    fn check(edit: impl FnOnce(&mut Value)) -> Vec<String> {
+        let mut doc = serde_json::to_value(example()).expect("serialises");
+        edit(&mut doc);
+        let summary = Summary::from_value(&doc).render();
+        verify_texts(Some(&doc), Some(&summary))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn set(doc: &mut Value, pointer: &str, v: Value) {
+        *doc.pointer_mut(pointer).expect(pointer) = v;
+    }
+
+    #[test]
+    fn unions_are_reported_by_the_branch_meant() {
+        let got = check(|d| {
+            set(d, "/LLM/0/Health", Value::Null);
+            set(d, "/Story", json!({"Title": 5, "StoryVersion": "1"}));
+            set(
+                d,
+                "/StageAttemptSummaries/0/FailureClass",
+                json!("short_frames"),
+            );
+            set(d, "/Scenes/2/Keyframe", json!(3));
+        });
+        assert_eq!(
+            got,
+            [
+                "/Story/Title: expected string, found integer 5",
+                "/LLM/0/Health: expected one of reachable, unavailable, found null",
+                "/Scenes/2/Keyframe: expected string or null, found integer 3",
+                "/StageAttemptSummaries/0/FailureClass: expected one of transport, timeout, \
+server-error, invalid-output, truncated, token-range, slow, short-frames, node-error, \
+execution-error, interrupted, found string \"short_frames\" (did you mean `short-frames`?)",
+            ]
+        );
+        assert_eq!(
+            check(|d| set(d, "/Story", json!("x"))),
+            ["/Story: expected object or null, found string \"x\""]
+        );
+    }
+
+    #[test]
+    fn a_root_that_is_not_an_object_is_one_violation() {
+        let got: Vec<String> = verify_texts(Some(&json!([])), Some(""))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "artifact-metadata.json: expected object, found array",
+                "run-summary.txt: no `[Run <id>] Run:` line",
+                "run-summary.txt: no `[Run <id>] QueueConfig:` line",
+                "run-summary.txt: no `[Run <id>] Outcome:` line",
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_a_schema_cannot_say() {
+        let got = check(|d| set(d, "/Scenes/2/SceneId", json!("scene-1")));
+        assert!(
+            got.contains(
+                &"/Scenes/2/SceneId: duplicate scene id `scene-1` (also /Scenes/0/SceneId)"
+                    .to_owned()
+            ),
+            "{got:#?}"
+        );
+        let got = check(|d| {
+            set(d, "/Scenes/0/Telemetry/HistoryAttemptLimit", json!(3));
+        });
+        assert_eq!(
+            got,
+            ["/Scenes/0/Telemetry/HistoryAttempts: 45 polls exceed HistoryAttemptLimit 3"]
+        );
+        let got = check(|d| set(d, "/Scenes/2/Telemetry/GPU/VramDeltaMB", json!(0)));
+        assert_eq!(
+            got,
+            [
+                "/Scenes/2/Telemetry/GPU/VramDeltaMB: must be null when VramBeforeMB or \
+VramAfterMB is null, found 0"
+            ]
+        );
+        let got = check(|d| set(d, "/Scenes/0/Telemetry/GPU/VramDeltaMB", Value::Null));
+        assert_eq!(
+            got,
+            [
+                "/Scenes/0/Telemetry/GPU/VramDeltaMB: must be VramAfterMB - VramBeforeMB when \
+both are known, found null"
+            ]
+        );
+        let got = check(|d| {
+            set(
+                d,
+                "/Scenes/1/Telemetry/ExecutionSuccessDetected",
+                json!(false),
+            );
+        });
+        assert_eq!(
+            got,
+            [
+                "/Scenes/1/Telemetry/ExecutionSuccessDetected: must be true when \
+HistoryExitReason is success"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_never_queued_scene_keeps_the_contract() {
+        // The shape the executor writes for a scene that failed before `queue`: every field,
+        // readings null, counts 0, flags false, reason `unknown`.
+        let got = check(|d| {
+            let t = d.pointer_mut("/Scenes/1/Telemetry").expect("telemetry");
+            for k in [
+                "QueueStart",
+                "QueueEnd",
+                "ExecutionSuccessAt",
+                "DoneMarkerWaitSeconds",
+            ] {
+                t[k] = Value::Null;
+            }
+            t["DurationSeconds"] = json!(0);
+            t["HistoryAttempts"] = json!(0);
+            t["HistoryExitReason"] = json!("unknown");
+            t["ExecutionSuccessDetected"] = json!(false);
+            t["DoneMarkerDetected"] = json!(false);
+            t["GPU"] = serde_json::to_value(crate::telemetry::GpuTelemetry::none()).expect("gpu");
+            set(d, "/Scenes/1/Outcome", json!("failed"));
+        });
+        assert!(got.is_empty(), "{got:#?}");
     }
 }
