@@ -10,3 +10,4 @@ mod llm;
 mod properties;
 mod schemas;
 mod services;
+mod verify;

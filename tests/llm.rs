@@ -92,7 +92,10 @@ fn a_real_model_writes_a_story_that_validates_streamed_or_not() {
         .expect("a streamed story");
     // Temperature 0 and a fixed seed: the same tokens, whichever way they travel.
     assert_eq!(streamed.output, plain.output);
-    assert_eq!(streamed.answer.completion_tokens, plain.answer.completion_tokens);
+    assert_eq!(
+        streamed.answer.completion_tokens,
+        plain.answer.completion_tokens
+    );
 }
 
 #[test]
@@ -129,7 +132,10 @@ fn a_closed_port_falls_back_to_the_real_server() {
         "{:?}",
         out.fallback_notes
     );
-    assert!(out.fallback_notes.contains(&"llm: answered by fallback `real`".to_string()));
+    assert!(
+        out.fallback_notes
+            .contains(&"llm: answered by fallback `real`".to_string())
+    );
 }
 
 #[test]
@@ -167,15 +173,40 @@ fn all_providers_down_is_one_error_naming_each() {
         "a": openai(&format!("http://127.0.0.1:{a}/v1"), "m", Some("b")),
         "b": openai(&format!("http://127.0.0.1:{b}/v1"), "m", None),
     }));
-    let err = attempt(&stage(json!({ "service": "a" })), &svcs, cache.path(), false)
-        .expect_err("nobody answers");
+    let err = attempt(
+        &stage(json!({ "service": "a" })),
+        &svcs,
+        cache.path(),
+        false,
+    )
+    .expect_err("nobody answers");
     assert_eq!(err.class, FailureClass::Transport);
-    assert!(err.message.starts_with("no LLM provider answered; tried 2:"), "{}", err.message);
-    assert!(err.message.contains(&format!("`a` (http://127.0.0.1:{a}/v1)")), "{}", err.message);
-    assert!(err.message.contains(&format!("`b` (http://127.0.0.1:{b}/v1)")), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("no LLM provider answered; tried 2:"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains(&format!("`a` (http://127.0.0.1:{a}/v1)")),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains(&format!("`b` (http://127.0.0.1:{b}/v1)")),
+        "{}",
+        err.message
+    );
     assert_eq!(err.providers.len(), 2);
     // Errors are never cached.
-    assert_eq!(std::fs::read_dir(cache.path()).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(cache.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
 }
 
 #[test]
@@ -183,8 +214,13 @@ fn too_few_max_tokens_is_the_truncated_class() {
     let Some(server) = harness::llm() else { return };
     let cache = tempfile::tempdir().expect("tmp");
     let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
-    let err = attempt(&stage(json!({ "max_tokens": 8 })), &svcs, cache.path(), false)
-        .expect_err("cut off");
+    let err = attempt(
+        &stage(json!({ "max_tokens": 8 })),
+        &svcs,
+        cache.path(),
+        false,
+    )
+    .expect_err("cut off");
     assert_eq!(err.class, FailureClass::Truncated, "{}", err.message);
     assert!(err.message.contains("max_tokens = 8"), "{}", err.message);
     assert_eq!(
@@ -222,7 +258,9 @@ fn predicted_total(base: &str) -> f64 {
 
 #[test]
 fn a_second_run_is_answered_from_the_cache_without_asking_the_server() {
-    let Some(server) = harness::own_llm(&["--metrics"]) else { return };
+    let Some(server) = harness::own_llm(&["--metrics"]) else {
+        return;
+    };
     let cache = tempfile::tempdir().expect("tmp");
     let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
     let st = stage(json!({}));
@@ -235,21 +273,32 @@ fn a_second_run_is_answered_from_the_cache_without_asking_the_server() {
     let second = attempt(&st, &svcs, cache.path(), false).expect("cached");
     assert!(second.cache_hit);
     assert_eq!(second.output, first.output);
-    assert_eq!(predicted_total(&server.url), after_first, "the server was asked again");
+    assert_eq!(
+        predicted_total(&server.url),
+        after_first,
+        "the server was asked again"
+    );
 
     // --no-cache asks again; a salt is a different key.
     let third = attempt(&st, &svcs, cache.path(), true).expect("asked");
     assert!(!third.cache_hit);
     assert!(predicted_total(&server.url) > after_first);
-    let salted = attempt(&stage(json!({ "cache_salt": "sweep-2" })), &svcs, cache.path(), false)
-        .expect("asked");
+    let salted = attempt(
+        &stage(json!({ "cache_salt": "sweep-2" })),
+        &svcs,
+        cache.path(),
+        false,
+    )
+    .expect("asked");
     assert!(!salted.cache_hit);
 }
 
 #[test]
 fn the_api_key_is_sent_and_never_written() {
     let key = format!("sk-cinepipe-test-{}", std::process::id());
-    let Some(server) = harness::own_llm(&["--api-key", &key]) else { return };
+    let Some(server) = harness::own_llm(&["--api-key", &key]) else {
+        return;
+    };
     let var = format!("CINEPIPE_TEST_KEY_{}", std::process::id());
     let cache = tempfile::tempdir().expect("tmp");
     let mut svc = openai(&server.url, &server.model, None);
@@ -265,7 +314,10 @@ fn the_api_key_is_sent_and_never_written() {
     let out = attempt(&stage(json!({})), &svcs, cache.path(), false).expect("a story");
     assert_eq!(scenes(&out).len(), 2);
     let mut written = serde_json::to_string(&out).expect("json");
-    for entry in std::fs::read_dir(cache.path()).expect("cache dir").flatten() {
+    for entry in std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .flatten()
+    {
         written.push_str(&std::fs::read_to_string(entry.path()).expect("entry"));
     }
     assert!(written.contains("scenes"));
@@ -274,6 +326,10 @@ fn the_api_key_is_sent_and_never_written() {
     // A wrong key: the server's 401 message, verbatim, and still no key anywhere.
     unsafe { std::env::set_var(&var, "wrong") };
     let err = attempt(&stage(json!({})), &svcs, cache.path(), true).expect_err("401");
-    assert!(err.message.contains("HTTP 401: Invalid API Key"), "{}", err.message);
+    assert!(
+        err.message.contains("HTTP 401: Invalid API Key"),
+        "{}",
+        err.message
+    );
     unsafe { std::env::remove_var(&var) };
 }

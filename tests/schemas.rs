@@ -89,6 +89,41 @@ fn spec_reference_documents_every_key_of_every_stage_kind() {
 }
 
 #[test]
+fn telemetry_doc_names_every_field_of_the_contract() {
+    // docs/telemetry.md is written by hand; this keeps it from missing a field the types have.
+    let doc = std::fs::read_to_string(root().join("docs/telemetry.md")).expect("docs/telemetry.md");
+    let schema = cinepipe::schema::artifact_metadata_schema();
+    let mut objects = vec![&schema];
+    objects.extend(
+        schema["definitions"]
+            .as_object()
+            .expect("definitions")
+            .values(),
+    );
+    let mut missing = Vec::new();
+    for object in objects {
+        for key in object["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+        {
+            if !doc.contains(&format!("`{key}`")) {
+                missing.push(key.clone());
+            }
+        }
+    }
+    for reason in cinepipe::telemetry::HistoryExitReason::ALL {
+        if !doc.contains(&format!("`{}`", reason.as_str())) {
+            missing.push(reason.as_str().to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/telemetry.md does not name {missing:?}"
+    );
+}
+
+#[test]
 fn every_spec_in_specs_obeys_the_schema() {
     let schema = cinepipe::schema::run_spec_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");

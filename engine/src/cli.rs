@@ -68,6 +68,12 @@ pub enum Command {
         #[arg(long, short)]
         profile: Option<String>,
     },
+    /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
+    /// schema, `run-summary.txt` against the metadata.
+    Verify {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
+    },
     /// Write the spec reference (Markdown) generated from cinepipe's types.
     Docs {
         /// File to write.
@@ -146,6 +152,7 @@ where
             GraphFormat::Mermaid => w.write_all(plan.to_mermaid().as_bytes()),
         }),
         Command::Run { spec, profile } => run_spec(&spec, profile.as_deref(), color),
+        Command::Verify { run_dir } => verify(&run_dir, color),
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
                 .into_iter()
@@ -387,6 +394,50 @@ fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode {
         }
     }
     worst
+}
+
+fn verify(dir: &Path, color: bool) -> ExitCode {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let violations = match crate::verify::verify_run(dir) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{}: {e}", paint("1;31", "error"));
+            return ExitCode::Io;
+        }
+    };
+    if violations.is_empty() {
+        outln!(
+            "ok       {}: {} and {} keep the telemetry contract",
+            dir.display(),
+            crate::telemetry::METADATA_FILE,
+            crate::telemetry::SUMMARY_FILE
+        );
+        return ExitCode::Success;
+    }
+    let mut err = std::io::stderr().lock();
+    for v in &violations {
+        let text = v.to_string();
+        // The location is what a reader scans for; the message follows it.
+        let _ = match text.split_once(": ") {
+            Some((at, msg)) => writeln!(err, "{}: {msg}", paint("1", at)),
+            None => writeln!(err, "{text}"),
+        };
+    }
+    let n = violations.len();
+    let _ = writeln!(
+        err,
+        "{}: {} breaks the telemetry contract ({n} violation{})",
+        paint("1;31", "error"),
+        dir.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    ExitCode::ContractViolation
 }
 
 /// Writes generated files atomically, or with `check` compares them and writes nothing.

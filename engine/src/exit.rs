@@ -9,6 +9,8 @@ pub enum ExitCode {
     Failure,
     /// A spec broke a rule (every problem is printed, nothing is written).
     InvalidSpec,
+    /// A run's files break the telemetry contract (`cinepipe verify`): every violation is printed.
+    ContractViolation,
     /// The command line was wrong (unknown flag, missing argument).
     Usage,
     /// A service the run needs does not answer and could not be started.
@@ -25,6 +27,7 @@ impl ExitCode {
             ExitCode::Success => 0,
             ExitCode::Failure => 1,
             ExitCode::InvalidSpec => 2,
+            ExitCode::ContractViolation => 3,
             ExitCode::Usage => 64,
             ExitCode::ServiceUnavailable => 69,
             ExitCode::Io => 74,

@@ -14,5 +14,7 @@ pub mod services;
 pub mod spec;
 pub mod stages;
 pub mod story;
+pub mod telemetry;
 pub mod toml_fmt;
+pub mod verify;
 pub mod workflow;

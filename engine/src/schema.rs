@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::spec::model::SpecFile;
 use crate::story::Story;
+use crate::telemetry::ArtifactMetadata;
 
 /// Draft-07: what Taplo and most editors understand.
 fn generate<T: JsonSchema>() -> Value {
@@ -23,6 +24,30 @@ pub fn run_spec_schema() -> Value {
 /// The story's JSON Schema (the default `output_schema` of an `llm` stage).
 pub fn story_schema() -> Value {
     generate::<Story>()
+}
+
+/// The schema of a run's `artifact-metadata.json` (the telemetry contract).
+///
+/// Every property of every object is required, `Option`s included: the contract says a field is
+/// always present and `null` when nothing was measured, so an absent key is always a violation.
+pub fn artifact_metadata_schema() -> Value {
+    let mut schema = generate::<ArtifactMetadata>();
+    require_all(&mut schema);
+    schema
+}
+
+fn require_all(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get("properties") {
+                let keys: Vec<Value> = props.keys().cloned().map(Value::String).collect();
+                m.insert("required".to_owned(), Value::Array(keys));
+            }
+            m.values_mut().for_each(require_all);
+        }
+        Value::Array(a) => a.iter_mut().for_each(require_all),
+        _ => {}
+    }
 }
 
 /// Follows local `$ref`s and single-entry `allOf`s from `node` within the schema `root`, to the
@@ -83,6 +108,7 @@ pub fn files() -> Vec<(&'static str, String)> {
     [
         ("run-spec.schema.json", run_spec_schema()),
         ("story.schema.json", story_schema()),
+        ("artifact-metadata.schema.json", artifact_metadata_schema()),
     ]
     .into_iter()
     .map(|(name, v)| {

@@ -134,13 +134,14 @@ impl OpenAiClient {
             ),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| LlmError::Transport {
-                url: service.base_url.clone(),
-                message: format!("cannot build an HTTP client: {e}"),
-            })?;
+        let http =
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| LlmError::Transport {
+                    url: service.base_url.clone(),
+                    message: format!("cannot build an HTTP client: {e}"),
+                })?;
         Ok(OpenAiClient {
             http,
             base_url: service.base_url.trim_end_matches('/').to_string(),
@@ -536,11 +537,15 @@ mod tests {
     fn models_and_errors_from_recorded_bodies() {
         let m = parse_models(&body("smollm2-models.response.json")).expect("data");
         assert_eq!(m, vec!["smollm2-135m".to_string()]);
-        let e = serde_json::to_vec(&body("smollm2-error-no-messages.response.json")).expect("bytes");
+        let e =
+            serde_json::to_vec(&body("smollm2-error-no-messages.response.json")).expect("bytes");
         assert_eq!(error_message(&e), "'messages' is required");
         let e = serde_json::to_vec(&body("error-bad-api-key.response.json")).expect("bytes");
         assert_eq!(error_message(&e), "Invalid API Key");
-        assert_eq!(error_message(b"Internal Server Error\n\n"), "Internal Server Error");
+        assert_eq!(
+            error_message(b"Internal Server Error\n\n"),
+            "Internal Server Error"
+        );
         assert_eq!(error_message(b""), "(empty body)");
         let long = "x".repeat(1000);
         assert_eq!(error_message(long.as_bytes()).chars().count(), 401);
@@ -559,9 +564,11 @@ mod tests {
 
     #[test]
     fn json_is_found_in_chatty_answers() {
-        let v = extract_json("Sure! Here it is:\n```json\n{\"a\": 1}\n```\nEnjoy.").expect("fenced");
+        let v =
+            extract_json("Sure! Here it is:\n```json\n{\"a\": 1}\n```\nEnjoy.").expect("fenced");
         assert_eq!(v["a"], 1);
-        let v = extract_json("The story: {\"t\": \"a } in a string\", \"n\": {\"x\": 2}} done").expect("inline");
+        let v = extract_json("The story: {\"t\": \"a } in a string\", \"n\": {\"x\": 2}} done")
+            .expect("inline");
         assert_eq!(v["n"]["x"], 2);
         assert!(extract_json("no json here { not closed").is_none());
         assert!(extract_json("").is_none());

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::clients::openai::{ChatAnswer, ChatRequest, LlmError, Message, OpenAiClient, extract_json};
+use crate::clients::openai::{
+    ChatAnswer, ChatRequest, LlmError, Message, OpenAiClient, extract_json,
+};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{FailureClass, LlmStage, ResponseFormat, Service};
 use crate::spec::templates::prompt_meta;
@@ -76,7 +78,7 @@ pub struct LlmFailure {
     pub providers: Vec<ProviderReport>,
     pub fallback_notes: Vec<String>,
     /// The answer, when one came back but failed a check.
-    pub answer: Option<ChatAnswer>,
+    pub answer: Option<Box<ChatAnswer>>,
 }
 
 impl LlmFailure {
@@ -128,7 +130,10 @@ fn render(text: &str, vars: &IndexMap<String, Value>, name: &str) -> Result<Stri
 fn prepare(input: &LlmInput<'_>) -> Result<Prepared, LlmFailure> {
     let stage = input.stage;
     let prompt_text = read(input.base_dir, &stage.prompt)?;
-    let template_version = prompt_meta(&prompt_text).ok().flatten().and_then(|m| m.version);
+    let template_version = prompt_meta(&prompt_text)
+        .ok()
+        .flatten()
+        .and_then(|m| m.version);
     let mut messages = Vec::new();
     if let Some(sys) = &stage.system_prompt {
         let text = read(input.base_dir, sys)?;
@@ -364,7 +369,7 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
                     Err(mut f) => {
                         f.providers = providers;
                         f.fallback_notes = notes;
-                        f.answer = Some(answer);
+                        f.answer = Some(Box::new(answer));
                         Err(f)
                     }
                 };

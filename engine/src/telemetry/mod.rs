@@ -1,0 +1,11 @@
+//! The telemetry contract: what a run's `artifact-metadata.json` holds (typed, with a schema
+//! generated from the types) and the `run-summary.txt` written from it.
+
+#[cfg(test)]
+pub(crate) mod example;
+mod metadata;
+mod summary;
+
+pub use metadata::*;
+pub(crate) use summary::{Expected, Extract, expected_lines};
+pub use summary::{Field, Line, ParseError, Payload, Subject, Summary, write_summary};
