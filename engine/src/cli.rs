@@ -59,6 +59,33 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`.
+    Run {
+        /// The spec file (optional with `--resume`: the run folder records its spec).
+        #[arg(required_unless_present = "resume")]
+        spec: Option<PathBuf>,
+        /// Profile to apply (`standard`, `fast`, or one the spec defines); with `--resume`, the
+        /// run's own profile by default.
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Stage attempts running at the same time, at most [default: the number of CPUs, at
+        /// least 4].
+        #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: Option<u32>,
+        /// After a failure, let the work that does not depend on it finish (default: stop
+        /// scheduling at the first failure and let running stages end).
+        #[arg(long, short)]
+        keep_going: bool,
+        /// Finish the run in this folder without redoing the stage instances it completed.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Do not reuse cached LLM answers; ask again.
+        #[arg(long)]
+        no_cache: bool,
+        /// Print no progress lines, only the result.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Write the spec reference (Markdown) generated from cinepipe's types.
     Docs {
         /// File to write.
@@ -136,6 +163,31 @@ where
             GraphFormat::Dot => w.write_all(plan.to_dot().as_bytes()),
             GraphFormat::Mermaid => w.write_all(plan.to_mermaid().as_bytes()),
         }),
+        Command::Run {
+            spec,
+            profile,
+            jobs,
+            keep_going,
+            resume,
+            no_cache,
+            quiet,
+        } => {
+            let mut options = crate::exec::ExecOptions {
+                keep_going,
+                no_cache,
+                ..Default::default()
+            };
+            if let Some(j) = jobs {
+                options.jobs = j as usize;
+            }
+            let req = crate::exec::RunRequest {
+                spec,
+                profile,
+                resume,
+                options,
+            };
+            run_spec(req, quiet, color)
+        }
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
                 .into_iter()
@@ -190,6 +242,90 @@ fn with_plan(
             eprint!("{}", render(&errors, color));
             exit_for(&errors)
         }
+    }
+}
+
+/// `cinepipe run`: the library runs; this prints the outcome and picks the exit code.
+fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode {
+    use crate::exec::{self, Interrupt, Observer, RunError, RunOutcome};
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Io;
+        }
+    };
+    let interrupt = Interrupt::new();
+    let observers: Vec<Box<dyn Observer>> = if quiet {
+        Vec::new()
+    } else {
+        vec![Box::new(exec::progress::Lines::new(std::io::stderr()))]
+    };
+    let result = rt.block_on(async {
+        if let Err(e) = exec::signals::listen(interrupt.clone()) {
+            eprintln!("warning: cannot listen for Ctrl-C: {e}");
+        }
+        exec::run(req, exec::Registry::builtin(), &interrupt, observers).await
+    });
+    // Blocking tasks still writing are given a moment; nothing the run needs is left to them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let report = match result {
+        Ok(r) => r,
+        Err(RunError::Spec(errors)) => {
+            eprint!("{}", render(&errors, color));
+            return exit_for(&errors);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                RunError::SpecChanged { .. } => ExitCode::InvalidSpec,
+                e if e.is_io() => ExitCode::Io,
+                _ => ExitCode::Failure,
+            };
+        }
+    };
+    if !report.unbuilt.is_empty() {
+        let kinds: Vec<String> = report
+            .unbuilt
+            .iter()
+            .map(|(k, stages)| format!("{} (stages: {})", k.as_str(), stages.join(", ")))
+            .collect();
+        eprintln!(
+            "error: stage kinds not built yet: {}; this cinepipe cannot run them",
+            kinds.join("; ")
+        );
+    }
+    use crate::exec::InstanceState as S;
+    let flaky = report.instances.iter().filter(|i| i.flaky).count();
+    outln!(
+        "run {} {}: {} succeeded ({} from earlier sessions), {} failed, {} skipped, {} not run, {flaky} flaky, in {:.1}s",
+        report.run_id,
+        report.outcome.as_str(),
+        report.count(S::Succeeded) + report.count(S::Reused),
+        report.count(S::Reused),
+        report.count(S::Failed),
+        report.count(S::Skipped),
+        report.count(S::NotRun),
+        report.duration.as_secs_f64(),
+    );
+    outln!("run folder: {}", report.dir.display());
+    if let Some(e) = &report.journal_error {
+        eprintln!("error: the journal could not be written completely: {e}");
+    }
+    match report.outcome {
+        RunOutcome::Interrupted => {
+            eprintln!(
+                "interrupted; finish it with: cinepipe run --resume {}",
+                report.dir.display()
+            );
+            ExitCode::Interrupted
+        }
+        RunOutcome::Failed => ExitCode::Failure,
+        RunOutcome::Succeeded if report.journal_error.is_some() => ExitCode::Io,
+        RunOutcome::Succeeded => ExitCode::Success,
     }
 }
 

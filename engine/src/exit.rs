@@ -5,7 +5,8 @@
 pub enum ExitCode {
     /// Everything asked for was done and every check passed.
     Success,
-    /// A check found a difference: `cinepipe schema --check` when the files drifted.
+    /// A check found a difference (`cinepipe schema --check` when the files drifted), or a run
+    /// failed: a stage instance failed, was skipped, or its kind is not built yet.
     Failure,
     /// A spec broke a rule (every problem is printed, nothing is written).
     InvalidSpec,
@@ -13,6 +14,8 @@ pub enum ExitCode {
     Usage,
     /// A file could not be read or written.
     Io,
+    /// A run was interrupted (Ctrl-C, SIGTERM); `cinepipe run --resume` finishes it.
+    Interrupted,
 }
 
 impl ExitCode {
@@ -23,6 +26,7 @@ impl ExitCode {
             ExitCode::InvalidSpec => 2,
             ExitCode::Usage => 64,
             ExitCode::Io => 74,
+            ExitCode::Interrupted => 130,
         }
     }
 }
