@@ -288,7 +288,7 @@ fn docs_cli_lists_every_diagnostic_code_and_only_flags_that_exist() {
         assert!(cli.contains(code), "docs/cli.md documents {code}");
     }
     let mut help = stdout(&cinepipe(&["--help"]));
-    for cmd in ["validate", "plan", "graph", "docs", "schema"] {
+    for cmd in ["validate", "plan", "graph", "run", "docs", "schema"] {
         help.push_str(&stdout(&cinepipe(&[cmd, "--help"])));
     }
     let flags: std::collections::BTreeSet<String> = cli
@@ -302,7 +302,14 @@ fn docs_cli_lists_every_diagnostic_code_and_only_flags_that_exist() {
             "docs/cli.md documents `{flag}`, which no command has"
         );
     }
-    for (code, n) in [("0", 0), ("1", 1), ("2", 2), ("64", 64), ("74", 74)] {
+    for (code, n) in [
+        ("0", 0),
+        ("1", 1),
+        ("2", 2),
+        ("64", 64),
+        ("74", 74),
+        ("130", 130),
+    ] {
         let _ = n;
         assert!(
             cli.contains(&format!("| {code} ")) || cli.contains(&format!("| `{code}` ")),

@@ -6,4 +6,5 @@ mod common;
 mod cli;
 mod invalid_specs;
 mod properties;
+mod run;
 mod schemas;

@@ -25,6 +25,11 @@ pub fn story_schema() -> Value {
     generate::<Story>()
 }
 
+/// The schema of one line of a run's `events.jsonl`.
+pub fn run_events_schema() -> Value {
+    generate::<crate::exec::Event>()
+}
+
 /// Follows local `$ref`s and single-entry `allOf`s from `node` within the schema `root`, to the
 /// schema that says what the value is. A dangling reference gives `null` (a schema that says
 /// nothing), never a panic.
@@ -83,6 +88,7 @@ pub fn files() -> Vec<(&'static str, String)> {
     [
         ("run-spec.schema.json", run_spec_schema()),
         ("story.schema.json", story_schema()),
+        ("run-events.schema.json", run_events_schema()),
     ]
     .into_iter()
     .map(|(name, v)| {
