@@ -158,7 +158,7 @@ fn child_resume(spec_path: &Path, run_dir: &Path) {
 /// Runs this benchmark binary as a child; returns its stdout and peak RSS (KiB).
 fn child(args: &[&str]) -> (String, i64) {
     let me = std::env::current_exe().expect("own path");
-    let child = Command::new(me)
+    let mut child = Command::new(me)
         .args(args)
         .env("CINEPIPE_BENCH_CHILD", "1")
         .stdout(std::process::Stdio::piped())
@@ -167,7 +167,7 @@ fn child(args: &[&str]) -> (String, i64) {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let out = child.stdout.map(|mut s| {
+    let out = child.stdout.take().map(|mut s| {
         let mut t = String::new();
         let _ = std::io::Read::read_to_string(&mut s, &mut t);
         t
@@ -179,6 +179,8 @@ fn child(args: &[&str]) -> (String, i64) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child {args:?} failed"
     );
+    // Already reaped by wait4; this only lets `Child` know.
+    let _ = child.try_wait();
     (out.unwrap_or_default(), usage.ru_maxrss)
 }
 

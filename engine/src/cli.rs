@@ -281,6 +281,8 @@ fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode 
         Err(e) => {
             eprintln!("error: {e}");
             return match e {
+                // Ctrl-C while the services were coming up.
+                RunError::Service(_) if interrupt.is_interrupted() => ExitCode::Interrupted,
                 RunError::SpecChanged { .. } => ExitCode::InvalidSpec,
                 e if e.is_io() => ExitCode::Io,
                 _ => ExitCode::Failure,
