@@ -379,6 +379,10 @@ impl Walker {
             });
         }
         for s in 0..nodes.len() {
+            // One slot per service, even when two keys name it (`embedding_service` and
+            // `rubric_service`): asking for two slots of a one-slot service would never start.
+            nodes[s].services.sort_unstable();
+            nodes[s].services.dedup();
             for n in nodes[s].needs.clone() {
                 nodes[n].dependents.push(s);
             }
