@@ -8,6 +8,7 @@ mod cli;
 mod invalid_specs;
 mod llm;
 mod properties;
+mod run;
 mod schemas;
 mod services;
 mod verify;

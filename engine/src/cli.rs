@@ -9,7 +9,6 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use crate::exit::ExitCode;
 use crate::plan::Plan;
-use crate::services;
 use crate::spec::{self, SpecErrors};
 
 /// cinepipe: turn a TOML run spec into a story-to-video run.
@@ -60,13 +59,32 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// Run a spec: start the services it needs, run its stages, stop what it started.
+    /// Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`.
     Run {
-        /// The spec file.
-        spec: PathBuf,
-        /// Profile to apply (`standard`, `fast`, or one the spec defines).
+        /// The spec file (optional with `--resume`: the run folder records its spec).
+        #[arg(required_unless_present = "resume")]
+        spec: Option<PathBuf>,
+        /// Profile to apply (`standard`, `fast`, or one the spec defines); with `--resume`, the
+        /// run's own profile by default.
         #[arg(long, short)]
         profile: Option<String>,
+        /// Stage attempts running at the same time, at most [default: the number of CPUs, at
+        /// least 4].
+        #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: Option<u32>,
+        /// After a failure, let the work that does not depend on it finish (default: stop
+        /// scheduling at the first failure and let running stages end).
+        #[arg(long, short)]
+        keep_going: bool,
+        /// Finish the run in this folder without redoing the stage instances it completed.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Do not reuse cached LLM answers; ask again.
+        #[arg(long)]
+        no_cache: bool,
+        /// Print no progress lines, only the result.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
@@ -151,7 +169,40 @@ where
             GraphFormat::Dot => w.write_all(plan.to_dot().as_bytes()),
             GraphFormat::Mermaid => w.write_all(plan.to_mermaid().as_bytes()),
         }),
-        Command::Run { spec, profile } => run_spec(&spec, profile.as_deref(), color),
+        Command::Run {
+            spec,
+            profile,
+            jobs,
+            keep_going,
+            resume,
+            no_cache,
+            quiet,
+        } => {
+            let mut options = crate::exec::ExecOptions {
+                keep_going,
+                no_cache,
+                ..Default::default()
+            };
+            if let Some(j) = jobs {
+                options.jobs = j as usize;
+            }
+            let service_progress: Option<crate::services::Progress> = if quiet {
+                None
+            } else {
+                Some(std::sync::Arc::new(|line: &str| {
+                    eprintln!("[cinepipe] {line}");
+                }))
+            };
+            let req = crate::exec::RunRequest {
+                spec,
+                profile,
+                resume,
+                options,
+                service_progress,
+                skip_services: false,
+            };
+            run_spec(req, quiet, color)
+        }
         Command::Verify { run_dir } => verify(&run_dir, color),
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
@@ -210,94 +261,91 @@ fn with_plan(
     }
 }
 
-/// `cinepipe run`: services up, stages, services down.
-fn run_spec(path: &Path, profile: Option<&str>, color: bool) -> ExitCode {
-    let checked = match spec::load(path, profile) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprint!("{}", render(&errors, color));
-            return exit_for(&errors);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// `cinepipe run`: the library runs; this prints the outcome and picks the exit code.
+fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode {
+    use crate::exec::{self, Interrupt, Observer, RunError, RunOutcome};
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::Failure;
+            return ExitCode::Io;
         }
     };
-    runtime.block_on(async move {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        spawn_signal_watch(cancel.clone());
-        let names = services::used_services(&checked.spec);
-        let mut opts = services::ServiceOptions::new(spec::check::tidy(
-            &checked
-                .resolve_path(&checked.spec.run.output_dir)
-                .join(".services"),
-        ));
-        opts.progress = Some(std::sync::Arc::new(|line: &str| {
-            eprintln!("[cinepipe] {line}");
-        }));
-        let up = match services::Services::ensure(&checked, &names, &opts, &cancel).await {
-            Ok(up) => up,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return if cancel.is_cancelled() {
-                    ExitCode::Interrupted
-                } else {
-                    ExitCode::ServiceUnavailable
-                };
-            }
-        };
-        // No stage kind is built yet (issues #4-#6): say so instead of pretending.
-        let mut kinds: Vec<&str> = Vec::new();
-        for stage in checked.spec.stages.values() {
-            let k = stage.kind().as_str();
-            if !kinds.contains(&k) {
-                kinds.push(k);
-            }
+    let interrupt = Interrupt::new();
+    let observers: Vec<Box<dyn Observer>> = if quiet {
+        Vec::new()
+    } else {
+        vec![Box::new(exec::progress::Lines::new(std::io::stderr()))]
+    };
+    let result = rt.block_on(async {
+        if let Err(e) = exec::signals::listen(interrupt.clone()) {
+            eprintln!("warning: cannot listen for Ctrl-C: {e}");
         }
-        let first = checked.spec.stages.keys().next().map_or("", String::as_str);
-        eprintln!(
-            "error: not built yet: stage kind{} {}; the run stops before stage `{first}`",
-            if kinds.len() == 1 { "" } else { "s" },
-            kinds.join(", ")
-        );
-        // The progress hook has printed the notes; shutdown lines are printed here.
-        for line in up.shutdown().await {
-            eprintln!("[cinepipe] {line}");
-        }
-        ExitCode::Failure
-    })
-}
-
-/// Turns SIGINT/SIGTERM into a cancel; a second one exits at once (every file the engine
-/// writes is written atomically, so nothing is left half-written).
-fn spawn_signal_watch(cancel: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        for n in 0.. {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            if n > 0 {
-                std::process::exit(i32::from(ExitCode::Interrupted.code()));
-            }
-            eprintln!("[cinepipe] interrupted: stopping (again to exit at once)");
-            cancel.cancel();
-        }
+        exec::run(req, exec::Registry::builtin(), &interrupt, observers).await
     });
+    // Blocking tasks still writing are given a moment; nothing the run needs is left to them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let report = match result {
+        Ok(r) => r,
+        Err(RunError::Spec(errors)) => {
+            eprint!("{}", render(&errors, color));
+            return exit_for(&errors);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                // Ctrl-C while the services were coming up.
+                RunError::Service(_) if interrupt.is_interrupted() => ExitCode::Interrupted,
+                RunError::Service(_) => ExitCode::ServiceUnavailable,
+                RunError::SpecChanged { .. } => ExitCode::InvalidSpec,
+                e if e.is_io() => ExitCode::Io,
+                _ => ExitCode::Failure,
+            };
+        }
+    };
+    if !report.unbuilt.is_empty() {
+        let kinds: Vec<String> = report
+            .unbuilt
+            .iter()
+            .map(|(k, stages)| format!("{} (stages: {})", k.as_str(), stages.join(", ")))
+            .collect();
+        eprintln!(
+            "error: stage kinds not built yet: {}; this cinepipe cannot run them",
+            kinds.join("; ")
+        );
+    }
+    use crate::exec::InstanceState as S;
+    let flaky = report.instances.iter().filter(|i| i.flaky).count();
+    outln!(
+        "run {} {}: {} succeeded ({} from earlier sessions), {} failed, {} skipped, {} not run, {flaky} flaky, in {:.1}s",
+        report.run_id,
+        report.outcome.as_str(),
+        report.count(S::Succeeded) + report.count(S::Reused),
+        report.count(S::Reused),
+        report.count(S::Failed),
+        report.count(S::Skipped),
+        report.count(S::NotRun),
+        report.duration.as_secs_f64(),
+    );
+    outln!("run folder: {}", report.dir.display());
+    if let Some(e) = &report.journal_error {
+        eprintln!("error: the journal could not be written completely: {e}");
+    }
+    match report.outcome {
+        RunOutcome::Interrupted => {
+            eprintln!(
+                "interrupted; finish it with: cinepipe run --resume {}",
+                report.dir.display()
+            );
+            ExitCode::Interrupted
+        }
+        RunOutcome::Failed => ExitCode::Failure,
+        RunOutcome::Succeeded if report.journal_error.is_some() => ExitCode::Io,
+        RunOutcome::Succeeded => ExitCode::Success,
+    }
 }
 
 fn exit_for(errors: &SpecErrors) -> ExitCode {

@@ -5,7 +5,8 @@
 pub enum ExitCode {
     /// Everything asked for was done and every check passed.
     Success,
-    /// A check found a difference: `cinepipe schema --check` when the files drifted.
+    /// A check found a difference (`cinepipe schema --check` when the files drifted), or a run
+    /// failed: a stage instance failed, was skipped, or its kind is not built yet.
     Failure,
     /// A spec broke a rule (every problem is printed, nothing is written).
     InvalidSpec,
@@ -17,7 +18,7 @@ pub enum ExitCode {
     ServiceUnavailable,
     /// A file could not be read or written.
     Io,
-    /// The run was stopped by SIGINT (Ctrl-C) or SIGTERM.
+    /// A run was interrupted (Ctrl-C, SIGTERM); `cinepipe run --resume` finishes it.
     Interrupted,
 }
 

@@ -1,11 +1,13 @@
 //! cinepipe: a declarative pipeline engine for story-to-video runs.
 //!
-//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → run.
+//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → `exec`
+//! (the scheduler, the run folder and its journal).
 //! The binary is a thin shell over [`cli::run`].
 
 pub mod cli;
 pub mod clients;
 pub mod docs;
+pub mod exec;
 pub mod exit;
 pub mod fsutil;
 pub mod plan;

@@ -50,6 +50,11 @@ fn require_all(v: &mut Value) {
     }
 }
 
+/// The schema of one line of a run's `events.jsonl`.
+pub fn run_events_schema() -> Value {
+    generate::<crate::exec::Event>()
+}
+
 /// Follows local `$ref`s and single-entry `allOf`s from `node` within the schema `root`, to the
 /// schema that says what the value is. A dangling reference gives `null` (a schema that says
 /// nothing), never a panic.
@@ -109,6 +114,7 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("run-spec.schema.json", run_spec_schema()),
         ("story.schema.json", story_schema()),
         ("artifact-metadata.schema.json", artifact_metadata_schema()),
+        ("run-events.schema.json", run_events_schema()),
     ]
     .into_iter()
     .map(|(name, v)| {

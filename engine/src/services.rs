@@ -201,10 +201,11 @@ fn root(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The services of one run. [`Services::shutdown`] stops the ones this run started; dropping
 /// it without a shutdown kills them (a last resort for panics).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Services {
     notes: Vec<String>,
     managed: Vec<Managed>,
+    progress: Option<Progress>,
 }
 
 /// A server process this run owns.
@@ -263,7 +264,11 @@ impl Services {
             let name = name.clone();
             set.spawn(async move { task.bring_up(name).await });
         }
-        let mut services = Services::default();
+        let mut services = Services {
+            notes: Vec::new(),
+            managed: Vec::new(),
+            progress: opts.progress.clone(),
+        };
         let mut first_err = None;
         while let Some(joined) = set.join_next().await {
             match joined {
@@ -287,10 +292,7 @@ impl Services {
             Some(error) => {
                 // Stop what did come up: a run that cannot start leaves nothing behind.
                 let mut notes = std::mem::take(&mut services.notes);
-                for line in services.shutdown().await {
-                    opts.tell(&line);
-                    notes.push(line);
-                }
+                notes.extend(services.shutdown().await);
                 Err(EnsureError { error, notes })
             }
         }
@@ -320,10 +322,22 @@ impl Services {
         let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
             if let Ok(line) = r {
+                if let Some(p) = &self.progress {
+                    p(&line);
+                }
                 out.push(line);
             }
         }
         out
+    }
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("notes", &self.notes)
+            .field("managed", &self.managed)
+            .finish_non_exhaustive()
     }
 }
 

@@ -493,3 +493,124 @@ fn check_answer(
     }
     Ok(output)
 }
+
+/// The `llm` kind for the executor.
+pub struct Llm;
+
+/// What the stage leaves in its instance folder for each attempt (`attempt-<n>.json`): the
+/// LLM telemetry of that attempt, whether it succeeded or not.
+#[derive(Debug, Serialize)]
+struct AttemptRecord<'a> {
+    attempt: u32,
+    outcome: &'a str,
+    failure_class: Option<FailureClass>,
+    error: Option<&'a str>,
+    violations: &'a [String],
+    service: Option<&'a str>,
+    model: Option<&'a str>,
+    cache_hit: bool,
+    response_time_s: Option<f64>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    tokens_per_second: Option<f64>,
+    finish_reason: Option<&'a str>,
+    providers: &'a [ProviderReport],
+    fallback_notes: &'a [String],
+    template_version: Option<&'a str>,
+}
+
+impl crate::exec::Stage for Llm {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a crate::exec::StageContext,
+    ) -> crate::exec::BoxFuture<'a, Result<Value, crate::exec::StageFailure>> {
+        Box::pin(async move {
+            use crate::exec::StageFailure;
+            let Some(crate::spec::model::Stage::Llm(stage)) = ctx.stage() else {
+                return Err(StageFailure::new(
+                    FailureClass::InvalidOutput,
+                    "the llm stage was handed a stage of another kind",
+                ));
+            };
+            let spec = &ctx.spec;
+            let cache_dir = spec
+                .resolve_path(&spec.spec.run.output_dir)
+                .join(".cache/llm");
+            let input = LlmInput {
+                stage,
+                services: &spec.spec.services,
+                base_dir: &spec.base_dir,
+                cache_dir: &cache_dir,
+                no_cache: ctx.no_cache,
+            };
+            let result = tokio::select! {
+                r = run(&input) => r,
+                () = ctx.cancel.cancelled() => Err(LlmFailure::new(
+                    FailureClass::Timeout,
+                    "cancelled while waiting for the LLM",
+                )),
+            };
+            let record = match &result {
+                Ok(o) => AttemptRecord {
+                    attempt: ctx.attempt,
+                    outcome: "succeeded",
+                    failure_class: None,
+                    error: None,
+                    violations: &[],
+                    service: Some(&o.service),
+                    model: Some(&o.model),
+                    cache_hit: o.cache_hit,
+                    response_time_s: Some(o.response_time_s),
+                    prompt_tokens: o.answer.prompt_tokens,
+                    completion_tokens: o.answer.completion_tokens,
+                    tokens_per_second: o.tokens_per_second,
+                    finish_reason: o.answer.finish_reason.as_deref(),
+                    providers: &o.providers,
+                    fallback_notes: &o.fallback_notes,
+                    template_version: o.template_version.as_deref(),
+                },
+                Err(f) => AttemptRecord {
+                    attempt: ctx.attempt,
+                    outcome: "failed",
+                    failure_class: Some(f.class),
+                    error: Some(&f.message),
+                    violations: &f.violations,
+                    service: None,
+                    model: None,
+                    cache_hit: false,
+                    response_time_s: None,
+                    prompt_tokens: f.answer.as_ref().and_then(|a| a.prompt_tokens),
+                    completion_tokens: f.answer.as_ref().and_then(|a| a.completion_tokens),
+                    tokens_per_second: f.answer.as_deref().and_then(tokens_per_second),
+                    finish_reason: f.answer.as_ref().and_then(|a| a.finish_reason.as_deref()),
+                    providers: &f.providers,
+                    fallback_notes: &f.fallback_notes,
+                    template_version: None,
+                },
+            };
+            let dir = ctx.run_dir.join(&ctx.instance_dir);
+            let path = dir.join(format!("attempt-{}.json", ctx.attempt));
+            let written = std::fs::create_dir_all(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| serde_json::to_vec_pretty(&record).map_err(|e| e.to_string()))
+                .and_then(|b| write_atomic(&path, &b).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                return Err(StageFailure::new(
+                    FailureClass::InvalidOutput,
+                    format!("cannot write {}: {e}", path.display()),
+                ));
+            }
+            match result {
+                Ok(o) => Ok(o.output),
+                Err(f) => {
+                    let mut message = f.message;
+                    for v in f.violations.iter().skip(1).take(4) {
+                        message.push_str("\n  ");
+                        message.push_str(v);
+                    }
+                    Err(StageFailure::new(f.class, message))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! `cinepipe run` as a library call: find or make the run folder, bring up the services, run the
+//! plan, stop the services.
+
+use std::path::PathBuf;
+
+use super::journal::{self, Journal, JournalError};
+use super::rundir::{self, RunDir, RunDirError};
+use super::scheduler::{ExecOptions, Executor, Observer, RunReport, Session};
+use super::signals::Interrupt;
+use super::stage::Registry;
+use crate::plan::Plan;
+use crate::services::{EnsureError, Progress, ServiceOptions, Services};
+use crate::spec::{self, SpecErrors};
+
+/// What to run.
+#[derive(Clone, Default)]
+pub struct RunRequest {
+    /// The spec file. With `resume`, optional: the run's manifest names it.
+    pub spec: Option<PathBuf>,
+    /// The profile; with `resume`, the run's own profile when not given.
+    pub profile: Option<String>,
+    /// A run folder to finish (`--resume`).
+    pub resume: Option<PathBuf>,
+    pub options: ExecOptions,
+    /// Told each step of bringing the services up and down, as it happens.
+    pub service_progress: Option<Progress>,
+    /// Neither probe nor launch the services (the executor's own tests, whose test stages
+    /// talk to no server).
+    pub skip_services: bool,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("spec", &self.spec)
+            .field("profile", &self.profile)
+            .field("resume", &self.resume)
+            .field("options", &self.options)
+            .field("service_progress", &self.service_progress.is_some())
+            .field("skip_services", &self.skip_services)
+            .finish()
+    }
+}
+
+/// Why a run could not start (a run that starts and fails is a [`RunReport`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Spec(#[from] SpecErrors),
+    #[error("no spec to run: give a spec file, or `--resume RUN_DIR`")]
+    NoSpec,
+    #[error("{0}")]
+    RunDir(#[from] RunDirError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    #[error(
+        "the spec differs from the one run `{run_id}` started with (resume needs the same spec and profile): {detail}"
+    )]
+    SpecChanged { run_id: String, detail: String },
+    #[error("{0}")]
+    Service(#[from] EnsureError),
+}
+
+impl RunError {
+    /// A file could not be read or written (as opposed to a spec or a run that cannot be used).
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            RunError::RunDir(RunDirError::Create { .. } | RunDirError::Write { .. })
+                | RunError::Journal(JournalError::Io { .. })
+        )
+    }
+}
+
+/// Runs a spec, or finishes a run folder. Stage kinds the registry lacks fail their instances
+/// (and the run), after everything that can run without them has.
+pub async fn run(
+    req: RunRequest,
+    registry: Registry,
+    interrupt: &Interrupt,
+    observers: Vec<Box<dyn Observer>>,
+) -> Result<RunReport, RunError> {
+    let (checked, session) = match &req.resume {
+        Some(dir) => {
+            let (dir, manifest) = RunDir::open(dir)?;
+            let spec_path = req.spec.clone().unwrap_or_else(|| manifest.spec.clone());
+            let profile = req.profile.clone().unwrap_or(manifest.profile.clone());
+            let checked = spec::load(&spec_path, Some(&profile))?;
+            let then = dir.resolved_spec()?;
+            let now = rundir::resolved(&checked);
+            if then != now {
+                return Err(RunError::SpecChanged {
+                    run_id: dir.id.clone(),
+                    detail: first_difference(&then, &now, String::new())
+                        .unwrap_or_else(|| "the resolved specs differ".into()),
+                });
+            }
+            let replay = journal::replay(&dir.events())?;
+            let journal = Journal::append_to(&dir.events(), replay.valid_len)?;
+            let session = Session {
+                dir,
+                journal,
+                replay: Some(replay),
+                spec_label: spec_path.display().to_string(),
+            };
+            (checked, session)
+        }
+        None => {
+            let spec_path = req.spec.clone().ok_or(RunError::NoSpec)?;
+            let checked = spec::load(&spec_path, req.profile.as_deref())?;
+            let out = checked.resolve_path(&checked.spec.run.output_dir);
+            let dir = RunDir::create(&out, &checked, &spec_path)?;
+            let journal = Journal::create(&dir.events())?;
+            let session = Session {
+                dir,
+                journal,
+                replay: None,
+                spec_label: spec_path.display().to_string(),
+            };
+            (checked, session)
+        }
+    };
+
+    // Only the services of stages that can run: a spec of unbuilt kinds starts no server.
+    let mut names: Vec<String> = Vec::new();
+    for stage in checked.spec.stages.values() {
+        if registry.get(stage.kind()).is_some() {
+            for (_, s) in stage.services() {
+                if !names.iter().any(|n| n == s) {
+                    names.push(s.to_owned());
+                }
+            }
+        }
+    }
+    // One place per output folder, not per run: the next run must find the PID file of a
+    // server an earlier run (killed with -9) left behind.
+    let mut opts = ServiceOptions::new(crate::spec::check::tidy(
+        &checked
+            .resolve_path(&checked.spec.run.output_dir)
+            .join(".services"),
+    ));
+    opts.progress = req.service_progress.clone();
+    if req.skip_services {
+        names.clear();
+    }
+    let services = Services::ensure(&checked, &names, &opts, interrupt.token()).await?;
+    let exec = Executor::new(Plan::new(checked), registry, req.options);
+    let report = exec.execute(session, interrupt, observers).await;
+    services.shutdown().await;
+    Ok(report)
+}
+
+/// The JSON pointer of the first place two resolved specs differ, for the error message.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x {
+                let p = format!("{at}/{k}");
+                match y.get(k) {
+                    Some(w) => {
+                        if let Some(d) = first_difference(v, w, p) {
+                            return Some(d);
+                        }
+                    }
+                    None => return Some(format!("`{p}` was removed")),
+                }
+            }
+            y.keys()
+                .find(|k| !x.contains_key(*k))
+                .map(|k| format!("`{at}/{k}` was added"))
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, format!("{at}/{i}"))),
+        _ if a == b => None,
+        _ => Some(format!("`{at}` was {a}, is now {b}")),
+    }
+}
