@@ -7,6 +7,7 @@ mod harness;
 mod cli;
 mod invalid_specs;
 mod llm;
+mod prompts;
 mod properties;
 mod run;
 mod schemas;
