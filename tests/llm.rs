@@ -85,7 +85,7 @@ fn a_real_model_writes_a_story_that_validates_streamed_or_not() {
     assert_eq!(plain.answer.finish_reason.as_deref(), Some("stop"));
     assert!(plain.answer.completion_tokens.unwrap_or(0) >= 20);
     assert!(plain.tokens_per_second.is_some_and(|t| t > 0.0));
-    assert_eq!(plain.template_version.as_deref(), Some("1.0.0"));
+    assert_eq!(plain.template_version.as_deref(), Some("1.1.0"));
     assert_eq!(plain.providers[0].health, "reachable");
 
     let streamed = attempt(&stage(json!({ "stream": true })), &svcs, cache.path(), true)
@@ -332,4 +332,145 @@ fn the_api_key_is_sent_and_never_written() {
         err.message
     );
     unsafe { std::env::remove_var(&var) };
+}
+
+/// A spec with the given services and one story stage on `service`, in its own folder.
+fn spec_dir(services: &str, service: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = format!(
+        r#"[run]
+name = "llm-test"
+base_dir = {root:?}
+output_dir = {out:?}
+
+{services}
+
+[stages.story]
+kind = "llm"
+service = "{service}"
+system_prompt = "prompts/story/v1/system.hbs"
+prompt = "prompts/story/v1/sci-fi.hbs"
+vars = {{ scenes = 2, tone = "calm", premise = "a lighthouse keeper on a moon" }}
+min_completion_tokens = 20
+max_tokens = 600
+temperature = 0.0
+seed = 7
+"#,
+        root = root().display().to_string(),
+        out = dir.path().join("runs").display().to_string(),
+    );
+    std::fs::write(dir.path().join("spec.toml"), text).expect("spec");
+    dir
+}
+
+fn run_spec(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"));
+    cmd.arg("run")
+        .arg(dir.join("spec.toml"))
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("cinepipe runs")
+}
+
+/// Every file under `dir`, read as bytes.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cinepipe_run_with_every_provider_down_fails_once_clearly_and_writes_only_whole_files() {
+    let (a, b) = (free_port(), free_port());
+    let dir = spec_dir(
+        &format!(
+            "[services.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{a}/v1\"\nmodel = \"m\"\nfallback = \"b\"\n\n\
+             [services.b]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{b}/v1\"\nmodel = \"m\"\n"
+        ),
+        "a",
+    );
+    let out = run_spec(dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "one error:\n{err}");
+    assert!(
+        err.contains("no service of the fallback chain of `a` could be brought up; tried 2:"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "`a`: service `a` does not answer at http://127.0.0.1:{a}/v1"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "`b`: service `b` does not answer at http://127.0.0.1:{b}/v1"
+        )),
+        "{err}"
+    );
+    for (p, bytes) in all_files(dir.path()) {
+        let name = p.display().to_string();
+        let file = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(!file.contains(".tmp"), "temp file left: {name}");
+        if name.ends_with(".json") {
+            serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(
+            !name.ends_with("output.json"),
+            "a stage output was written: {name}"
+        );
+    }
+}
+
+#[test]
+fn cinepipe_run_sends_the_api_key_and_writes_it_nowhere() {
+    let key = format!("sk-cinepipe-run-{}", std::process::id());
+    let Some(server) = harness::own_llm(&["--api-key", &key]) else {
+        return;
+    };
+    let dir = spec_dir(
+        &format!(
+            "[services.llm]\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"{}\"\napi_key_env = \"CINEPIPE_RUN_TEST_KEY\"\n",
+            server.url, server.model
+        ),
+        "llm",
+    );
+    let out = run_spec(dir.path(), &[("CINEPIPE_RUN_TEST_KEY", &key)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let files = all_files(dir.path());
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.ends_with("stages/story/output.json")),
+        "{files:?}"
+    );
+    for (p, bytes) in &files {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(&key),
+            "the key is in {}",
+            p.display()
+        );
+    }
+    assert!(!err.contains(&key));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&key));
 }

@@ -58,11 +58,19 @@ fn index() -> String {
     for path in templates(&root.join("prompts")) {
         let text = std::fs::read_to_string(&path).expect("reads");
         let m = meta(&path, &text);
-        let rel = path.strip_prefix(&root).expect("under root").display().to_string();
+        let rel = path
+            .strip_prefix(&root)
+            .expect("under root")
+            .display()
+            .to_string();
         let vars = if m.variables.is_empty() {
             "(none)".to_string()
         } else {
-            m.variables.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+            m.variables
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         out.push_str(&format!(
             "| [`{rel}`](../{rel}) | {} | {vars} | {} | {} | {} | {} | {} |\n",
@@ -98,8 +106,7 @@ fn every_template_declares_exactly_the_variables_it_uses() {
             path.display(),
             m.version
         );
-        let mut used =
-            cinepipe::spec::templates::variables(&text).expect("the template compiles");
+        let mut used = cinepipe::spec::templates::variables(&text).expect("the template compiles");
         used.sort();
         used.dedup();
         let mut declared = m.variables.clone();

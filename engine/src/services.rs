@@ -130,6 +130,12 @@ pub enum ServiceError {
     Invalid { service: String, message: String },
     #[error("cancelled while starting service `{service}`")]
     Cancelled { service: String },
+    #[error(
+        "no service of the fallback chain of `{service}` could be brought up; tried {}:\n  {}",
+        tried.len(),
+        tried.join("\n  ")
+    )]
+    ChainDown { service: String, tried: Vec<String> },
 }
 
 /// What a health probe saw.
@@ -179,15 +185,35 @@ pub fn used_services(spec: &SpecFile) -> Vec<String> {
 }
 
 /// One GET with a short bound.
-pub async fn probe(client: &reqwest::Client, url: &str) -> Probe {
-    match client.get(url).timeout(PROBE_TIMEOUT).send().await {
+///
+/// A server that wants a key it was not given (401/403) is up: the server is there, and the
+/// stage that talks to it reports the key problem in its own words.
+pub async fn probe(client: &reqwest::Client, url: &str, key: Option<&str>) -> Probe {
+    let mut req = client.get(url).timeout(PROBE_TIMEOUT);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    match req.send().await {
         Ok(r) if r.status().is_success() => Probe::Up,
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Probe::Up,
         Ok(r) => Probe::Other(format!("answered HTTP {}", r.status())),
         Err(e) if e.is_connect() => Probe::Refused(format!("connection refused: {}", root(&e))),
         Err(e) if e.is_timeout() => {
             Probe::Other(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
         }
         Err(e) => Probe::Other(root(&e)),
+    }
+}
+
+/// The API key of an `openai` service, when its variable is set (never logged).
+fn api_key(service: &Service) -> Option<String> {
+    match service {
+        Service::Openai(s) => s
+            .api_key_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|k| !k.is_empty()),
+        Service::Comfyui(_) => None,
     }
 }
 
@@ -372,6 +398,8 @@ impl Task {
         let mut notes = Vec::new();
         let mut managed = Vec::new();
         let mut visited = HashSet::new();
+        let mut tried: Vec<String> = Vec::new();
+        let first = name.clone();
         let mut current = name;
         loop {
             if !visited.insert(current.clone()) {
@@ -391,7 +419,11 @@ impl Task {
                     return (notes, managed, Ok(()));
                 }
                 Err(e) => match service.fallback() {
-                    Some(next) if !matches!(e, ServiceError::Cancelled { .. }) => {
+                    Some(next)
+                        if !matches!(e, ServiceError::Cancelled { .. })
+                            && !visited.contains(next) =>
+                    {
+                        tried.push(format!("`{current}`: {}", first_line(&e.to_string())));
                         self.note(
                             &mut notes,
                             format!(
@@ -401,7 +433,17 @@ impl Task {
                         );
                         current = next.to_string();
                     }
-                    _ => return (notes, managed, Err(e)),
+                    _ if tried.is_empty() || matches!(e, ServiceError::Cancelled { .. }) => {
+                        return (notes, managed, Err(e));
+                    }
+                    _ => {
+                        tried.push(format!("`{current}`: {}", first_line(&e.to_string())));
+                        let err = ServiceError::ChainDown {
+                            service: first,
+                            tried,
+                        };
+                        return (notes, managed, Err(err));
+                    }
                 },
             }
         }
@@ -424,7 +466,8 @@ impl Task {
         let pid_path = self.opts.state_dir.join(format!("{}.pid", file_stem(name)));
         let adopted = self.check_pid_file(name, &pid_path, notes);
 
-        let probed = probe(&self.client, &health).await;
+        let key = api_key(service);
+        let probed = probe(&self.client, &health, key.as_deref()).await;
         if probed == Probe::Up {
             return Ok(match adopted {
                 Some(m) => {
@@ -623,6 +666,7 @@ impl Task {
             });
         }
 
+        let key = self.spec.services.get(name).and_then(api_key);
         let timeout = secs(launch.ready_timeout_s);
         let deadline = started + timeout;
         let mut wait = Duration::from_millis(50);
@@ -643,7 +687,7 @@ impl Task {
                     tail: log_tail(&log_path),
                 });
             }
-            let last = match probe(&self.client, ready_url).await {
+            let last = match probe(&self.client, ready_url, key.as_deref()).await {
                 Probe::Up => break,
                 p => p.describe().to_string(),
             };
