@@ -306,7 +306,10 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
         };
         let attempt = async {
             let client = OpenAiClient::new(svc)?;
-            client.check_model(&svc.model).await?;
+            if !recently_healthy(client.base_url(), &svc.model) {
+                client.check_model(&svc.model).await?;
+                mark_healthy(client.base_url(), &svc.model);
+            }
             let req = request_for(&svc.model);
             let t0 = Instant::now();
             let answer = client.chat(&req, stage.stream).await?;
@@ -375,6 +378,7 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
                 };
             }
             Err(e) => {
+                forget_healthy(svc.base_url.trim_end_matches('/'), &svc.model);
                 let health = match e {
                     LlmError::Transport { .. } | LlmError::Timeout { .. } => "unavailable",
                     _ => "reachable",
@@ -418,6 +422,38 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
     f.providers = providers;
     f.fallback_notes = notes;
     Err(f)
+}
+
+/// How long a passed health check (`/models` lists the model) stands for the same server and
+/// model: the check costs a round trip per attempt, and a sweep of many scenes would pay it
+/// every time. A failed request clears it, so the next attempt checks again.
+const HEALTH_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn health_memo() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), Instant>> {
+    static MEMO: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
+    > = std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+fn recently_healthy(base_url: &str, model: &str) -> bool {
+    health_memo()
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(base_url.to_string(), model.to_string())).copied())
+        .is_some_and(|t| t.elapsed() < HEALTH_TTL)
+}
+
+fn mark_healthy(base_url: &str, model: &str) {
+    if let Ok(mut m) = health_memo().lock() {
+        m.insert((base_url.to_string(), model.to_string()), Instant::now());
+    }
+}
+
+fn forget_healthy(base_url: &str, model: &str) {
+    if let Ok(mut m) = health_memo().lock() {
+        m.remove(&(base_url.to_string(), model.to_string()));
+    }
 }
 
 fn tokens_per_second(a: &ChatAnswer) -> Option<f64> {
