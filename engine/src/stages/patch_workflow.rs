@@ -468,7 +468,7 @@ impl crate::exec::Stage for PatchWorkflow {
             let mut check = ObjectInfoCheck::default();
             if stage.check_object_info {
                 let service = spec.spec.stages.values().find_map(|s| match s {
-                    SpecStage::Queue(q) if q.needs.iter().any(|n| *n == ctx.instance.stage) => {
+                    SpecStage::Queue(q) if q.needs.contains(&ctx.instance.stage) => {
                         Some(q.service.clone())
                     }
                     _ => None,

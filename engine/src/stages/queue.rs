@@ -100,8 +100,7 @@ pub fn follow_options(stage: &QueueStage) -> FollowOptions {
     }
 }
 
-/// Makes the graph's `filename_prefix`es this queue attempt's (see the module docs); returns
-/// the prefix that replaced the patch's.
+/// Makes the graph's `filename_prefix`es this queue attempt's (see the module docs).
 pub fn reprefix(graph: &mut Value, patch_prefix: Option<&str>, new_prefix: &str, attempt: u32) {
     let Some(nodes) = graph.as_object_mut() else {
         return;

@@ -24,6 +24,9 @@ const ERROR_BODY_LIMIT: usize = 400;
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The process-wide clients, by base URL and request timeout (ms).
+type Clients = HashMap<(String, u64), Arc<ComfyClient>>;
+
 /// A queued prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
@@ -88,7 +91,7 @@ impl ComfyClient {
     /// The process-wide client of `base_url`: stages share it, so `/object_info` is fetched
     /// once per server and connections are reused.
     pub fn shared(base_url: &str, timeout: Duration) -> Result<Arc<ComfyClient>, ComfyError> {
-        static CLIENTS: OnceLock<Mutex<HashMap<(String, u64), Arc<ComfyClient>>>> = OnceLock::new();
+        static CLIENTS: OnceLock<Mutex<Clients>> = OnceLock::new();
         let key = (
             base_url.trim_end_matches('/').to_owned(),
             timeout.as_millis() as u64,
