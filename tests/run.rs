@@ -154,7 +154,11 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
         serde_json::json!("success"),
         "{render}"
     );
-    assert_eq!(render["files"].as_array().map(Vec::len), Some(25), "{render}");
+    assert_eq!(
+        render["files"].as_array().map(Vec::len),
+        Some(25),
+        "{render}"
+    );
     assert!(
         matches!(&ev[0].kind, EventKind::RunStarted { unbuilt_kinds, .. } if unbuilt_kinds.len() == 4)
     );
