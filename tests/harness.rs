@@ -148,7 +148,10 @@ fn start_comfyui() -> Result<Server, String> {
         .arg("--state-dir")
         .arg(&state)
         .arg("--custom-nodes")
-        .arg(root().join("comfyui_nodes"));
+        .arg(root().join("comfyui_nodes"))
+        // Test-only nodes (raise, sleep-with-interrupt-checks): tests/comfyui_nodes/.
+        .arg("--custom-nodes")
+        .arg(root().join("tests/comfyui_nodes"));
     let child = spawn_server(cmd, &log)?;
     let pid = child.id() as i32;
     let url = format!("http://127.0.0.1:{port}");

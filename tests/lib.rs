@@ -5,6 +5,7 @@ mod common;
 mod harness;
 
 mod cli;
+mod comfyui;
 mod invalid_specs;
 mod llm;
 mod prompts;

@@ -1,6 +1,7 @@
-//! `cinepipe run` through the real binary. Of the stage kinds only `llm` is built so far, so a
-//! run of the demo writes its story with the real LLM server, then fails at the first stage of
-//! a kind not built yet, says which kinds are missing, and leaves only whole files behind.
+//! `cinepipe run` through the real binary. Of the stage kinds `llm`, `patch-workflow` and
+//! `queue` are built so far, so a run of the demo writes its story with the real LLM server,
+//! renders scenes on a real ComfyUI it launches, then fails at the first stage of a kind not
+//! built yet, says which kinds are missing, and leaves only whole files behind.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,11 @@ fn demo_in(dir: &Path) -> PathBuf {
         .replace(
             "output_dir = \"runs\"\n",
             &format!("output_dir = \"{}\"\n", dir.join("runs").display()),
+        )
+        // ComfyUI's output goes to the test's folder, not the repository's runs/.
+        .replace(
+            "runs/.comfyui/output",
+            &dir.join("comfyui-output").display().to_string(),
         )
         // A port of its own: the demo's may be in use by a demo someone is running.
         .replace("18080", &crate::harness::free_port().to_string())
@@ -48,6 +54,9 @@ fn assert_whole(dir: &Path) {
     for f in files_under(dir) {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
         assert!(!name.contains(".tmp."), "temp file left: {}", f.display());
+        if !name.ends_with(".json") && !name.ends_with(".jsonl") {
+            continue; // frames ComfyUI wrote, logs
+        }
         let text = std::fs::read_to_string(&f).expect("reads");
         if name.ends_with(".json") {
             serde_json::from_str::<serde_json::Value>(&text)
@@ -75,7 +84,7 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     use cinepipe::exec::{EventKind, RunOutcome};
     // The demo's `launch` starts the project's LLM server: the harness proves it is installed
     // (and fails under CI when it is not).
-    if crate::harness::llm().is_none() {
+    if crate::harness::llm().is_none() || crate::harness::comfyui().is_none() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -85,8 +94,6 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     for kind in [
-        "patch-workflow (stages: patch)",
-        "queue (stages: render)",
         "await-marker (stages: marker)",
         "collect-frames (stages: frames)",
         "quality (stages: quality)",
@@ -94,13 +101,11 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     ] {
         assert!(err.contains(kind), "names {kind}: {err}");
     }
-    assert!(!err.contains("llm (stages"), "{err}");
+    for built in ["llm (stages", "patch-workflow (stages", "queue (stages"] {
+        assert!(!err.contains(built), "{err}");
+    }
     assert!(err.contains("stage kinds not built yet"), "{err}");
-    assert!(
-        stdout(&out).contains(" failed: 1 succeeded"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains(" failed: "), "{}", stdout(&out));
 
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.path().join("runs"))
         .expect("runs/")
@@ -116,16 +121,23 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
         .iter()
         .map(|f| f.strip_prefix(run).expect("under").display().to_string())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "events.jsonl",
-            "resolved-spec.json",
-            "run.json",
-            "stages/story/attempt-1.json",
-            "stages/story/output.json"
-        ]
-    );
+    // Scene 0 is patched and rendered for real before the unbuilt `marker` stops the run
+    // (scene 1 may or may not have started by then).
+    for want in [
+        "events.jsonl",
+        "resolved-spec.json",
+        "run.json",
+        "stages/story/attempt-1.json",
+        "stages/story/output.json",
+        "stages/patch/0/scene.json",
+        "stages/patch/0/workflow-1.json",
+        "stages/patch/0/output.json",
+        "stages/render/0/attempt-1.json",
+        "stages/render/0/workflow-1.json",
+        "stages/render/0/output.json",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
     assert_whole(dir.path());
     let story: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("stages/story/output.json")).expect("story"),
@@ -133,16 +145,28 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     .expect("JSON");
     assert_eq!(story["scenes"].as_array().map(Vec::len), Some(2), "{story}");
     let ev = events(run);
+    let render: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("stages/render/0/output.json")).expect("render"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        render["telemetry"]["HistoryExitReason"],
+        serde_json::json!("success"),
+        "{render}"
+    );
+    assert_eq!(
+        render["files"].as_array().map(Vec::len),
+        Some(25),
+        "{render}"
+    );
     assert!(
-        matches!(&ev[0].kind, EventKind::RunStarted { unbuilt_kinds, .. } if unbuilt_kinds.len() == 6)
+        matches!(&ev[0].kind, EventKind::RunStarted { unbuilt_kinds, .. } if unbuilt_kinds.len() == 4)
     );
     assert!(
         matches!(
             ev.last().map(|e| &e.kind),
             Some(EventKind::RunFinished {
                 outcome: RunOutcome::Failed,
-                succeeded: 1,
-                failed: 1,
                 ..
             })
         ),

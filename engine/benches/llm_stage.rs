@@ -90,13 +90,18 @@ fn main() {
     // Ready?
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let models = rt.block_on(
-            cinepipe::services::probe(&reqwest::Client::new(), &format!("{url}/models"), None),
-        );
+        let models = rt.block_on(cinepipe::services::probe(
+            &reqwest::Client::new(),
+            &format!("{url}/models"),
+            None,
+        ));
         if models == cinepipe::services::Probe::Up {
             break;
         }
-        assert!(Instant::now() < deadline, "the LLM server did not get ready");
+        assert!(
+            Instant::now() < deadline,
+            "the LLM server did not get ready"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 

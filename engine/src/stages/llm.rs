@@ -429,7 +429,8 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
 /// every time. A failed request clears it, so the next attempt checks again.
 const HEALTH_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn health_memo() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), Instant>> {
+fn health_memo() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>
+{
     static MEMO: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
     > = std::sync::OnceLock::new();

@@ -2,3 +2,5 @@
 //! gives it, and returns an outcome or a classified failure; the executor owns retries.
 
 pub mod llm;
+pub mod patch_workflow;
+pub mod queue;

