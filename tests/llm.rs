@@ -22,6 +22,9 @@ fn stage(extra: Value) -> LlmStage {
         "max_tokens": 600,
         "temperature": 0.0,
         "seed": 7,
+        // Bounds for a busy CI machine: these tests are about behaviour, not speed.
+        "max_latency_s": 900.0,
+        "timeout_s": 900.0,
     });
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         for (k, x) in e {
@@ -36,7 +39,7 @@ fn services(v: Value) -> IndexMap<String, Service> {
 }
 
 fn openai(url: &str, model: &str, fallback: Option<&str>) -> Value {
-    let mut s = json!({ "kind": "openai", "base_url": url, "model": model });
+    let mut s = json!({ "kind": "openai", "base_url": url, "model": model, "timeout_s": 900.0 });
     if let Some(f) = fallback {
         s["fallback"] = json!(f);
     }
@@ -355,6 +358,8 @@ min_completion_tokens = 20
 max_tokens = 600
 temperature = 0.0
 seed = 7
+max_latency_s = 900
+timeout_s = 900
 "#,
         root = root().display().to_string(),
         out = dir.path().join("runs").display().to_string(),

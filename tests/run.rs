@@ -24,6 +24,11 @@ fn demo_in(dir: &Path) -> PathBuf {
             "runs/.comfyui/output",
             &dir.join("comfyui-output").display().to_string(),
         )
+        // Bounds for a busy CI machine: the demo's are for an idle one.
+        .replace(
+            "retry = { budget = 2 }",
+            "retry = { budget = 2 }\nmax_latency_s = 900\ntimeout_s = 900",
+        )
         // A port of its own: the demo's may be in use by a demo someone is running.
         .replace("18080", &crate::harness::free_port().to_string())
         .replace("18188", &crate::harness::free_port().to_string());

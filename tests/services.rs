@@ -162,6 +162,9 @@ vars = { scenes = 2, tone = "calm", premise = "a lighthouse keeper on a moon" }
 min_completion_tokens = 20
 max_tokens = 600
 temperature = 0.0
+# Bounds for a busy CI machine: these tests are about services, not speed.
+max_latency_s = 900
+timeout_s = 900
 "#;
 
 /// The PIDs `cinepipe run` reports for the servers it started.
