@@ -10,6 +10,7 @@ pub mod docs;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;
+pub mod history;
 pub mod plan;
 pub mod schema;
 pub mod services;

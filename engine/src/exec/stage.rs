@@ -112,10 +112,15 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The stage kinds this cinepipe has built. None of the seven yet: each comes with its own
-    /// issue and registers itself here.
+    /// The stage kinds this cinepipe has built. Each kind comes with its own issue and
+    /// registers itself here.
     pub fn builtin() -> Registry {
-        Registry::default().with(StageKind::Llm, Arc::new(crate::stages::llm::Llm))
+        Registry::default()
+            .with(StageKind::Llm, Arc::new(crate::stages::llm::Llm))
+            .with(
+                StageKind::Validate,
+                Arc::new(crate::stages::validate::Validate),
+            )
     }
 
     /// Adds (or replaces) the implementation of a kind.

@@ -2,3 +2,4 @@
 //! gives it, and returns an outcome or a classified failure; the executor owns retries.
 
 pub mod llm;
+pub mod validate;
