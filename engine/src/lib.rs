@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod clients;
+pub mod display;
 pub mod docs;
 pub mod exec;
 pub mod exit;
@@ -14,6 +15,7 @@ pub mod history;
 pub mod plan;
 pub mod schema;
 pub mod services;
+pub mod show;
 pub mod spec;
 pub mod stages;
 pub mod story;
