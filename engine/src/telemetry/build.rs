@@ -700,3 +700,297 @@ pub fn peak_rss_mb() -> Option<i64> {
     (rc == 0)
         .then(|| i64::try_from((usage.ru_maxrss.max(0) as u64).div_ceil(1024)).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::exec::{
+        BoxFuture, ExecOptions, Interrupt, Registry, RunRequest, Stage, StageContext, StageFailure,
+    };
+    use crate::spec::model::FailureClass;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("engine/ has a parent")
+            .to_path_buf()
+    }
+
+    /// story (llm) → render (queue, per scene) → validate (gathers; the real stage).
+    fn spec(dir: &Path) -> PathBuf {
+        let text = format!(
+            r#"
+[run]
+name = "t"
+base_dir = "{root}"
+output_dir = "{out}"
+
+[services.llm]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+
+[services.comfy]
+kind = "comfyui"
+urls = ["http://127.0.0.1:9"]
+
+[stages.story]
+kind = "llm"
+service = "llm"
+prompt = "prompts/story/v1/sci-fi.hbs"
+vars = {{ scenes = 3, tone = "calm", premise = "" }}
+
+[stages.render]
+kind = "queue"
+needs = ["story"]
+for_each = "story.scenes"
+service = "comfy"
+max_wait_s = 100
+poll_interval_s = 4
+retry = {{ budget = 2 }}
+
+[stages.validate]
+kind = "validate"
+needs = ["render"]
+"#,
+            root = root().display(),
+            out = dir.join("runs").display(),
+        );
+        let p = dir.join("t.toml");
+        std::fs::write(&p, text).expect("spec");
+        p
+    }
+
+    /// The llm and queue kinds, scripted: a story whose last scene repeats an id; `render[1]`
+    /// fails once; every render reports queue telemetry the way a queue stage does.
+    struct Scripted;
+
+    impl Stage for Scripted {
+        fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+            Box::pin(async move {
+                if ctx.instance.stage == "story" {
+                    let dir = ctx.run_dir.join(&ctx.instance_dir);
+                    std::fs::create_dir_all(&dir).expect("mkdir");
+                    let record = json!({
+                        "attempt": ctx.attempt, "outcome": "succeeded", "service": "llm",
+                        "model": "m", "cache_hit": false, "response_time_s": 1.5,
+                        "prompt_tokens": 10, "completion_tokens": 20, "finish_reason": "stop",
+                        "providers": [{"service": "llm", "health": "reachable"}],
+                        "fallback_notes": ["llm: a note"],
+                    });
+                    std::fs::write(dir.join("attempt-1.json"), record.to_string()).expect("w");
+                    return Ok(json!({
+                        "title": "T", "story_version": "2",
+                        "scenes": [
+                            {"id": "a", "prompt": "p1", "mood": "m1"},
+                            {"id": "b", "prompt": "p2", "mood": "m2", "keyframe": "k.png"},
+                            {"id": "b", "prompt": "p3", "mood": "m3"},
+                        ],
+                    }));
+                }
+                if ctx.instance.item == Some(1) && ctx.attempt == 1 {
+                    return Err(StageFailure::new(FailureClass::Transport, "refused"));
+                }
+                Ok(json!({"telemetry": {
+                    "PromptId": format!("p-{}", ctx.instance.item.unwrap_or(0)),
+                    "Telemetry": {
+                        "HistoryExitReason": "success",
+                        "ExecutionSuccessDetected": true,
+                        "GPU": {"Source": "nvml", "VramBeforeMB": 100, "VramAfterMB": 150},
+                    },
+                }}))
+            })
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::builtin()
+            .with(StageKind::Llm, Arc::new(Scripted))
+            .with(StageKind::Queue, Arc::new(Scripted))
+    }
+
+    fn metadata(dir: &Path) -> ArtifactMetadata {
+        let text = std::fs::read_to_string(dir.join(METADATA_FILE)).expect("metadata");
+        serde_json::from_str(&text).expect("parses into the types")
+    }
+
+    #[tokio::test]
+    async fn a_finished_run_writes_telemetry_that_keeps_the_contract() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let req = RunRequest {
+            spec: Some(spec(tmp.path())),
+            options: ExecOptions::default(),
+            skip_services: true,
+            ..Default::default()
+        };
+        let report = crate::exec::run(req, registry(), &Interrupt::new(), vec![])
+            .await
+            .expect("runs");
+        assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+        assert_eq!(report.telemetry_error, None);
+        let dir = report.dir.clone();
+        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+
+        // The validate stage checked the files as they were before it, and passed.
+        let out: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("stages/validate/output.json")).expect("output"),
+        )
+        .expect("json");
+        assert_eq!(out["passed"], true, "{out}");
+
+        let m = metadata(&dir);
+        assert_eq!(m.outcome, Outcome::Success);
+        assert!(m.ended_at.is_some());
+        assert_eq!(
+            m.story,
+            Some(StoryInfo {
+                title: "T".into(),
+                story_version: "2".into()
+            })
+        );
+        assert_eq!(m.queue_config.history_max_wait_seconds, 100.0);
+        assert_eq!(m.queue_config.scene_retry_budget, 2);
+        let ids: Vec<&str> = m.scenes.iter().map(|s| s.scene_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "b@3"]);
+        assert_eq!(
+            m.scenes[2].telemetry.system.fallback_notes,
+            ["scene id `b` repeats in the story; recorded as `b@3`"]
+        );
+        assert_eq!(m.scenes[1].keyframe.as_deref(), Some("k.png"));
+        let s1 = &m.scenes[1];
+        assert_eq!(s1.outcome, Outcome::Success);
+        let flaky: Vec<(u32, AttemptOutcome, bool)> = s1
+            .scene_attempt_summaries
+            .iter()
+            .map(|a| (a.attempt, a.outcome, a.flaky))
+            .collect();
+        assert_eq!(
+            flaky,
+            [
+                (1, AttemptOutcome::Failed, false),
+                (2, AttemptOutcome::Success, true)
+            ]
+        );
+        // The queue stage's part, merged; the delta derived.
+        assert_eq!(s1.prompt_id.as_deref(), Some("p-1"));
+        let t = &s1.telemetry;
+        assert_eq!(t.history_exit_reason, HistoryExitReason::Success);
+        assert_eq!(t.gpu.vram_delta_mb, Some(50));
+        assert_eq!(t.poll_limit, 25);
+        assert_eq!(t.max_wait_seconds, 100.0);
+        // The llm part.
+        assert_eq!(m.llm.len(), 1);
+        assert_eq!(m.llm[0].provider.as_deref(), Some("llm"));
+        assert_eq!(m.llm[0].completion_tokens, Some(20));
+        assert_eq!(
+            m.system.resource_metrics.llm_response_p50_seconds,
+            Some(1.5)
+        );
+        assert!(m.system.resource_metrics.engine_peak_rss_mb.is_some());
+        assert!(m.system.fallback_notes.contains(&"llm: a note".to_owned()));
+        let once: Vec<&str> = m
+            .stage_attempt_summaries
+            .iter()
+            .map(|a| a.stage.as_str())
+            .collect();
+        assert_eq!(once, ["story", "validate"]);
+    }
+
+    #[tokio::test]
+    async fn a_killed_run_is_incomplete_and_its_unfinished_attempt_cancelled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = spec(tmp.path());
+        let req = RunRequest {
+            spec: Some(path.clone()),
+            skip_services: true,
+            ..Default::default()
+        };
+        let report = crate::exec::run(req, registry(), &Interrupt::new(), vec![])
+            .await
+            .expect("runs");
+        let dir = report.dir.clone();
+        let checked = crate::spec::load(&path, None).expect("spec");
+        // Cut the journal back to `validate`'s start, as a `kill -9` during it would.
+        let events = dir.join(crate::exec::rundir::EVENTS);
+        let text = std::fs::read_to_string(&events).expect("journal");
+        let keep: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.contains(r#""event":"attempt-finished","instance":"validate""#))
+            .collect();
+        std::fs::write(&events, format!("{}\n", keep.join("\n"))).expect("write");
+
+        // Running (the view of the validate stage itself): its attempt is left out.
+        let m = write_run(&dir, &checked).expect("writes");
+        assert_eq!(m.outcome, Outcome::Incomplete);
+        assert_eq!(m.ended_at, None);
+        assert_eq!(m.stage_attempt_summaries.len(), 1);
+        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+
+        // A later session started: the attempt was killed, so it is cancelled, with no end.
+        let first = keep
+            .first()
+            .copied()
+            .unwrap_or("")
+            .replace(r#""session":1"#, r#""session":2"#);
+        std::fs::write(&events, format!("{}\n{first}\n", keep.join("\n"))).expect("write");
+        let m = write_run(&dir, &checked).expect("writes");
+        let v = m.stage_attempt_summaries.last().expect("validate");
+        assert_eq!(
+            (v.stage.as_str(), v.outcome, v.end),
+            ("validate", AttemptOutcome::Cancelled, None)
+        );
+        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+    }
+
+    #[test]
+    fn a_part_that_breaks_the_record_is_left_out_with_a_note() {
+        let q = QueueConfig::default();
+        let scene = SceneRecord {
+            scene_id: "s".into(),
+            prompt: String::new(),
+            mood: String::new(),
+            keyframe: None,
+            outcome: Outcome::Success,
+            prompt_id: None,
+            server: None,
+            workflow_path: None,
+            frames: Frames {
+                count: 0,
+                min_frames: 0,
+                short: false,
+                directory: None,
+                paths: vec![],
+                best_attempt: None,
+            },
+            quality_metrics: SceneQualityMetrics::default(),
+            scene_attempt_summaries: vec![],
+            telemetry: never_queued(&q, vec![]),
+        };
+        let id = InstanceId::new("render", Some(0));
+        let bad = merge_scene(
+            scene.clone(),
+            &id,
+            json!({"Telemetry": {"HistoryExitReason": "timeout"}}),
+        );
+        assert_eq!(
+            bad.telemetry.history_exit_reason,
+            HistoryExitReason::Unknown
+        );
+        assert_eq!(bad.telemetry.system.fallback_notes.len(), 1);
+        assert!(
+            bad.telemetry.system.fallback_notes[0].starts_with("telemetry of `render[0]` left out")
+        );
+        // The engine's own keys are not a stage's to set.
+        let same = merge_scene(
+            scene.clone(),
+            &id,
+            json!({"SceneId": "x", "Outcome": "failed"}),
+        );
+        assert_eq!(same, scene);
+    }
+}
