@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod invalid_specs;
+mod kill;
 mod llm;
 mod properties;
 mod run;
