@@ -314,7 +314,7 @@ fn a_validate_only_run_logs_json_writes_its_telemetry_and_is_listed() {
     let out = cinepipe_in(dir.path(), &["show", broken.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("problems:"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("is torn"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("torn line"), "{}", stdout(&out));
     let out = cinepipe_in(dir.path(), &["show", run.to_str().expect("utf-8")]);
     assert!(
         stdout(&out).contains("check  succeeded  1 attempt"),

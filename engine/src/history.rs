@@ -96,6 +96,8 @@ pub struct RunHistory {
     pub problems: Vec<String>,
     /// Another process holds the journal's lock: the run is running now.
     pub locked: bool,
+    /// The journal ends in a torn line (dropped): a writer killed mid-line, or one writing now.
+    pub torn: bool,
 }
 
 impl RunHistory {
@@ -138,6 +140,12 @@ impl RunHistory {
             Err(e) => h.problems.push(format!("cannot read {EVENTS}: {e}")),
         }
         h.locked = is_locked(&events);
+        // A run being written can end in half a line for a moment; only a dead writer's is news.
+        if h.torn && !h.locked {
+            h.problems.push(format!(
+                "{EVENTS} ends in a torn line (the run was killed while writing it)"
+            ));
+        }
         Ok(h)
     }
 
@@ -145,11 +153,8 @@ impl RunHistory {
         let mut out = Vec::new();
         for (n, raw) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
             let Some(line) = raw.strip_suffix(b"\n") else {
-                // A writer killed mid-line; `--resume` drops it the same way.
-                self.problems.push(format!(
-                    "{EVENTS} line {} is torn (the run was killed while writing it)",
-                    n + 1
-                ));
+                // Dropped, as `--resume` drops it; reported by `read` unless a writer is active.
+                self.torn = true;
                 break;
             };
             if line.iter().all(u8::is_ascii_whitespace) {
