@@ -7,6 +7,7 @@ mod harness;
 mod cli;
 mod comfyui;
 mod invalid_specs;
+mod kill;
 mod llm;
 mod prompts;
 mod properties;

@@ -82,9 +82,24 @@ pub enum Command {
         /// Do not reuse cached LLM answers; ask again.
         #[arg(long)]
         no_cache: bool,
-        /// Print no progress lines, only the result.
+        /// Print no progress (no live display, no lines, no logs), only the result.
         #[arg(long, short)]
         quiet: bool,
+        /// How progress is written on stderr: `text` (a live display on a terminal, plain
+        /// lines otherwise) or `json` (one JSON object per event, as in `events.jsonl`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
+    Runs {
+        /// The output folder (`run.output_dir` of the specs).
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+    },
+    /// Summarise one run: outcome, stage instances with their attempts, failures, its files.
+    Show {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
     },
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
@@ -110,6 +125,12 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +198,7 @@ where
             resume,
             no_cache,
             quiet,
+            log_format,
         } => {
             let mut options = crate::exec::ExecOptions {
                 keep_going,
@@ -189,8 +211,8 @@ where
             let service_progress: Option<crate::services::Progress> = if quiet {
                 None
             } else {
-                Some(std::sync::Arc::new(|line: &str| {
-                    eprintln!("[cinepipe] {line}");
+                Some(std::sync::Arc::new(move |line: &str| {
+                    say(log_format, "info", line);
                 }))
             };
             let req = crate::exec::RunRequest {
@@ -201,9 +223,11 @@ where
                 service_progress,
                 skip_services: false,
             };
-            run_spec(req, quiet, color)
+            run_spec(req, quiet, log_format, color)
         }
         Command::Verify { run_dir } => verify(&run_dir, color),
+        Command::Runs { dir } => runs(&dir),
+        Command::Show { run_dir } => show(&run_dir),
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
                 .into_iter()
@@ -262,7 +286,12 @@ fn with_plan(
 }
 
 /// `cinepipe run`: the library runs; this prints the outcome and picks the exit code.
-fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode {
+fn run_spec(
+    req: crate::exec::RunRequest,
+    quiet: bool,
+    log_format: LogFormat,
+    color: bool,
+) -> ExitCode {
     use crate::exec::{self, Interrupt, Observer, RunError, RunOutcome};
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -275,10 +304,13 @@ fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode 
         }
     };
     let interrupt = Interrupt::new();
-    let observers: Vec<Box<dyn Observer>> = if quiet {
-        Vec::new()
-    } else {
-        vec![Box::new(exec::progress::Lines::new(std::io::stderr()))]
+    let observers: Vec<Box<dyn Observer>> = match log_format {
+        _ if quiet => Vec::new(),
+        LogFormat::Json => vec![Box::new(crate::display::JsonLines::new(std::io::stderr()))],
+        LogFormat::Text if std::io::stderr().is_terminal() => {
+            vec![Box::new(crate::display::Live::new())]
+        }
+        LogFormat::Text => vec![Box::new(exec::progress::Lines::new(std::io::stderr()))],
     };
     let result = rt.block_on(async {
         if let Err(e) = exec::signals::listen(interrupt.clone()) {
@@ -295,7 +327,7 @@ fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode 
             return exit_for(&errors);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say(log_format, "error", &format!("error: {e}"));
             return match e {
                 // Ctrl-C while the services were coming up.
                 RunError::Service(_) if interrupt.is_interrupted() => ExitCode::Interrupted,
@@ -312,9 +344,13 @@ fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode 
             .iter()
             .map(|(k, stages)| format!("{} (stages: {})", k.as_str(), stages.join(", ")))
             .collect();
-        eprintln!(
-            "error: stage kinds not built yet: {}; this cinepipe cannot run them",
-            kinds.join("; ")
+        say(
+            log_format,
+            "error",
+            &format!(
+                "error: stage kinds not built yet: {}; this cinepipe cannot run them",
+                kinds.join("; ")
+            ),
         );
     }
     use crate::exec::InstanceState as S;
@@ -332,19 +368,87 @@ fn run_spec(req: crate::exec::RunRequest, quiet: bool, color: bool) -> ExitCode 
     );
     outln!("run folder: {}", report.dir.display());
     if let Some(e) = &report.journal_error {
-        eprintln!("error: the journal could not be written completely: {e}");
+        say(
+            log_format,
+            "error",
+            &format!("error: the journal could not be written completely: {e}"),
+        );
+    }
+    if let Some(e) = &report.telemetry_error {
+        say(
+            log_format,
+            "error",
+            &format!("error: the run's telemetry could not be written: {e}"),
+        );
     }
     match report.outcome {
         RunOutcome::Interrupted => {
-            eprintln!(
-                "interrupted; finish it with: cinepipe run --resume {}",
-                report.dir.display()
+            say(
+                log_format,
+                "warn",
+                &format!(
+                    "interrupted; finish it with: cinepipe run --resume {}",
+                    report.dir.display()
+                ),
             );
             ExitCode::Interrupted
         }
         RunOutcome::Failed => ExitCode::Failure,
-        RunOutcome::Succeeded if report.journal_error.is_some() => ExitCode::Io,
+        RunOutcome::Succeeded
+            if report.journal_error.is_some() || report.telemetry_error.is_some() =>
+        {
+            ExitCode::Io
+        }
         RunOutcome::Succeeded => ExitCode::Success,
+    }
+}
+
+/// A message of `cinepipe run` on stderr: `[cinepipe] …` lines for people (errors as they
+/// are), one JSON object per message with `--log-format json`.
+fn say(format: LogFormat, level: &str, message: &str) {
+    match format {
+        LogFormat::Json => eprintln!("{}", crate::display::json_message(level, message)),
+        LogFormat::Text if level == "info" => eprintln!("[cinepipe] {message}"),
+        LogFormat::Text => eprintln!("{message}"),
+    }
+}
+
+/// `cinepipe runs`: the table on stdout.
+fn runs(dir: &Path) -> ExitCode {
+    match crate::show::runs_table(dir) {
+        Ok((_, 0)) => {
+            eprintln!("no runs in `{}`", dir.display());
+            ExitCode::Success
+        }
+        Ok((table, _)) => {
+            outln!("{}", table.trim_end());
+            ExitCode::Success
+        }
+        Err(e) => {
+            eprintln!("error: cannot read folder `{}`: {e}", dir.display());
+            ExitCode::Io
+        }
+    }
+}
+
+/// `cinepipe show`: one run, on stdout.
+fn show(dir: &Path) -> ExitCode {
+    if dir.is_dir() && !crate::show::is_run_dir(dir) {
+        eprintln!(
+            "error: `{}` is not a run folder (it has no run.json or events.jsonl)",
+            dir.display()
+        );
+        return ExitCode::Failure;
+    }
+    match crate::history::RunHistory::read(dir) {
+        Ok(h) => {
+            outln!("{}", crate::show::show_run(&h).trim_end());
+            ExitCode::Success
+        }
+        Err(e) => {
+            eprintln!("error: cannot read run folder `{}`: {e}", dir.display());
+            ExitCode::Io
+        }
     }
 }
 

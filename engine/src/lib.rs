@@ -6,13 +6,16 @@
 
 pub mod cli;
 pub mod clients;
+pub mod display;
 pub mod docs;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;
+pub mod history;
 pub mod plan;
 pub mod schema;
 pub mod services;
+pub mod show;
 pub mod spec;
 pub mod stages;
 pub mod story;

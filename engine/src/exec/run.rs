@@ -11,6 +11,7 @@ use super::stage::Registry;
 use crate::plan::Plan;
 use crate::services::{EnsureError, Progress, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
+use crate::telemetry;
 
 /// What to run.
 #[derive(Clone, Default)]
@@ -144,8 +145,30 @@ pub async fn run(
         names.clear();
     }
     let services = Services::ensure(&checked, &names, &opts, interrupt.token()).await?;
+    let dir = session.dir.path.clone();
+    let session_no = session.replay.as_ref().map_or(0, |r| r.sessions) + 1;
+    let notes = services.notes().to_vec();
+    // On disk, not only in the report: the `validate` stage records them from inside the run.
+    // A note that cannot be recorded costs the telemetry a line, not the run.
+    let _ = telemetry::build::append_service_notes(&dir, session_no, &notes);
     let exec = Executor::new(Plan::new(checked), registry, req.options);
-    let report = exec.execute(session, interrupt, observers).await;
+    let spec = exec.spec().clone();
+    let mut observers = observers;
+    for o in &mut observers {
+        o.spec(&spec);
+    }
+    let mut report = exec.execute(session, interrupt, observers).await;
+    report.service_notes = notes;
+    // Every session ends with the telemetry written (success, failure, interrupt), before the
+    // services are stopped: a slow stop that is cut short by a second Ctrl-C loses nothing.
+    let written =
+        tokio::task::spawn_blocking(move || telemetry::build::write_run(&dir, &spec).map(|_| ()))
+            .await;
+    report.telemetry_error = match written {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("the telemetry writer failed: {e}")),
+    };
     services.shutdown().await;
     Ok(report)
 }

@@ -68,6 +68,11 @@ impl Default for ExecOptions {
 /// writer and reports. An observer cannot fail the run.
 pub trait Observer: Send {
     fn event(&mut self, event: &Event);
+
+    /// Told the spec before the first event, so that a display can lay out every stage (and
+    /// which list each fans out over) before any of them starts. Most observers need only the
+    /// events.
+    fn spec(&mut self, _spec: &CheckedSpec) {}
 }
 
 /// One attempt, as the report keeps it.
@@ -122,6 +127,12 @@ pub struct RunReport {
     /// The first error writing the journal; the work went on without it.
     pub journal_error: Option<std::io::Error>,
     pub duration: Duration,
+    /// What this session did with the services (reused, launched, fell back); filled by
+    /// `exec::run`.
+    pub service_notes: Vec<String>,
+    /// Why `artifact-metadata.json` and `run-summary.txt` could not be written at the end of
+    /// the session, if they could not; filled by `exec::run`.
+    pub telemetry_error: Option<String>,
 }
 
 impl RunReport {
@@ -1205,6 +1216,8 @@ impl Walker {
             unbuilt: std::mem::take(&mut self.unbuilt),
             journal_error: self.session.journal.take_error(),
             duration,
+            service_notes: Vec::new(),
+            telemetry_error: None,
         }
     }
 

@@ -122,6 +122,10 @@ impl Registry {
                 Arc::new(crate::stages::patch_workflow::PatchWorkflow),
             )
             .with(StageKind::Queue, Arc::new(crate::stages::queue::Queue))
+            .with(
+                StageKind::Validate,
+                Arc::new(crate::stages::validate::Validate),
+            )
     }
 
     /// Adds (or replaces) the implementation of a kind.

@@ -4,3 +4,4 @@
 pub mod llm;
 pub mod patch_workflow;
 pub mod queue;
+pub mod validate;

@@ -1,6 +1,8 @@
 //! The telemetry contract: what a run's `artifact-metadata.json` holds (typed, with a schema
-//! generated from the types) and the `run-summary.txt` written from it.
+//! generated from the types), the `run-summary.txt` written from it, and `build`, which makes
+//! both from a run folder.
 
+pub mod build;
 #[cfg(test)]
 pub(crate) mod example;
 mod metadata;
