@@ -87,8 +87,6 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     for kind in [
         "patch-workflow (stages: patch)",
         "queue (stages: render)",
-        "await-marker (stages: marker)",
-        "collect-frames (stages: frames)",
         "quality (stages: quality)",
         "validate (stages: validate)",
     ] {
@@ -134,7 +132,7 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     assert_eq!(story["scenes"].as_array().map(Vec::len), Some(2), "{story}");
     let ev = events(run);
     assert!(
-        matches!(&ev[0].kind, EventKind::RunStarted { unbuilt_kinds, .. } if unbuilt_kinds.len() == 6)
+        matches!(&ev[0].kind, EventKind::RunStarted { unbuilt_kinds, .. } if unbuilt_kinds.len() == 4)
     );
     assert!(matches!(
         ev.last().map(|e| &e.kind),

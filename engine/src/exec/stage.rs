@@ -112,10 +112,18 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The stage kinds this cinepipe has built. None of the seven yet: each comes with its own
-    /// issue and registers itself here.
+    /// The stage kinds this cinepipe has built; each registers itself here.
     pub fn builtin() -> Registry {
-        Registry::default().with(StageKind::Llm, Arc::new(crate::stages::llm::Llm))
+        Registry::default()
+            .with(StageKind::Llm, Arc::new(crate::stages::llm::Llm))
+            .with(
+                StageKind::AwaitMarker,
+                Arc::new(crate::stages::await_marker::AwaitMarker),
+            )
+            .with(
+                StageKind::CollectFrames,
+                Arc::new(crate::stages::collect_frames::CollectFrames),
+            )
     }
 
     /// Adds (or replaces) the implementation of a kind.
