@@ -12,7 +12,7 @@
 //! | `service` | string | the spec's name of the `comfyui` service that ran it |
 //! | `server` | string | the URL of the server of the pool that ran it (for `/history` in a forced copy's dump) |
 //! | `prompt_id` | string | ComfyUI's prompt id |
-//! | `attempt` | integer | the `queue` attempt that rendered it (`Frames.BestAttempt`) |
+//! | `attempt` | integer | the `queue` attempt that rendered it (`Frames.BestAttempt`); without it, the prefix's `a<N>` folder |
 //! | `output_dir` | string | the output folder, when the queue stage knows a better one than the service's |
 //!
 //! `await-marker` passes these keys on in its own output, so `collect-frames` after it finds
@@ -69,7 +69,8 @@ impl Upstream {
                 attempt: obj
                     .get("attempt")
                     .and_then(Value::as_u64)
-                    .and_then(|a| u32::try_from(a).ok()),
+                    .and_then(|a| u32::try_from(a).ok())
+                    .or_else(|| attempt_in_prefix(prefix)),
                 output_dir: s("output_dir"),
                 raw: obj.clone(),
             });
@@ -95,6 +96,12 @@ impl Upstream {
             .filter_map(|k| self.raw.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect()
     }
+}
+
+/// The queue attempt a prefix names: its folder `a<N>` (`cinepipe/<run>/<scene>/a2/frame`).
+pub fn attempt_in_prefix(prefix: &str) -> Option<u32> {
+    let parent = Path::new(prefix).parent()?.file_name()?.to_str()?;
+    parent.strip_prefix('a')?.parse().ok()
 }
 
 /// Checks that `rel` is a relative path that stays inside the folder it is joined to: not
@@ -389,6 +396,13 @@ mod tests {
             let e = check_relative("prefix", bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn attempts_named_by_prefixes() {
+        assert_eq!(attempt_in_prefix("cinepipe/r/scene-1/a2/frame"), Some(2));
+        assert_eq!(attempt_in_prefix("cinepipe/r/scene-1/frame"), None);
+        assert_eq!(attempt_in_prefix("frame"), None);
     }
 
     #[test]
