@@ -158,6 +158,13 @@ kind = "llm"
 service = "llm"
 prompt = "prompts/story/v1/sci-fi.hbs"
 vars = { scenes = 2, tone = "calm", premise = "a lighthouse keeper on a moon" }
+# SmolLM2-135M writes short stories: the seeds' 150-token floor is for real models.
+min_completion_tokens = 20
+max_tokens = 600
+temperature = 0.0
+# Bounds for a busy CI machine: these tests are about services, not speed.
+max_latency_s = 900
+timeout_s = 900
 "#;
 
 /// The PIDs `cinepipe run` reports for the servers it started.
@@ -202,7 +209,7 @@ model = "smollm2-135m-instruct"
 launch = {{ command = "scripts/start-llm-server", args = ["--port", "{port}"], ready_timeout_s = 120 }}
 "#
         ),
-        &format!("{LLM_STAGE}min_completion_tokens = 20\nmax_tokens = 600\ntemperature = 0.0\n"),
+        LLM_STAGE,
     );
     let (out, _) = spec.run(Duration::from_secs(300));
     let err = stderr(&out);
