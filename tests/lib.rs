@@ -5,6 +5,7 @@ mod common;
 mod harness;
 
 mod cli;
+mod comfy_marker;
 mod comfyui;
 mod invalid_specs;
 mod kill;

@@ -79,7 +79,9 @@ fn scenes(out: &LlmOutcome) -> Vec<String> {
 fn a_real_model_writes_a_story_that_validates_streamed_or_not() {
     // A server of its own with one slot: llama.cpp batches concurrent requests of other tests
     // together, which changes the arithmetic enough to change a greedy answer.
-    let Some(server) = harness::own_llm(&["--parallel", "1"]) else { return };
+    let Some(server) = harness::own_llm(&["--parallel", "1"]) else {
+        return;
+    };
     let cache = tempfile::tempdir().expect("tmp");
     let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
 

@@ -107,6 +107,13 @@ pub enum Command {
         /// The run folder (`runs/<run-id>`).
         run_dir: PathBuf,
     },
+    /// Install cinepipe's ComfyUI node package (the done-marker writer) into a ComfyUI's
+    /// `custom_nodes/`.
+    InstallNode {
+        /// The ComfyUI folder (the one that holds `main.py` and `custom_nodes/`).
+        #[arg(long, value_name = "DIR")]
+        comfyui_dir: PathBuf,
+    },
     /// Write the spec reference (Markdown) generated from cinepipe's types.
     Docs {
         /// File to write.
@@ -228,6 +235,7 @@ where
         Command::Verify { run_dir } => verify(&run_dir, color),
         Command::Runs { dir } => runs(&dir),
         Command::Show { run_dir } => show(&run_dir),
+        Command::InstallNode { comfyui_dir } => install_node(&comfyui_dir),
         Command::Schema { out_dir, check } => {
             let files: Vec<(PathBuf, String)> = crate::schema::files()
                 .into_iter()
@@ -240,6 +248,37 @@ where
             check,
             "cinepipe docs",
         ),
+    }
+}
+
+/// `cinepipe install-node`: says what it did on stdout, why it could not on stderr.
+fn install_node(comfyui_dir: &Path) -> ExitCode {
+    use crate::custom_nodes::{self, Action};
+    match custom_nodes::install(comfyui_dir) {
+        Ok(done) => {
+            let what = match done.action {
+                Action::Installed => "installed",
+                Action::Updated => "updated",
+                Action::UpToDate => "up to date:",
+            };
+            outln!(
+                "{what} {} (node WriteDoneMarker, {} files)",
+                done.dest.display(),
+                custom_nodes::FILES.len()
+            );
+            if done.action != Action::UpToDate {
+                outln!("restart ComfyUI to load it");
+            }
+            ExitCode::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_usage() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Io
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod clients;
+pub mod custom_nodes;
 pub mod display;
 pub mod docs;
 pub mod exec;

@@ -2,4 +2,5 @@
 //! talk to one that answers.
 
 pub mod comfyui;
+pub mod gpu;
 pub mod openai;

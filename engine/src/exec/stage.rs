@@ -126,6 +126,14 @@ impl Registry {
                 StageKind::Validate,
                 Arc::new(crate::stages::validate::Validate),
             )
+            .with(
+                StageKind::AwaitMarker,
+                Arc::new(crate::stages::await_marker::AwaitMarker),
+            )
+            .with(
+                StageKind::CollectFrames,
+                Arc::new(crate::stages::collect_frames::CollectFrames),
+            )
     }
 
     /// Adds (or replaces) the implementation of a kind.

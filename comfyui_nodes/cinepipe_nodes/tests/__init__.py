@@ -1,0 +1,1 @@
+"""Tests of the cinepipe_nodes package (not loaded by ComfyUI, which imports only the package)."""

@@ -1,0 +1,597 @@
+//! The `collect-frames` stage: find the attempt's frames in the ComfyUI output folder, copy
+//! the finished ones into the run folder, and enforce the frame floor.
+//!
+//! - **Which files**: `pattern` (a glob relative to the output folder, `{{prefix}}` standing
+//!   for the attempt's prefix), by default `<prefix>_*.png` — what SaveImage and
+//!   `WriteDoneMarker` both write. `*` does not cross `/`.
+//! - **Finished files**: a file is copied only when its size and mtime are the same at two
+//!   listings `stability_s` apart; files still changing are listed again, up to
+//!   `stability_retries` times, and then left out (and named in the attempt's record). Frames
+//!   that a detected done marker lists (`Marker.Files` of `await-marker`) need no window:
+//!   `WriteDoneMarker` renames each frame into place whole before it writes the marker.
+//!   Empty files never count.
+//! - **Never out of the output folder**: the prefix and pattern must be relative without `..`;
+//!   no symbolic link is followed, neither a folder on the way nor a frame (a frame is opened
+//!   with `O_NOFOLLOW` and must still be the file that was listed).
+//! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
+//!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
+//!   `short-frames` while the target has requeues left (the executor then runs `render` and
+//!   the stages after it again) and, once none are left, keeps the best attempt.
+//! - **The best attempt** is the one with the most frames copied; a tie goes to the later
+//!   attempt (its frames are the newest render of the same scene). `frames/` in the instance
+//!   folder always holds the best attempt so far, so no requeue loses frames that were
+//!   collected before it; `frames.json` beside it says which attempt they are.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::comfy_files::{self, Listed, Upstream};
+use crate::exec::{BoxFuture, StageContext, StageFailure};
+use crate::fsutil::write_atomic;
+use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
+use crate::telemetry::Frames;
+
+/// How deep a `**` pattern may walk below its literal folder.
+const MAX_DEPTH: usize = 16;
+
+/// What the stability check decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stable {
+    /// Files to copy, sorted by path.
+    pub stable: Vec<Listed>,
+    /// Files still changing after the last re-check (or empty), by path.
+    pub unstable: Vec<String>,
+    /// Matches that are not regular files (symbolic links...), with why.
+    pub skipped: Vec<(String, String)>,
+    /// Listings taken.
+    pub listings: u32,
+}
+
+/// Files of `cur` whose size and mtime are what they were in `prev` (and not empty), or that
+/// the marker vouches for; the rest are unstable.
+pub fn split_stable(
+    prev: &[Listed],
+    cur: &[Listed],
+    vouched: &HashSet<String>,
+) -> (Vec<Listed>, Vec<Listed>) {
+    cur.iter().cloned().partition(|f| {
+        f.size > 0
+            && (vouched.contains(&f.rel)
+                || prev
+                    .iter()
+                    .any(|p| p.rel == f.rel && p.size == f.size && p.mtime == f.mtime))
+    })
+}
+
+/// Lists the matches until every one is stable or the re-checks run out. `list` takes one
+/// listing; `sleep` waits `window` (and says `false` when cancelled).
+pub async fn settle<L, S, F>(
+    mut list: L,
+    mut sleep: S,
+    window: Duration,
+    retries: u32,
+    vouched: &HashSet<String>,
+) -> Result<Stable, String>
+where
+    L: FnMut() -> Result<comfy_files::Listing, String>,
+    S: FnMut(Duration) -> F,
+    F: std::future::Future<Output = bool>,
+{
+    let first = list()?;
+    let mut out = Stable {
+        listings: 1,
+        skipped: first.skipped,
+        ..Stable::default()
+    };
+    let mut prev = first.files;
+    let all_vouched =
+        |files: &[Listed]| files.iter().all(|f| f.size > 0 && vouched.contains(&f.rel));
+    if window.is_zero() || all_vouched(&prev) {
+        let (stable, unstable) = split_stable(&prev, &prev, vouched);
+        out.stable = stable;
+        out.unstable = unstable.into_iter().map(|f| f.rel).collect();
+        return Ok(out);
+    }
+    for _ in 0..=retries {
+        if !sleep(window).await {
+            return Err("cancelled while waiting for frames to settle".to_owned());
+        }
+        let cur = list()?;
+        out.listings += 1;
+        out.skipped = cur.skipped;
+        let (stable, unstable) = split_stable(&prev, &cur.files, vouched);
+        out.stable = stable;
+        out.unstable = unstable.iter().map(|f| f.rel.clone()).collect();
+        if unstable.is_empty() {
+            break;
+        }
+        prev = cur.files;
+    }
+    Ok(out)
+}
+
+/// The frame glob for an attempt: `pattern` with `{{prefix}}` replaced by the escaped prefix,
+/// or `<prefix>_*.png`.
+pub fn frame_glob(pattern: Option<&str>, prefix: &str) -> String {
+    let escaped = globset::escape(prefix);
+    match pattern {
+        Some(p) => p.replace("{{prefix}}", &escaped),
+        None => format!("{escaped}_*.png"),
+    }
+}
+
+/// The `collect-frames` kind for the executor.
+pub struct CollectFrames;
+
+impl crate::exec::Stage for CollectFrames {
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+        Box::pin(async move {
+            let Some(SpecStage::CollectFrames(stage)) = ctx.stage() else {
+                return Err(StageFailure::new(
+                    FailureClass::InvalidOutput,
+                    "the collect-frames stage was handed a stage of another kind",
+                ));
+            };
+            let mut record = Map::new();
+            let result = attempt(ctx, stage, &mut record).await;
+            record.insert("attempt".into(), ctx.attempt.into());
+            match &result {
+                Ok(_) => {
+                    record.insert("outcome".into(), "succeeded".into());
+                }
+                Err(f) => {
+                    record.insert("outcome".into(), "failed".into());
+                    record.insert("failure_class".into(), json!(f.class));
+                    record.insert("error".into(), f.message.clone().into());
+                }
+            }
+            let dir = ctx.run_dir.join(&ctx.instance_dir);
+            let path = dir.join(format!("attempt-{}.json", ctx.attempt));
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                write_atomic(
+                    &path,
+                    &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+                )
+            });
+            if let Err(e) = written {
+                return Err(StageFailure::new(
+                    FailureClass::InvalidOutput,
+                    format!("cannot write {}: {e}", path.display()),
+                ));
+            }
+            result
+        })
+    }
+}
+
+/// What `frames.json` says about the frames in `frames/`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Kept {
+    /// The collect-frames attempt that copied them.
+    attempt: u32,
+    /// The render (queue) attempt that made them.
+    render_attempt: u32,
+    prefix: String,
+    /// File names in `frames/`, in order.
+    files: Vec<String>,
+}
+
+async fn attempt(
+    ctx: &StageContext,
+    stage: &CollectFramesStage,
+    record: &mut Map<String, Value>,
+) -> Result<Value, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let up = Upstream::find(&ctx.inputs)?;
+    comfy_files::check_relative("prefix", &up.prefix).map_err(invalid)?;
+    let pattern = frame_glob(stage.pattern.as_deref(), &up.prefix);
+    comfy_files::check_relative("pattern", &pattern).map_err(invalid)?;
+    let matcher = globset::GlobBuilder::new(&pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| invalid(format!("pattern `{pattern}` is not a valid glob: {e}")))?
+        .compile_matcher();
+    let out_dir = comfy_files::output_dir(ctx, &up)?;
+    let base = comfy_files::literal_base(&pattern);
+    let depth = if pattern.contains("**") {
+        MAX_DEPTH
+    } else {
+        pattern
+            .split('/')
+            .count()
+            .saturating_sub(1 + base.components().count())
+    };
+    let render_attempt = up.attempt.unwrap_or(ctx.attempt);
+    record.insert("prefix".into(), up.prefix.clone().into());
+    record.insert("pattern".into(), pattern.clone().into());
+    record.insert("render_attempt".into(), render_attempt.into());
+
+    // The frames a detected marker lists are whole files already.
+    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
+    let folder_rel = Path::new(&up.prefix)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let vouched: HashSet<String> = if marker_detected {
+        up.raw
+            .get("Marker")
+            .and_then(|m| m.get("Files"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        HashSet::new()
+    };
+
+    let window = Duration::try_from_secs_f64(stage.stability_s).unwrap_or(Duration::from_secs(1));
+    let cancel = ctx.cancel.clone();
+    let settled = settle(
+        || comfy_files::list(&out_dir, &base, &matcher, depth),
+        |d| {
+            let cancel = cancel.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => true,
+                    () = cancel.cancelled() => false,
+                }
+            }
+        },
+        window,
+        stage.stability_retries,
+        &vouched,
+    )
+    .await
+    .map_err(|e| {
+        if ctx.cancel.is_cancelled() {
+            StageFailure::new(FailureClass::Timeout, e)
+        } else {
+            invalid(e)
+        }
+    })?;
+
+    let mut notes: Vec<String> = Vec::new();
+    if !settled.skipped.is_empty() {
+        notes.push(format!(
+            "{} matching entries were not collected: {}",
+            settled.skipped.len(),
+            settled
+                .skipped
+                .iter()
+                .take(5)
+                .map(|(f, why)| format!("{f} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !settled.unstable.is_empty() {
+        notes.push(format!(
+            "{} frames were still changing (or empty) after {} listings {} s apart and were not collected",
+            settled.unstable.len(),
+            settled.listings,
+            stage.stability_s
+        ));
+    }
+    record.insert("listings".into(), settled.listings.into());
+    record.insert("unstable".into(), json!(settled.unstable));
+    record.insert(
+        "skipped".into(),
+        json!(
+            settled
+                .skipped
+                .iter()
+                .map(|(f, w)| json!({"file": f, "why": w}))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    // Copy this attempt's frames into a staging folder.
+    let inst = ctx.run_dir.join(&ctx.instance_dir);
+    let staging = inst.join(format!(".attempt-{}", ctx.attempt));
+    let (out2, staging2, files) = (out_dir.clone(), staging.clone(), settled.stable.clone());
+    let copied = tokio::task::spawn_blocking(move || copy_all(&out2, &files, &staging2))
+        .await
+        .map_err(|e| invalid(format!("copying frames failed: {e}")))?
+        .map_err(invalid)?;
+    let (names, problems) = copied;
+    if !problems.is_empty() {
+        notes.push(format!(
+            "{} frames could not be copied: {}",
+            problems.len(),
+            problems
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let count = u32::try_from(names.len()).unwrap_or(u32::MAX);
+    record.insert("frame_count".into(), count.into());
+    let short = count < stage.min_frames;
+
+    // Keep the best attempt in `frames/`.
+    let frames_dir = inst.join("frames");
+    let kept_file = inst.join("frames.json");
+    let previous: Option<Kept> = std::fs::read(&kept_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|_| frames_dir.is_dir());
+    let this = Kept {
+        attempt: ctx.attempt,
+        render_attempt,
+        prefix: up.prefix.clone(),
+        files: names,
+    };
+    let promote = !short
+        || previous
+            .as_ref()
+            .is_none_or(|p| this.files.len() >= p.files.len());
+    let kept = if promote {
+        let (s, f, k) = (staging.clone(), frames_dir.clone(), kept_file.clone());
+        let body = serde_json::to_vec_pretty(&this).unwrap_or_default();
+        tokio::task::spawn_blocking(move || promote_staging(&s, &f, &k, &body))
+            .await
+            .map_err(|e| invalid(format!("keeping frames failed: {e}")))?
+            .map_err(invalid)?;
+        this.clone()
+    } else {
+        let _ = std::fs::remove_dir_all(&staging);
+        previous.clone().unwrap_or_else(|| this.clone())
+    };
+
+    let frames = |k: &Kept, short: bool| {
+        let paths: Vec<String> = k
+            .files
+            .iter()
+            .map(|n| comfy_files::run_relative(&ctx.run_dir, &frames_dir.join(n)))
+            .collect();
+        Frames {
+            count: u32::try_from(k.files.len()).unwrap_or(u32::MAX),
+            min_frames: stage.min_frames,
+            short,
+            directory: (!k.files.is_empty())
+                .then(|| comfy_files::run_relative(&ctx.run_dir, &frames_dir)),
+            paths,
+            best_attempt: (!k.files.is_empty()).then_some(k.render_attempt),
+        }
+    };
+    let finish = |k: &Kept, short: bool, notes: Vec<String>| {
+        let mut out = up.passed_on();
+        out.insert("Frames".into(), json!(frames(k, short)));
+        out.insert("FramesCollectedThisAttempt".into(), count.into());
+        out.insert("System".into(), json!({ "FallbackNotes": notes }));
+        Value::Object(out)
+    };
+    record.insert("notes".into(), json!(notes));
+
+    if !short {
+        return Ok(finish(&kept, false, notes));
+    }
+    let what = format!(
+        "{count} of {} frames for `{}` (pattern `{pattern}`)",
+        stage.min_frames, up.prefix
+    );
+    match &stage.on_short {
+        OnShort::Accept => {
+            notes.push(format!(
+                "short scene accepted (on_short = \"accept\"): {what}"
+            ));
+            Ok(finish(
+                &kept,
+                kept.files.len() < stage.min_frames as usize,
+                notes,
+            ))
+        }
+        OnShort::Fail => Err(StageFailure::new(
+            FailureClass::ShortFrames,
+            format!("short scene: {what}"),
+        )),
+        OnShort::Requeue(target) => match ctx.requeues_left {
+            Some(n) if n > 0 => Err(StageFailure::new(
+                FailureClass::ShortFrames,
+                format!("short scene: {what}; requeueing into `{target}` ({n} left)"),
+            )),
+            _ => {
+                notes.push(format!(
+                    "requeue budget of `{target}` spent with {what}; kept the best attempt: {} frames from render attempt {}",
+                    kept.files.len(),
+                    kept.render_attempt
+                ));
+                Ok(finish(
+                    &kept,
+                    kept.files.len() < stage.min_frames as usize,
+                    notes,
+                ))
+            }
+        },
+    }
+}
+
+/// Copies `files` into `dest` (created anew). Returns the names written, in order, and the
+/// files that could not be copied (they are left out, not fatal: the floor judges the count).
+fn copy_all(
+    root: &Path,
+    files: &[Listed],
+    dest: &Path,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let base_names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            Path::new(&f.rel)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    // A `**` pattern can match the same name in two folders: then the whole relative path
+    // names each copy.
+    let unique = base_names.iter().collect::<HashSet<_>>().len() == base_names.len();
+    let mut names = Vec::with_capacity(files.len());
+    let mut problems = Vec::new();
+    for (f, base) in files.iter().zip(base_names) {
+        let name = if unique {
+            base
+        } else {
+            f.rel.replace('/', "__")
+        };
+        match comfy_files::copy_nofollow(root, f, &dest.join(&name)) {
+            Ok(()) => names.push(name),
+            Err(e) => problems.push(e),
+        }
+    }
+    comfy_files::sync_dir(dest);
+    Ok((names, problems))
+}
+
+/// Makes `staging` the instance's `frames/` (replacing the old one) and writes `frames.json`.
+fn promote_staging(staging: &Path, frames: &Path, kept: &Path, body: &[u8]) -> Result<(), String> {
+    let old: PathBuf = frames.with_file_name(format!(".frames-old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&old);
+    if frames.exists() {
+        std::fs::rename(frames, &old).map_err(|e| format!("{}: {e}", frames.display()))?;
+    }
+    std::fs::rename(staging, frames).map_err(|e| format!("{}: {e}", staging.display()))?;
+    write_atomic(kept, body).map_err(|e| format!("{}: {e}", kept.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    if let Some(parent) = frames.parent() {
+        comfy_files::sync_dir(parent);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::time::SystemTime;
+
+    fn f(rel: &str, size: u64, t: u64) -> Listed {
+        Listed {
+            rel: rel.to_owned(),
+            size,
+            mtime: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(t)),
+        }
+    }
+
+    fn listing(files: Vec<Listed>) -> comfy_files::Listing {
+        comfy_files::Listing {
+            files,
+            skipped: vec![],
+        }
+    }
+
+    fn run_settle(seq: Vec<Vec<Listed>>, retries: u32, vouched: &[&str]) -> Stable {
+        let seq = RefCell::new(seq.into_iter());
+        let last = RefCell::new(Vec::new());
+        let vouched: HashSet<String> = vouched.iter().map(|s| (*s).to_owned()).collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(settle(
+            || {
+                let next = seq
+                    .borrow_mut()
+                    .next()
+                    .unwrap_or_else(|| last.borrow().clone());
+                last.replace(next.clone());
+                Ok(listing(next))
+            },
+            |_| async { true },
+            Duration::from_millis(1),
+            retries,
+            &vouched,
+        ))
+        .expect("settle")
+    }
+
+    #[test]
+    fn files_unchanged_over_the_window_are_stable() {
+        let s = run_settle(
+            vec![
+                vec![f("a", 10, 1), f("b", 10, 1)],
+                vec![f("a", 10, 1), f("b", 10, 1)],
+            ],
+            3,
+            &[],
+        );
+        assert_eq!(s.stable.len(), 2);
+        assert!(s.unstable.is_empty());
+        assert_eq!(s.listings, 2);
+    }
+
+    #[test]
+    fn a_growing_file_is_rechecked_then_left_out() {
+        // `b` grows at every listing: after 1 + 2 re-checks it is still changing.
+        let seq = vec![
+            vec![f("a", 10, 1), f("b", 1, 1)],
+            vec![f("a", 10, 1), f("b", 2, 2)],
+            vec![f("a", 10, 1), f("b", 3, 3)],
+            vec![f("a", 10, 1), f("b", 4, 4)],
+        ];
+        let s = run_settle(seq, 2, &[]);
+        assert_eq!(
+            s.stable.iter().map(|f| f.rel.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(s.unstable, ["b"]);
+        assert_eq!(s.listings, 4);
+    }
+
+    #[test]
+    fn a_file_that_settles_within_the_retries_is_kept() {
+        let seq = vec![
+            vec![f("a", 1, 1)],
+            vec![f("a", 5, 2), f("b", 5, 2)],
+            vec![f("a", 5, 2), f("b", 5, 2)],
+        ];
+        let s = run_settle(seq, 5, &[]);
+        assert_eq!(s.stable.len(), 2);
+        assert!(s.unstable.is_empty());
+        assert_eq!(s.listings, 3);
+    }
+
+    #[test]
+    fn empty_files_never_count_and_vouched_files_need_no_window() {
+        let s = run_settle(vec![vec![f("a", 0, 1)], vec![f("a", 0, 1)]], 0, &[]);
+        assert!(s.stable.is_empty());
+        assert_eq!(s.unstable, ["a"]);
+        // Everything vouched for: one listing, no wait.
+        let s = run_settle(
+            vec![vec![f("p/a", 3, 1), f("p/b", 3, 1)]],
+            3,
+            &["p/a", "p/b"],
+        );
+        assert_eq!((s.stable.len(), s.listings), (2, 1));
+    }
+
+    #[test]
+    fn globs_from_the_prefix() {
+        assert_eq!(
+            frame_glob(None, "cinepipe/r/s/a1/frame"),
+            "cinepipe/r/s/a1/frame_*.png"
+        );
+        assert_eq!(frame_glob(None, "odd[1]/f*"), "odd[[]1[]]/f[*]_*.png");
+        assert_eq!(frame_glob(Some("{{prefix}}_*.webp"), "p/f"), "p/f_*.webp");
+        let g = globset::GlobBuilder::new(&frame_glob(None, "p/f"))
+            .literal_separator(true)
+            .build()
+            .expect("glob")
+            .compile_matcher();
+        assert!(g.is_match("p/f_00001_.png"));
+        assert!(!g.is_match("p/f_00001_.png/x"));
+        assert!(!g.is_match("p/f.done"));
+        assert!(!g.is_match("p/ff_00001_.png"));
+        assert!(!g.is_match("p/.f_00001_.png.tmp"));
+    }
+}

