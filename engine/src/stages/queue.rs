@@ -183,9 +183,8 @@ async fn attempt(
         out.insert(k.to_owned(), v);
     };
     put(out, "telemetry", json!(telemetry));
-    // The GPU snapshot before and after the prompt is built in another change (issue #6 item
-    // 3, GPU telemetry: NVML, else /system_stats, else nvidia-smi); its call sites are here,
-    // around `run_prompt`, and its readings go in this field.
+    // GPU readings before and after `run_prompt` (NVML, else /system_stats, else nvidia-smi);
+    // null until the prompt has been followed.
     put(out, "gpu", Value::Null);
 
     let Some(patch) = patch_input(ctx) else {
@@ -286,9 +285,15 @@ async fn attempt(
         }
     }
 
+    let http = gpu_http();
+    let before = crate::clients::gpu::snapshot(&http, Some(client.base_url()), stage.gpu).await;
     let run = client
         .run_prompt(&graph, &follow_options(stage), &ctx.cancel)
         .await;
+    let after = crate::clients::gpu::snapshot(&http, Some(client.base_url()), stage.gpu).await;
+    let (gpu, gpu_notes) = crate::clients::gpu::around(&before, &after, stage.gpu);
+    put(out, "gpu", json!(gpu));
+    notes.extend(gpu_notes);
     telemetry = telemetry.measured(&run);
     notes.extend(run.notes.iter().cloned());
     let files = run.entry.as_ref().map(|e| e.files()).unwrap_or_default();
@@ -328,4 +333,18 @@ async fn attempt(
     put(out, "fallback_notes", json!(notes));
     run.result.as_ref().map_err(fail)?;
     Ok(())
+}
+
+/// One HTTP client for GPU readings (`/system_stats`), shared by every attempt.
+fn gpu_http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
 }

@@ -402,11 +402,17 @@ impl<'a> Builder<'a> {
         }
         scene.scene_attempt_summaries.sort_by_key(|a| a.start);
         scene.outcome = scene_outcome(&statuses, run);
-        for (_, inst) in parts {
-            if let Some(part) = self.output(inst).and_then(|o| o.get("telemetry").cloned()) {
-                scene = merge_scene(scene, &inst.id, part);
+        let mut notes = Vec::new();
+        for (kind, inst) in parts {
+            if let Some(output) = self.output(inst) {
+                let (part, stage_notes) = scene_part(kind, &output);
+                notes.extend(stage_notes);
+                if let Some(part) = part {
+                    scene = merge_scene(scene, &inst.id, part);
+                }
             }
         }
+        scene.telemetry.system.fallback_notes.extend(notes);
         scene
     }
 
@@ -513,6 +519,82 @@ impl<'a> Builder<'a> {
                 .fallback_notes
                 .push(format!("telemetry of `{id}` left out: {e}")),
         }
+    }
+}
+
+/// A per-scene stage's part of its scene's record, and its fallback notes, from its output.
+///
+/// The ComfyUI stages report under the contract's names, each in its own place: `queue` its
+/// `Telemetry` fields under `telemetry` (and `gpu`, `prompt_id`, `server`, `workflow_path`
+/// beside it), `await-marker` the `DoneMarker*`/`ForcedCopy*` fields at the top of its output,
+/// `collect-frames` a whole `Frames`. Any other kind's `telemetry` member is taken as a part of
+/// the scene record as it is. Notes are gathered apart: merging replaces arrays, and every
+/// stage's notes belong in the scene's `System.FallbackNotes`.
+fn scene_part(kind: StageKind, output: &Value) -> (Option<Value>, Vec<String>) {
+    let notes = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match kind {
+        StageKind::Queue => {
+            let mut telemetry = output.get("telemetry").cloned().unwrap_or(Value::Null);
+            if let (Value::Object(t), Some(gpu)) =
+                (&mut telemetry, output.get("gpu").filter(|g| !g.is_null()))
+            {
+                t.insert("GPU".into(), gpu.clone());
+            }
+            let mut part = Map::new();
+            if telemetry.is_object() {
+                part.insert("Telemetry".into(), telemetry);
+            }
+            for (from, to) in [
+                ("prompt_id", "PromptId"),
+                ("server", "Server"),
+                ("workflow_path", "WorkflowPath"),
+            ] {
+                if let Some(v) = output.get(from).filter(|v| v.is_string()) {
+                    part.insert(to.into(), v.clone());
+                }
+            }
+            (
+                Some(Value::Object(part)),
+                notes(output.get("fallback_notes")),
+            )
+        }
+        StageKind::AwaitMarker => {
+            let mut t = Map::new();
+            for key in [
+                "DoneMarkerDetected",
+                "DoneMarkerWaitSeconds",
+                "DoneMarkerPath",
+                "ForcedCopyTriggered",
+                "ForcedCopyDebugPath",
+            ] {
+                if let Some(v) = output.get(key) {
+                    t.insert(key.into(), v.clone());
+                }
+            }
+            let mut part = Map::new();
+            part.insert("Telemetry".into(), Value::Object(t));
+            (
+                Some(Value::Object(part)),
+                notes(output.pointer("/System/FallbackNotes")),
+            )
+        }
+        StageKind::CollectFrames => {
+            let part = output.get("Frames").map(|f| {
+                let mut m = Map::new();
+                m.insert("Frames".into(), f.clone());
+                Value::Object(m)
+            });
+            (part, notes(output.pointer("/System/FallbackNotes")))
+        }
+        _ => (output.get("telemetry").cloned(), Vec::new()),
     }
 }
 
