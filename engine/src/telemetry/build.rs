@@ -540,8 +540,12 @@ fn scene_part(kind: StageKind, output: &Value) -> (Option<Value>, Vec<String>) {
             })
             .unwrap_or_default()
     };
+    // A `telemetry` member already shaped like a part of the scene record is taken as it is.
+    let queue_shaped = output
+        .get("telemetry")
+        .is_some_and(|t| t.get("HistoryExitReason").is_some() || t.get("QueueStart").is_some());
     match kind {
-        StageKind::Queue => {
+        StageKind::Queue if queue_shaped => {
             let mut telemetry = output.get("telemetry").cloned().unwrap_or(Value::Null);
             if let (Value::Object(t), Some(gpu)) =
                 (&mut telemetry, output.get("gpu").filter(|g| !g.is_null()))
