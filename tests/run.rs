@@ -169,6 +169,17 @@ fn the_demo_runs_its_llm_stage_for_real_then_names_the_kinds_not_built() {
     .expect("parses");
     assert_eq!(m.outcome, cinepipe::telemetry::Outcome::Failed);
     assert_eq!(m.scenes.len(), 2);
+    // The ComfyUI stages' numbers reach the scene records.
+    for s in &m.scenes {
+        assert_eq!(
+            s.telemetry.history_exit_reason,
+            cinepipe::telemetry::HistoryExitReason::Success,
+            "{s:?}"
+        );
+        assert!(s.telemetry.done_marker_detected, "{s:?}");
+        assert_eq!(s.frames.count, 25, "{s:?}");
+        assert!(s.prompt_id.is_some(), "{s:?}");
+    }
     assert_eq!(m.llm.len(), 1);
     assert_eq!(m.llm[0].stage, "story");
     assert!(m.llm[0].completion_tokens.is_some());
