@@ -16,7 +16,11 @@
 //! | --- | --- |
 //! | `llm` | an `LLM[]` entry from its attempt records; `Story`; run fallback notes; LLM latency percentiles |
 //! | `collect-frames` | `FrameCount` of each attempt, from its attempt record's `frame_count` |
+//! | `quality` (per scene) | the run's `QualityMetrics.Checks`/`Passed`/`DiversityEntropy`, from each instance's output (else last attempt record) in `run_quality` |
 //! | every kind | its output's `telemetry` member, merged in (below) |
+//!
+//! The run's frame KPIs (`AvgFramesPerScene`, `ZeroFrameScenes`, `ShortScenes`,
+//! `DoneMarkerDetectionRate`, `P95SceneSeconds`, `SemanticAlignment`) come from the scene records.
 //!
 //! A stage whose numbers belong to a scene (`patch-workflow`, `queue`, `await-marker`,
 //! `collect-frames`) puts them in its output under `telemetry`, shaped like a part of the
