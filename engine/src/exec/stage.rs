@@ -134,6 +134,10 @@ impl Registry {
                 StageKind::CollectFrames,
                 Arc::new(crate::stages::collect_frames::CollectFrames),
             )
+            .with(
+                StageKind::Quality,
+                Arc::new(crate::stages::quality::Quality),
+            )
     }
 
     /// Adds (or replaces) the implementation of a kind.

@@ -6,5 +6,6 @@ pub mod collect_frames;
 pub mod comfy_files;
 pub mod llm;
 pub mod patch_workflow;
+pub mod quality;
 pub mod queue;
 pub mod validate;

@@ -16,7 +16,11 @@
 //! | --- | --- |
 //! | `llm` | an `LLM[]` entry from its attempt records; `Story`; run fallback notes; LLM latency percentiles |
 //! | `collect-frames` | `FrameCount` of each attempt, from its attempt record's `frame_count` |
+//! | `quality` (per scene) | the run's `QualityMetrics.Checks`/`Passed`/`DiversityEntropy`, from each instance's output (else last attempt record) in `run_quality` |
 //! | every kind | its output's `telemetry` member, merged in (below) |
+//!
+//! The run's frame KPIs (`AvgFramesPerScene`, `ZeroFrameScenes`, `ShortScenes`,
+//! `DoneMarkerDetectionRate`, `P95SceneSeconds`, `SemanticAlignment`) come from the scene records.
 //!
 //! A stage whose numbers belong to a scene (`patch-workflow`, `queue`, `await-marker`,
 //! `collect-frames`) puts them in its output under `telemetry`, shaped like a part of the
@@ -277,6 +281,7 @@ pub fn from_run(
         let scene = b.scene(scene, i as u32, &per_item, outcome);
         b.meta.scenes.push(scene);
     }
+    b.run_quality(&per_item);
 
     // The once-per-run stages, in the spec's order.
     for (name, stage) in &spec.spec.stages {
@@ -599,6 +604,98 @@ fn scene_part(kind: StageKind, output: &Value) -> (Option<Value>, Vec<String>) {
             (part, notes(output.pointer("/System/FallbackNotes")))
         }
         _ => (output.get("telemetry").cloned(), Vec::new()),
+    }
+}
+
+/// The run's `QualityMetrics` from its scenes.
+impl Builder<'_> {
+    /// The frame and marker KPIs from the scene records, and the checks of a per-scene
+    /// `quality` stage gathered over its instances (the output of one that succeeded, else the
+    /// record of its last finished attempt, which an `enforce`d failure leaves with its checks).
+    /// A once-per-run `quality` stage's own `telemetry` is merged over this later.
+    fn run_quality(&mut self, per_item: &[(&String, &SpecStage)]) {
+        let scenes = &self.meta.scenes;
+        if scenes.is_empty() {
+            return;
+        }
+        let n = scenes.len() as f64;
+        let q = &mut self.meta.quality_metrics;
+        q.avg_frames_per_scene = Some(
+            scenes
+                .iter()
+                .map(|s| f64::from(s.frames.count))
+                .sum::<f64>()
+                / n,
+        );
+        q.zero_frame_scenes =
+            saturate(scenes.iter().filter(|s| s.frames.count == 0).count() as u64);
+        q.short_scenes = saturate(scenes.iter().filter(|s| s.frames.short).count() as u64);
+        if per_item
+            .iter()
+            .any(|(_, s)| s.kind() == StageKind::AwaitMarker)
+        {
+            let seen = scenes
+                .iter()
+                .filter(|s| s.telemetry.done_marker_detected)
+                .count();
+            q.done_marker_detection_rate = Some(seen as f64 / n);
+        }
+        let mut times: Vec<f64> = scenes
+            .iter()
+            .filter(|s| s.telemetry.queue_start.is_some())
+            .map(|s| s.telemetry.duration_seconds)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        q.p95_scene_seconds = percentile(&times, 95.0);
+        let aligned: Vec<f64> = scenes
+            .iter()
+            .filter_map(|s| s.quality_metrics.alignment)
+            .collect();
+        if !aligned.is_empty() {
+            q.semantic_alignment = Some(aligned.iter().sum::<f64>() / aligned.len() as f64);
+        }
+
+        let count = scenes.len();
+        for (name, stage) in per_item {
+            if stage.kind() != StageKind::Quality {
+                continue;
+            }
+            for item in 0..count {
+                let id = InstanceId::new((*name).clone(), Some(item as u32));
+                let Some(inst) = self.history.get(&id) else {
+                    continue;
+                };
+                let part = self.output(inst).or_else(|| {
+                    let last = inst.attempts.iter().rev().find(|a| !self.in_flight(a))?;
+                    self.attempt_record(&id, last.attempt)
+                });
+                let Some(part) = part else { continue };
+                let checks: Vec<QualityCheckResult> = part
+                    .get("checks")
+                    .cloned()
+                    .and_then(|c| serde_json::from_value(c).ok())
+                    .unwrap_or_default();
+                let q = &mut self.meta.quality_metrics;
+                for c in checks {
+                    // A run-wide check (no scene) is the same in every scene's instance.
+                    if c.scene_id.is_none()
+                        && q.checks
+                            .iter()
+                            .any(|k| k.check == c.check && k.scene_id.is_none())
+                    {
+                        continue;
+                    }
+                    q.passed = Some(q.passed.unwrap_or(true) && c.passed);
+                    q.checks.push(c);
+                }
+                if let Some(p) = part.get("passed").and_then(Value::as_bool) {
+                    q.passed = Some(q.passed.unwrap_or(true) && p);
+                }
+                if q.diversity_entropy.is_none() {
+                    q.diversity_entropy = part.get("diversity_entropy").and_then(Value::as_f64);
+                }
+            }
+        }
     }
 }
 
