@@ -182,6 +182,20 @@ fn prepare(input: &LlmInput<'_>) -> Result<Prepared, LlmFailure> {
     })
 }
 
+/// The request an attempt sends to a provider serving `model`: the rendered prompts and the
+/// stage's parameters (for benchmarks that compare the stage with a bare request).
+pub fn chat_request(input: &LlmInput<'_>, model: &str) -> Result<ChatRequest, LlmFailure> {
+    let prepared = prepare(input)?;
+    Ok(ChatRequest {
+        model: model.to_string(),
+        messages: prepared.messages,
+        max_tokens: input.stage.max_tokens,
+        temperature: input.stage.temperature,
+        seed: input.stage.seed,
+        response_format: prepared.response_format,
+    })
+}
+
 /// The cache key: a SHA-256 over everything that shapes the answer (not `stream`: a streamed
 /// and a plain answer to the same request are the same answer).
 fn cache_key(
