@@ -255,20 +255,7 @@ impl crate::exec::Stage for AwaitMarker {
                     "failure_class": f.class, "error": f.message,
                 }),
             };
-            let dir = ctx.run_dir.join(&ctx.instance_dir);
-            let path = dir.join(format!("attempt-{}.json", ctx.attempt));
-            let written = std::fs::create_dir_all(&dir).and_then(|()| {
-                write_atomic(
-                    &path,
-                    &serde_json::to_vec_pretty(&record).unwrap_or_default(),
-                )
-            });
-            if let Err(e) = written {
-                return Err(StageFailure::new(
-                    FailureClass::InvalidOutput,
-                    format!("cannot write {}: {e}", path.display()),
-                ));
-            }
+            super::write_attempt_record(ctx, &record)?;
             result
         })
     }

@@ -639,18 +639,7 @@ impl crate::exec::Stage for Llm {
                     template_version: None,
                 },
             };
-            let dir = ctx.run_dir.join(&ctx.instance_dir);
-            let path = dir.join(format!("attempt-{}.json", ctx.attempt));
-            let written = std::fs::create_dir_all(&dir)
-                .map_err(|e| e.to_string())
-                .and_then(|()| serde_json::to_vec_pretty(&record).map_err(|e| e.to_string()))
-                .and_then(|b| write_atomic(&path, &b).map_err(|e| e.to_string()));
-            if let Err(e) = written {
-                return Err(StageFailure::new(
-                    FailureClass::InvalidOutput,
-                    format!("cannot write {}: {e}", path.display()),
-                ));
-            }
+            super::write_attempt_record(ctx, &record)?;
             match result {
                 Ok(o) => Ok(o.output),
                 Err(f) => {

@@ -58,7 +58,6 @@ use sha2::{Digest, Sha256};
 
 use crate::exec::rundir::RunDir;
 use crate::exec::{BoxFuture, InstanceId, Stage, StageContext, StageFailure};
-use crate::fsutil::write_atomic;
 use crate::spec::Fan;
 use crate::spec::model::{
     FailureClass, QualityCheck, QualityStage, QualityThresholds, Service, Stage as SpecStage,
@@ -377,20 +376,7 @@ impl Stage for Quality {
                     record.insert("error".into(), f.message.clone().into());
                 }
             }
-            let dir = ctx.run_dir.join(&ctx.instance_dir);
-            let path = dir.join(format!("attempt-{}.json", ctx.attempt));
-            let written = std::fs::create_dir_all(&dir).and_then(|()| {
-                write_atomic(
-                    &path,
-                    &serde_json::to_vec_pretty(&record).unwrap_or_default(),
-                )
-            });
-            if let Err(e) = written {
-                return Err(StageFailure::new(
-                    FailureClass::InvalidOutput,
-                    format!("cannot write {}: {e}", path.display()),
-                ));
-            }
+            super::write_attempt_record(ctx, &record)?;
             result.map_err(|(f, _)| f)
         })
     }
