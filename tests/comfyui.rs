@@ -1067,3 +1067,115 @@ fn a_server_that_is_down_fails_as_transport_and_a_fallback_is_used() {
             .contains("fallback `live`")
     );
 }
+
+/// A ComfyUI of the test's own (it gets killed), with the test-only nodes; killed when dropped.
+struct OwnComfy {
+    url: String,
+    child: std::process::Child,
+}
+
+impl OwnComfy {
+    fn start(port: u16, out: &Path, state: &Path) -> OwnComfy {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new(root().join("scripts/start-comfyui"))
+            .args(["--port", &port.to_string()])
+            .arg("--output-dir")
+            .arg(out)
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--custom-nodes")
+            .arg(root().join("tests/comfyui_nodes"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start a ComfyUI");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while harness::http("GET", &format!("{url}/system_stats"), None)
+            .map_or(true, |(c, _)| c != 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the ComfyUI of the test never got ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnComfy { url, child }
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: signals the process group of the server this test started.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnComfy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_server_killed_mid_run_fails_the_attempt_in_bounded_time_and_a_restarted_one_serves_the_retry()
+{
+    // The shared server proves the install works (and fails under CI when it does not).
+    if harness::comfyui().is_none() {
+        return;
+    }
+    let port = harness::free_port();
+    let out = harness::scratch().join(harness::unique("killed-out"));
+    let state = harness::scratch().join(harness::unique("killed-state"));
+    let mut server = OwnComfy::start(port, &out, &state);
+    let rt = rt();
+    // The scene's node sleeps 3 s: long enough to be running when the server dies.
+    let s = scene_spec(&server.url, &sleep_wf(3.0), "", "");
+    let patch = s.patch(&rt, 1).expect("patched");
+
+    let ctx = s.queue_ctx(1, &patch);
+    let killer = std::thread::spawn({
+        let pid = server.child.id() as i32;
+        move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            // SAFETY: signals the process group of the server this test started.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    });
+    let started = Instant::now();
+    let e = bounded(&rt, 90, Queue.run(&ctx)).expect_err("the server died under the prompt");
+    let took = started.elapsed();
+    killer.join().expect("killer");
+    let _ = server.child.wait();
+    assert!(
+        matches!(
+            e.class,
+            FailureClass::Transport | FailureClass::ServerError | FailureClass::Timeout
+        ),
+        "{:?}: {}",
+        e.class,
+        e.message
+    );
+    let record = s.attempt_record(1);
+    assert_eq!(
+        record["telemetry"]["HistoryExitReason"],
+        json!("unknown"),
+        "{record}"
+    );
+    // The service's timeout_s (10 s) for the server to come back, then the attempt ends.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+
+    // The server comes back on the same port; the retry (attempt 2) is served by it.
+    server = OwnComfy::start(port, &out, &state);
+    let out2 = bounded(&rt, 90, Queue.run(&s.queue_ctx(2, &patch))).expect("the retry renders");
+    assert_eq!(
+        out2["telemetry"]["HistoryExitReason"],
+        json!("success"),
+        "{out2}"
+    );
+    drop(server);
+}
