@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fsutil::write_atomic;
 use crate::spec::CheckedSpec;
-use crate::spec::model::{Launch, Service, ServiceKind, SpecFile};
+use crate::spec::model::{Launch, Service, ServiceKind, SpecFile, Stage};
 
 /// Bound on one health probe: a local server that takes longer than this to answer
 /// `/system_stats` is not ready.
@@ -172,9 +172,14 @@ pub fn health_url(service: &Service) -> String {
 /// The services the stages of a spec name, in the spec's order, without repeats (fallbacks are
 /// not included: [`Services::ensure`] reaches them only when needed).
 pub fn used_services(spec: &SpecFile) -> Vec<String> {
+    services_of(spec, |_| true)
+}
+
+/// [`used_services`], counting only the stages `keep` accepts (a run: the kinds it can run).
+pub fn services_of(spec: &SpecFile, keep: impl Fn(&Stage) -> bool) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for stage in spec.stages.values() {
+    for stage in spec.stages.values().filter(|s| keep(s)) {
         for (_, name) in stage.services() {
             if seen.insert(name) {
                 out.push(name.to_string());
@@ -856,10 +861,10 @@ mod tests {
 
     #[test]
     fn log_tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temp dir");
         let p = dir.path().join("x.log");
         let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&p, text).unwrap();
+        std::fs::write(&p, text).expect("write the log");
         let tail = log_tail(&p);
         assert!(tail.starts_with("    line 80"), "{tail}");
         assert!(tail.ends_with("line 99"), "{tail}");

@@ -123,16 +123,8 @@ pub async fn run(
     };
 
     // Only the services of stages that can run: a spec of unbuilt kinds starts no server.
-    let mut names: Vec<String> = Vec::new();
-    for stage in checked.spec.stages.values() {
-        if registry.get(stage.kind()).is_some() {
-            for (_, s) in stage.services() {
-                if !names.iter().any(|n| n == s) {
-                    names.push(s.to_owned());
-                }
-            }
-        }
-    }
+    let mut names =
+        crate::services::services_of(&checked.spec, |s| registry.get(s.kind()).is_some());
     // One place per output folder, not per run: the next run must find the PID file of a
     // server an earlier run (killed with -9) left behind.
     let mut opts = ServiceOptions::new(crate::spec::check::tidy(
