@@ -59,6 +59,11 @@ pub struct LlmOutcome {
     pub cache_hit: bool,
     /// Wall time of the attempt, in seconds.
     pub response_time_s: f64,
+    /// Wall time of the HTTP request that answered, in seconds (none for a cache hit): the
+    /// server's whole time as the engine sees it, so `response_time_s` minus this is what the
+    /// engine itself spent.
+    #[serde(default)]
+    pub request_time_s: Option<f64>,
     pub tokens_per_second: Option<f64>,
     pub providers: Vec<ProviderReport>,
     /// Which provider answered and why the ones before it did not.
@@ -239,12 +244,7 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
     let started = Instant::now();
     let stage = input.stage;
     let prepared = prepare(input)?;
-    let validator = jsonschema::validator_for(&prepared.schema).map_err(|e| {
-        LlmFailure::new(
-            FailureClass::InvalidOutput,
-            format!("the output schema is not a valid JSON Schema: {e}"),
-        )
-    })?;
+    let validator = validator_for(&prepared.schema)?;
 
     // The chain: the stage's service, then each `fallback` in turn.
     let mut chain: Vec<(&str, &crate::spec::model::OpenAiService)> = Vec::new();
@@ -297,6 +297,7 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
                 answer: entry.answer,
                 cache_hit: true,
                 response_time_s: started.elapsed().as_secs_f64(),
+                request_time_s: None,
                 providers: Vec::new(),
                 fallback_notes: vec![format!(
                     "llm: cached answer of `{name}` used (key {})",
@@ -378,6 +379,7 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
                             answer,
                             cache_hit: false,
                             response_time_s: started.elapsed().as_secs_f64(),
+                            request_time_s: Some(secs),
                             providers,
                             fallback_notes: notes,
                             template_version: prepared.template_version.clone(),
@@ -442,6 +444,34 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
 /// model: the check costs a round trip per attempt, and a sweep of many scenes would pay it
 /// every time. A failed request clears it, so the next attempt checks again.
 const HEALTH_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The compiled validator for `schema`. Compiling costs more than the rest of a cache hit, and
+/// a run asks for the same schema for every attempt, so validators are kept per process.
+fn validator_for(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, LlmFailure> {
+    type Memo =
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let key = schema.to_string();
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(v) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(v);
+    }
+    let compiled = jsonschema::validator_for(schema).map_err(|e| {
+        LlmFailure::new(
+            FailureClass::InvalidOutput,
+            format!("the output schema is not a valid JSON Schema: {e}"),
+        )
+    })?;
+    let compiled = std::sync::Arc::new(compiled);
+    if let Ok(mut m) = memo.lock() {
+        // Specs name a handful of schemas; a long-lived process fed many is bounded anyway.
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(key, compiled.clone());
+    }
+    Ok(compiled)
+}
 
 fn health_memo() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>
 {
