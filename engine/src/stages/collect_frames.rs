@@ -423,19 +423,34 @@ fn copy_all(
     // A `**` pattern can match the same name in two folders: then the whole relative path
     // names each copy.
     let unique = base_names.iter().collect::<HashSet<_>>().len() == base_names.len();
-    let mut names = Vec::with_capacity(files.len());
+    let names: Vec<String> = files
+        .iter()
+        .zip(base_names)
+        .map(|(f, base)| {
+            if unique {
+                base
+            } else {
+                f.rel.replace('/', "__")
+            }
+        })
+        .collect();
+    let jobs: Vec<(&Listed, PathBuf)> = files
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| (f, dest.join(n)))
+        .collect();
+    let mut copied = Vec::with_capacity(files.len());
     let mut problems = Vec::new();
-    for (f, base) in files.iter().zip(base_names) {
-        let name = if unique {
-            base
-        } else {
-            f.rel.replace('/', "__")
-        };
-        match comfy_files::copy_nofollow(root, f, &dest.join(&name)) {
-            Ok(()) => names.push(name),
+    for (result, name) in comfy_files::copy_into_staging(root, &jobs)
+        .into_iter()
+        .zip(names)
+    {
+        match result {
+            Ok(()) => copied.push(name),
             Err(e) => problems.push(e),
         }
     }
+    let names = copied;
     comfy_files::sync_dir(dest);
     Ok((names, problems))
 }
