@@ -20,6 +20,10 @@
 //!   null`). Target: p95 < 30 ms. The first scene of a process also fetches `/object_info`
 //!   (once per server) and opens the first connections; it is reported on its own too.
 //!
+//! File-system work is most of the engine's share (records and outputs written atomically, 25
+//! frames copied and flushed), so figures move with the disk: the bench flushes dirty pages
+//! before it starts, and runs back to back on a busy disk give higher figures.
+//!
 //! Run with `cargo bench --bench comfyui_scene` (`SCENES=N` to change the count).
 
 use std::collections::HashMap;
@@ -162,6 +166,12 @@ fn main() {
         assert!(Instant::now() < deadline, "ComfyUI did not get ready");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Writes still in the page cache (the build that preceded the bench, an earlier run's
+    // deleted files) would be flushed by the first fsyncs of the scenes and weigh on them: the
+    // disk starts clean instead.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 
     let spec = tmp.path().join("bench.toml");
     std::fs::write(
