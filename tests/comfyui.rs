@@ -1179,3 +1179,24 @@ fn a_server_killed_mid_run_fails_the_attempt_in_bounded_time_and_a_restarted_one
     );
     drop(server);
 }
+
+#[test]
+fn a_client_knows_whether_its_server_answered_a_moment_ago() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let rt = rt();
+    let client = ComfyClient::new(&server.url, Duration::from_secs(10)).expect("client");
+    assert!(
+        !client.answered_within(Duration::from_secs(5)),
+        "asked nothing yet"
+    );
+    bounded(&rt, 20, client.system_stats()).expect("the harness server answers");
+    assert!(client.answered_within(Duration::from_secs(5)));
+    assert!(!client.answered_within(Duration::ZERO));
+    // A server that does not answer is never taken as up.
+    let down = format!("http://127.0.0.1:{}", harness::free_port());
+    let dead = ComfyClient::new(&down, Duration::from_secs(2)).expect("client");
+    bounded(&rt, 20, dead.system_stats()).expect_err("nothing listens there");
+    assert!(!dead.answered_within(Duration::from_secs(5)));
+}

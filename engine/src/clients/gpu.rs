@@ -8,9 +8,10 @@
 //!
 //! Memory is in MiB (what `nvidia-smi` prints as "MiB" and the seeds call MB), from every source.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -242,10 +243,38 @@ async fn nvml() -> Result<Reading, SourceError> {
     })
 }
 
+/// How long a server whose device 0 is the CPU is taken to stay so: a CPU ComfyUI gets no GPU
+/// without a restart, and asking it again before and after every prompt costs a round trip
+/// each.
+const CPU_SERVER_MEMO: Duration = Duration::from_secs(60);
+
+fn cpu_servers() -> &'static Mutex<HashMap<String, (Instant, String)>> {
+    static MEMO: OnceLock<Mutex<HashMap<String, (Instant, String)>>> = OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
 async fn system_stats(client: &reqwest::Client, url: &str) -> Result<Reading, SourceError> {
     let url = format!("{}/system_stats", url.trim_end_matches('/'));
+    let known_cpu = cpu_servers()
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&url).cloned())
+        .filter(|(at, _)| at.elapsed() < CPU_SERVER_MEMO);
+    if let Some((_, why)) = known_cpu {
+        return Err(SourceError::NoGpu(why));
+    }
+    let reading = system_stats_now(client, &url).await;
+    if let Err(SourceError::NoGpu(why)) = &reading
+        && let Ok(mut m) = cpu_servers().lock()
+    {
+        m.insert(url, (Instant::now(), why.clone()));
+    }
+    reading
+}
+
+async fn system_stats_now(client: &reqwest::Client, url: &str) -> Result<Reading, SourceError> {
     let resp = client
-        .get(&url)
+        .get(url)
         .timeout(SOURCE_TIMEOUT)
         .send()
         .await
@@ -313,6 +342,11 @@ pub fn clean_torch_device_name(raw: &str) -> String {
 }
 
 async fn nvidia_smi() -> Result<Reading, SourceError> {
+    // Not installed stays not installed for the life of the process: no spawn per reading.
+    static ABSENT: OnceLock<()> = OnceLock::new();
+    if ABSENT.get().is_some() {
+        return Err(SourceError::Unavailable("is not installed".to_owned()));
+    }
     let mut cmd = tokio::process::Command::new("nvidia-smi");
     cmd.args([
         "--query-gpu=name,memory.used,memory.total",
@@ -329,6 +363,7 @@ async fn nvidia_smi() -> Result<Reading, SourceError> {
             )));
         }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = ABSENT.set(());
             return Err(SourceError::Unavailable("is not installed".to_owned()));
         }
         Ok(Err(e)) => return Err(SourceError::Unavailable(format!("could not run: {e}"))),

@@ -1,6 +1,7 @@
 //! The `queue` stage: take the patched workflow of the stage it needs, make this attempt's
 //! `filename_prefix` unique, queue it on the first ComfyUI server that answers (a pool's
-//! servers in turn from `item % len`, then the `fallback` service's), follow it to its end
+//! servers in turn from `item % len`, then the `fallback` service's; a server that answered
+//! this process within the last 5 s is not asked `/system_stats` again), follow it to its end
 //! with the client (`clients::comfyui`), and record the queue telemetry with the contract's
 //! names, whether the attempt succeeds or not (`attempt-<n>.json`).
 //!
@@ -21,6 +22,10 @@ use crate::clients::comfyui::{ComfyClient, ComfyError, FollowOptions, PromptRun}
 use crate::exec::{BoxFuture, StageContext, StageFailure};
 use crate::spec::model::{FailureClass, QueueStage, Stage as SpecStage};
 use crate::telemetry::{HistoryExitReason, QueueConfig, Timestamp};
+
+/// How long a server that answered stays "up" without a new health check (`/system_stats`)
+/// before the next prompt.
+const HEALTH_MEMO: Duration = Duration::from_secs(5);
 
 /// The queue telemetry of one attempt, with the contract's names (`Telemetry` of a scene in
 /// `artifact-metadata.json`, less what other stages measure).
@@ -227,10 +232,16 @@ async fn attempt(
     let mut down = Vec::new();
     for (service, url, timeout) in &candidates {
         let client = ComfyClient::shared(url, *timeout).map_err(|e| fail(&e))?;
-        let health = tokio::select! {
-            r = client.system_stats() => r,
-            () = ctx.cancel.cancelled() => {
-                return Err(fail(&ComfyError::Cancelled { cancel_note: None }));
+        // A server that answered this process a moment ago (the previous scene's prompt) is
+        // taken as up; the POST finds out otherwise, and the retry then probes again.
+        let health = if client.answered_within(HEALTH_MEMO) {
+            Ok(())
+        } else {
+            tokio::select! {
+                r = client.system_stats() => r.map(|_| ()),
+                () = ctx.cancel.cancelled() => {
+                    return Err(fail(&ComfyError::Cancelled { cancel_note: None }));
+                }
             }
         };
         match health {

@@ -67,6 +67,9 @@ pub struct ComfyClient {
     /// `/object_info`, fetched once per client (a few MB on new servers) and refreshed only
     /// when a graph names a class it lacks (a server restarted with new custom nodes).
     object_info: tokio::sync::Mutex<Option<Arc<ObjectInfo>>>,
+    /// When the server last answered a request (any HTTP status); cleared when one fails to
+    /// reach it.
+    answered_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl ComfyClient {
@@ -85,6 +88,7 @@ impl ComfyClient {
             base,
             timeout,
             object_info: tokio::sync::Mutex::new(None),
+            answered_at: Mutex::new(None),
         })
     }
 
@@ -116,6 +120,23 @@ impl ComfyClient {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether the server answered a request of this client within `window` (and none failed
+    /// to reach it since): then a health check before the next prompt would only cost a round
+    /// trip. A server that went down since is still caught, by the prompt's own request.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        self.answered_at
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < window)
+    }
+
+    fn mark_answered(&self, answered: bool) {
+        if let Ok(mut t) = self.answered_at.lock() {
+            *t = answered.then(std::time::Instant::now);
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -176,14 +197,20 @@ impl ComfyClient {
             }
             Ok((status, buf))
         };
-        tokio::time::timeout(self.timeout, work)
+        let result = tokio::time::timeout(self.timeout, work)
             .await
             .unwrap_or_else(|_| {
                 Err(ComfyError::Timeout {
                     url: url.clone(),
                     secs: self.timeout.as_secs_f64(),
                 })
-            })
+            });
+        match &result {
+            Ok(_) => self.mark_answered(true),
+            Err(e) if e.is_unreachable() => self.mark_answered(false),
+            Err(_) => {}
+        }
+        result
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, ComfyError> {
