@@ -694,10 +694,13 @@ async fn forced_copy_over_http(
         Some(id) => match parse_history(&history, id) {
             Ok(Some(entry)) => entry.files(),
             Ok(None) => {
-                problems.push(format!(
-                    "prompt {id} is not in /history of {}: no frames to copy",
-                    client.base_url()
-                ));
+                problems.push(match history.get("error") {
+                    Some(e) => format!("/history/{id} could not be read: {e}"),
+                    None => format!(
+                        "prompt {id} is not in /history of {}: no frames to copy",
+                        client.base_url()
+                    ),
+                });
                 Vec::new()
             }
             Err(e) => {
