@@ -7,12 +7,25 @@
 //! that already exists is found at once: the watch is set up *before* the first look, so a
 //! rename between the two cannot be missed.
 //!
+//! **A remote server** (a service without `output_dir`, see [`super::comfy_files::output`]):
+//! the marker is asked for with `GET /view?filename=<name>.done&subfolder=<prefix's
+//! folder>&type=output` every `poll_interval_s` until `timeout_s` ([`wait_for_view`]). A 404 is
+//! "not yet"; a request that gets no answer, times out (the service's `timeout_s`) or gets a
+//! 5xx is noted once (with a count) and the polling goes on; another 4xx or a body over 1 MiB
+//! fails the attempt at once; a cancel returns at once. A found marker is checked as a local
+//! one is; its output says `DetectedBy = "http"`, `DoneMarkerPath` is the `/view` URL, and a
+//! fallback note says the marker was read over HTTP because the service has no `output_dir`.
+//!
 //! On timeout, `on_timeout = "forced-copy"` copies the frames that exist into the instance
 //! folder, writes a debug dump (a listing of the prefix folder, and `/history` and `/queue`
 //! when the server answers) and succeeds with `ForcedCopyTriggered`; `"fail"` fails the
-//! attempt with class `timeout`. Upstream's keys are passed on (see [`super::comfy_files`]).
-//! Failed attempts and forced copies leave `attempt-<n>.json` in the instance folder; a found
-//! marker's record is the stage's output (`output.json`).
+//! attempt with class `timeout`. For a remote server, "the frames that exist" are those
+//! `/history/{prompt_id}` lists for the prompt (type `output`, in the prefix's folder, named
+//! `<prefix>_*.png`, each a plain name), downloaded with `/view`, and the dump's `listing` is
+//! that history file list (`"source": "history"`) in place of the folder's. Upstream's keys are
+//! passed on (see [`super::comfy_files`]). Failed attempts and forced copies leave
+//! `attempt-<n>.json` in the instance folder; a found marker's record is the stage's output
+//! (`output.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

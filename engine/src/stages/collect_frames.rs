@@ -10,9 +10,19 @@
 //!   that a detected done marker lists (`Marker.Files` of `await-marker`) need no window:
 //!   `WriteDoneMarker` renames each frame into place whole before it writes the marker.
 //!   Empty files never count.
+//! - **A remote server** (a service without `output_dir`): there is no folder to list. The
+//!   candidates are the files a detected marker lists (`Marker.Files`, names in the prefix's
+//!   folder), else those the `queue` stage recorded from `/history` (upstream's `files`),
+//!   filtered by the same pattern. Both lists name finished files only (the marker is written
+//!   after its frames, `/history` after the prompt ended), so no stability window is waited.
+//!   Each must be of type `output`, a plain name (no `/`, `\`, `..`, not empty) in the
+//!   prefix's folder, or it is left out with a note; the rest are downloaded with `/view`
+//!   under their base names into the staging folder and flushed together, like local copies.
+//!   A file that is not there (404), is empty or fails to download is left out with a note.
 //! - **Never out of the output folder**: the prefix and pattern must be relative without `..`;
 //!   no symbolic link is followed, neither a folder on the way nor a frame (a frame is opened
-//!   with `O_NOFOLLOW` and must still be the file that was listed).
+//!   with `O_NOFOLLOW` and must still be the file that was listed). A server's names are
+//!   never used as paths unchecked.
 //! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
 //!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
 //!   `short-frames` while the target has requeues left (the executor then runs `render` and
