@@ -399,7 +399,16 @@ fn a_remote_marker_never_written_forces_a_copy_over_view_or_fails() {
             .is_some_and(|p| p.contains("/view?filename=frame.done&")),
         "{m}"
     );
-    assert_eq!(m["ForcedCopy"]["Count"], 25, "{m}");
+    let debug_rel = m["ForcedCopyDebugPath"].as_str().expect("debug path");
+    assert_eq!(debug_rel, "stages/marker/0/forced-copy-1-debug.json");
+    let debug: Value =
+        serde_json::from_slice(&std::fs::read(run.path().join(debug_rel)).expect("dump"))
+            .expect("JSON");
+    assert_eq!(
+        m["ForcedCopy"]["Count"], 25,
+        "{m}\nproblems: {}\nretried: {}",
+        debug["problems"], debug["listing"]["retried"]
+    );
     assert_eq!(
         m["ForcedCopy"]["Directory"],
         "stages/marker/0/forced-copy-1"
@@ -414,11 +423,6 @@ fn a_remote_marker_never_written_forces_a_copy_over_view_or_fails() {
     assert_eq!(got[0], "frame_00001_.png");
     assert_same_bytes(server, &folder, &copy_dir, &got);
 
-    let debug_rel = m["ForcedCopyDebugPath"].as_str().expect("debug path");
-    assert_eq!(debug_rel, "stages/marker/0/forced-copy-1-debug.json");
-    let debug: Value =
-        serde_json::from_slice(&std::fs::read(run.path().join(debug_rel)).expect("dump"))
-            .expect("JSON");
     assert!(debug["history"].get(&id).is_some(), "{debug}");
     assert!(debug["queue"].get("queue_running").is_some(), "{debug}");
     assert_eq!(debug["listing"]["source"], "history", "{debug}");

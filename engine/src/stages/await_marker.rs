@@ -750,9 +750,9 @@ async fn forced_copy_over_http(
     .await
     .map_err(|e| io_fail(format!("the forced copy failed: {e}")))?
     .map_err(|e| io_fail(format!("the forced copy failed: {e}")))?;
-    let results = comfy_files::download_into(client, &fetch, &ctx.cancel).await?;
+    let downloaded = comfy_files::download_into(client, &fetch, &ctx.cancel).await?;
     let mut copied: Vec<String> = Vec::new();
-    for (f, r) in fetch.iter().zip(results) {
+    for (f, r) in fetch.iter().zip(downloaded.results) {
         match r {
             Ok(()) => copied.push(f.dest.display().to_string()),
             Err(e) => problems.push(e),
@@ -763,6 +763,8 @@ async fn forced_copy_over_http(
 
     let listing = json!({
         "source": "history",
+        // Downloads asked for once more after a transport error, with that error.
+        "retried": downloaded.retried,
         "server": client.base_url(),
         "prompt_id": up.prompt_id,
         "folder": folder,

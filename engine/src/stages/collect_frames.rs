@@ -554,10 +554,17 @@ async fn collect_over_http(
     .map_err(|e| invalid(format!("downloading frames failed: {e}")))?
     .map_err(invalid)?;
     let client = remote.client()?;
-    let results = comfy_files::download_into(&client, &fetch, &ctx.cancel).await?;
+    let downloaded = comfy_files::download_into(&client, &fetch, &ctx.cancel).await?;
+    if let Some(first) = downloaded.retried.first() {
+        notes.push(format!(
+            "{} downloads were asked for once more after a transport error; the first: {first}",
+            downloaded.retried.len()
+        ));
+    }
+    record.insert("retried".into(), json!(downloaded.retried));
     let mut names = Vec::with_capacity(fetch.len());
     let mut problems = Vec::new();
-    for (f, r) in fetch.into_iter().zip(results) {
+    for (f, r) in fetch.into_iter().zip(downloaded.results) {
         match r {
             Ok(()) => names.push(f.filename),
             Err(e) => problems.push(e),

@@ -325,21 +325,37 @@ pub struct Fetch {
     pub dest: PathBuf,
 }
 
+/// What [`download_into`] did.
+#[derive(Debug, Default)]
+pub struct Downloaded {
+    /// One per file, in order.
+    pub results: Vec<Result<(), String>>,
+    /// The files whose first request failed in transport and that were asked for once more,
+    /// with that first error.
+    pub retried: Vec<String>,
+}
+
 /// Downloads each file into its destination inside a folder of ours (created anew by the
 /// caller), one after the other, and flushes them as [`copy_into_staging`] flushes copies:
-/// writeback is started as each is written, each is fsync'd after the last. A file that is not
-/// there (404), is empty or fails is removed and reported; a cancel stops the whole batch
-/// (`Err`). One result per file, in order.
+/// writeback is started as each is written, each is fsync'd after the last. A request that
+/// fails in transport (a pooled connection the server closed, a reset) is sent once more: a
+/// GET of a finished file is idempotent. A file that is not there (404), is empty or fails is
+/// removed and reported; a cancel stops the whole batch (`Err`).
 pub async fn download_into(
     client: &ComfyClient,
     files: &[Fetch],
     cancel: &CancellationToken,
-) -> Result<Vec<Result<(), String>>, StageFailure> {
+) -> Result<Downloaded, StageFailure> {
     let mut open: Vec<Result<File, String>> = Vec::with_capacity(files.len());
+    let mut retried = Vec::new();
     for f in files {
-        let got = client
-            .view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel)
-            .await;
+        let fetch =
+            || client.view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel);
+        let mut got = fetch().await;
+        if let Err(e @ ComfyError::Transport { .. }) = &got {
+            retried.push(format!("{}: {e}", server_rel(&f.subfolder, &f.filename)));
+            got = fetch().await;
+        }
         open.push(match got {
             Ok(Some((_, 0))) => {
                 let _ = std::fs::remove_file(&f.dest);
@@ -389,7 +405,10 @@ pub async fn download_into(
             format!("flushing downloads failed: {e}"),
         )
     })?;
-    Ok(synced)
+    Ok(Downloaded {
+        results: synced,
+        retried,
+    })
 }
 
 /// Joins `rel` (already [`check_relative`]) to `root`, refusing to pass through a symbolic link:
