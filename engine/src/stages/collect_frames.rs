@@ -18,7 +18,8 @@
 //!   Each must be of type `output`, a plain name (no `/`, `\`, `..`, not empty) in the
 //!   prefix's folder, or it is left out with a note; the rest are downloaded with `/view`
 //!   under their base names into the staging folder and flushed together, like local copies.
-//!   A file that is not there (404), is empty or fails to download is left out with a note.
+//!   A download that fails in transport is sent once more; a file that is not there (404), is
+//!   empty or fails to download is left out with a note.
 //! - **Never out of the output folder**: the prefix and pattern must be relative without `..`;
 //!   no symbolic link is followed, neither a folder on the way nor a frame (a frame is opened
 //!   with `O_NOFOLLOW` and must still be the file that was listed). A server's names are
