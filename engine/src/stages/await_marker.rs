@@ -763,7 +763,7 @@ async fn forced_copy_over_http(
 
     let listing = json!({
         "source": "history",
-        // Downloads asked for once more after a transport error, with that error.
+        // Downloads that got no answer and were asked for once more, with that error.
         "retried": downloaded.retried,
         "server": client.base_url(),
         "prompt_id": up.prompt_id,

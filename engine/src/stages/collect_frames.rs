@@ -18,7 +18,7 @@
 //!   Each must be of type `output`, a plain name (no `/`, `\`, `..`, not empty) in the
 //!   prefix's folder, or it is left out with a note; the rest are downloaded with `/view`
 //!   under their base names into the staging folder and flushed together, like local copies.
-//!   A download that fails in transport is sent once more; a file that is not there (404), is
+//!   A download that gets no answer is sent once more; a file that is not there (404), is
 //!   empty or fails to download is left out with a note.
 //! - **Never out of the output folder**: the prefix and pattern must be relative without `..`;
 //!   no symbolic link is followed, neither a folder on the way nor a frame (a frame is opened
@@ -558,7 +558,7 @@ async fn collect_over_http(
     let downloaded = comfy_files::download_into(&client, &fetch, &ctx.cancel).await?;
     if let Some(first) = downloaded.retried.first() {
         notes.push(format!(
-            "{} downloads were asked for once more after a transport error; the first: {first}",
+            "{} downloads got no answer and were asked for once more; the first: {first}",
             downloaded.retried.len()
         ));
     }

@@ -330,16 +330,17 @@ pub struct Fetch {
 pub struct Downloaded {
     /// One per file, in order.
     pub results: Vec<Result<(), String>>,
-    /// The files whose first request failed in transport and that were asked for once more,
-    /// with that first error.
+    /// The files whose first request got no answer (a transport error or the client's
+    /// timeout) and that were asked for once more, with that first error.
     pub retried: Vec<String>,
 }
 
 /// Downloads each file into its destination inside a folder of ours (created anew by the
 /// caller), one after the other, and flushes them as [`copy_into_staging`] flushes copies:
 /// writeback is started as each is written, each is fsync'd after the last. A request that
-/// fails in transport (a pooled connection the server closed, a reset) is sent once more: a
-/// GET of a finished file is idempotent. A file that is not there (404), is empty or fails is
+/// gets no answer (a reset or closed connection, the client's timeout on a loaded server) is
+/// sent once more: a GET of a finished file is idempotent, and the stage's own bound still
+/// holds. A file that is not there (404), is empty or fails is
 /// removed and reported; a cancel stops the whole batch (`Err`).
 pub async fn download_into(
     client: &ComfyClient,
@@ -352,7 +353,9 @@ pub async fn download_into(
         let fetch =
             || client.view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel);
         let mut got = fetch().await;
-        if let Err(e @ ComfyError::Transport { .. }) = &got {
+        if let Err(e) = &got
+            && e.is_unreachable()
+        {
             retried.push(format!("{}: {e}", server_rel(&f.subfolder, &f.filename)));
             got = fetch().await;
         }
