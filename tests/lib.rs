@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod comfy_marker;
+mod comfy_remote;
 mod comfyui;
 mod invalid_specs;
 mod kill;

@@ -7,12 +7,25 @@
 //! that already exists is found at once: the watch is set up *before* the first look, so a
 //! rename between the two cannot be missed.
 //!
+//! **A remote server** (a service without `output_dir`, see [`super::comfy_files::output`]):
+//! the marker is asked for with `GET /view?filename=<name>.done&subfolder=<prefix's
+//! folder>&type=output` every `poll_interval_s` until `timeout_s` ([`wait_for_view`]). A 404 is
+//! "not yet"; a request that gets no answer, times out (the service's `timeout_s`) or gets a
+//! 5xx is noted once (with a count) and the polling goes on; another 4xx or a body over 1 MiB
+//! fails the attempt at once; a cancel returns at once. A found marker is checked as a local
+//! one is; its output says `DetectedBy = "http"`, `DoneMarkerPath` is the `/view` URL, and a
+//! fallback note says the marker was read over HTTP because the service has no `output_dir`.
+//!
 //! On timeout, `on_timeout = "forced-copy"` copies the frames that exist into the instance
 //! folder, writes a debug dump (a listing of the prefix folder, and `/history` and `/queue`
 //! when the server answers) and succeeds with `ForcedCopyTriggered`; `"fail"` fails the
-//! attempt with class `timeout`. Upstream's keys are passed on (see [`super::comfy_files`]).
-//! Failed attempts and forced copies leave `attempt-<n>.json` in the instance folder; a found
-//! marker's record is the stage's output (`output.json`).
+//! attempt with class `timeout`. For a remote server, "the frames that exist" are those
+//! `/history/{prompt_id}` lists for the prompt (type `output`, in the prefix's folder, named
+//! `<prefix>_*.png`, each a plain name), downloaded with `/view`, and the dump's `listing` is
+//! that history file list (`"source": "history"`) in place of the folder's. Upstream's keys are
+//! passed on (see [`super::comfy_files`]). Failed attempts and forced copies leave
+//! `attempt-<n>.json` in the instance folder; a found marker's record is the stage's output
+//! (`output.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +35,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::comfy_files::{self, Upstream};
+use super::comfy_files::{self, Output, Remote, Upstream};
+use crate::clients::comfyui::messages::{OutputFile, parse_history};
+use crate::clients::comfyui::{ComfyClient, ComfyError};
 use crate::exec::{BoxFuture, StageContext, StageFailure};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{AwaitMarkerStage, FailureClass, OnTimeout, Stage as SpecStage};
@@ -41,6 +56,8 @@ pub enum Detection {
     Event,
     /// A poll found it.
     Poll,
+    /// A `/view` request found it (a remote server: no output folder on this machine).
+    Http,
 }
 
 /// How a wait for a file ended.
@@ -264,21 +281,91 @@ impl crate::exec::Stage for AwaitMarker {
 async fn attempt(ctx: &StageContext, stage: &AwaitMarkerStage) -> Result<Value, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
     let up = Upstream::find(&ctx.inputs)?;
+    // Before anything is asked of a disk or a server.
     comfy_files::check_relative("prefix", &up.prefix).map_err(invalid)?;
     comfy_files::check_relative("marker_suffix", &format!("x{}", stage.marker_suffix))
         .map_err(invalid)?;
-    let out_dir = comfy_files::output_dir(ctx, &up)?;
-    let marker = out_dir.join(format!("{}{}", up.prefix, stage.marker_suffix));
-    let folder_rel = Path::new(&up.prefix).parent().unwrap_or(Path::new(""));
-    // A symlinked folder on the way to the marker is refused before waiting on it.
-    comfy_files::safe_join(&out_dir, folder_rel).map_err(invalid)?;
-
     let timeout = Duration::try_from_secs_f64(stage.timeout_s).unwrap_or(Duration::from_secs(60));
     let poll =
         Duration::try_from_secs_f64(stage.poll_interval_s).unwrap_or(Duration::from_millis(250));
-    let outcome = wait_for_file(&out_dir, &marker, timeout, poll, &ctx.cancel).await;
+    match comfy_files::output(ctx, &up)? {
+        Output::Local(out_dir) => local(ctx, stage, up, &out_dir, timeout, poll).await,
+        Output::Remote(remote) => over_http(ctx, stage, up, &remote, timeout, poll).await,
+    }
+}
 
-    let mut out: Map<String, Value> = up.passed_on();
+/// The output of a found marker.
+fn found(
+    mut out: Map<String, Value>,
+    waited: Duration,
+    path: String,
+    via: Detection,
+    body: &MarkerBody,
+    notes: Vec<String>,
+) -> Value {
+    out.insert("DoneMarkerDetected".into(), true.into());
+    out.insert("DoneMarkerWaitSeconds".into(), json!(waited.as_secs_f64()));
+    out.insert("DoneMarkerPath".into(), path.into());
+    out.insert("ForcedCopyTriggered".into(), false.into());
+    out.insert("ForcedCopyDebugPath".into(), Value::Null);
+    out.insert("DetectedBy".into(), json!(via));
+    out.insert("Marker".into(), json!(body));
+    out.insert("System".into(), json!({ "FallbackNotes": notes }));
+    Value::Object(out)
+}
+
+/// The output of a forced copy.
+fn forced_output(
+    mut out: Map<String, Value>,
+    secs: f64,
+    path: String,
+    forced: Forced,
+    timeout_s: f64,
+    mut notes: Vec<String>,
+) -> Value {
+    notes.push(format!(
+        "done marker not seen within {timeout_s} s; copied the {} frames present (forced copy)",
+        forced.count
+    ));
+    out.insert("DoneMarkerDetected".into(), false.into());
+    out.insert("DoneMarkerWaitSeconds".into(), json!(secs));
+    out.insert("DoneMarkerPath".into(), path.into());
+    out.insert("ForcedCopyTriggered".into(), true.into());
+    out.insert("ForcedCopyDebugPath".into(), forced.debug_path.into());
+    out.insert("Marker".into(), Value::Null);
+    out.insert(
+        "ForcedCopy".into(),
+        json!({ "Directory": forced.directory, "Paths": forced.paths, "Count": forced.count }),
+    );
+    out.insert("System".into(), json!({ "FallbackNotes": notes }));
+    Value::Object(out)
+}
+
+fn no_marker(marker: &str, secs: f64) -> StageFailure {
+    StageFailure::new(
+        FailureClass::Timeout,
+        format!("no done marker at {marker} after {secs:.1} s (on_timeout = \"fail\")"),
+    )
+}
+
+/// The marker in a local output folder.
+async fn local(
+    ctx: &StageContext,
+    stage: &AwaitMarkerStage,
+    up: Upstream,
+    out_dir: &Path,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Value, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let marker = out_dir.join(format!("{}{}", up.prefix, stage.marker_suffix));
+    let folder_rel = Path::new(&up.prefix).parent().unwrap_or(Path::new(""));
+    // A symlinked folder on the way to the marker is refused before waiting on it.
+    comfy_files::safe_join(out_dir, folder_rel).map_err(invalid)?;
+
+    let outcome = wait_for_file(out_dir, &marker, timeout, poll, &ctx.cancel).await;
+
+    let out: Map<String, Value> = up.passed_on();
     let mut notes: Vec<String> = Vec::new();
     let marker_str = marker.display().to_string();
     match outcome {
@@ -290,44 +377,175 @@ async fn attempt(ctx: &StageContext, stage: &AwaitMarkerStage) -> Result<Value, 
             notes.extend(note);
             let body = read_marker(&marker)
                 .map_err(|e| invalid(format!("the done marker {marker_str} is not valid: {e}")))?;
-            out.insert("DoneMarkerDetected".into(), true.into());
-            out.insert("DoneMarkerWaitSeconds".into(), json!(waited.as_secs_f64()));
-            out.insert("DoneMarkerPath".into(), marker_str.into());
-            out.insert("ForcedCopyTriggered".into(), false.into());
-            out.insert("ForcedCopyDebugPath".into(), Value::Null);
-            out.insert("DetectedBy".into(), json!(via));
-            out.insert("Marker".into(), json!(body));
-            out.insert("System".into(), json!({ "FallbackNotes": notes }));
-            Ok(Value::Object(out))
+            Ok(found(out, waited, marker_str, via, &body, notes))
         }
         WaitOutcome::TimedOut { waited, note } => {
             notes.extend(note);
             let secs = waited.as_secs_f64();
             if stage.on_timeout == OnTimeout::Fail {
-                return Err(StageFailure::new(
-                    FailureClass::Timeout,
-                    format!(
-                        "no done marker at {marker_str} after {secs:.1} s (on_timeout = \"fail\")"
-                    ),
-                ));
+                return Err(no_marker(&marker_str, secs));
             }
-            let forced = forced_copy(ctx, &up, &out_dir, &marker, secs).await?;
-            notes.push(format!(
-                "done marker not seen within {} s; copied the {} frames present (forced copy)",
-                stage.timeout_s, forced.count
-            ));
-            out.insert("DoneMarkerDetected".into(), false.into());
-            out.insert("DoneMarkerWaitSeconds".into(), json!(secs));
-            out.insert("DoneMarkerPath".into(), marker_str.into());
-            out.insert("ForcedCopyTriggered".into(), true.into());
-            out.insert("ForcedCopyDebugPath".into(), forced.debug_path.into());
-            out.insert("Marker".into(), Value::Null);
-            out.insert(
-                "ForcedCopy".into(),
-                json!({ "Directory": forced.directory, "Paths": forced.paths, "Count": forced.count }),
-            );
-            out.insert("System".into(), json!({ "FallbackNotes": notes }));
-            Ok(Value::Object(out))
+            let forced = forced_copy(ctx, &up, out_dir, &marker, secs).await?;
+            Ok(forced_output(
+                out,
+                secs,
+                marker_str,
+                forced,
+                stage.timeout_s,
+                notes,
+            ))
+        }
+    }
+}
+
+/// How a wait for a file over HTTP ended.
+#[derive(Debug)]
+pub enum ViewWaitOutcome {
+    Found {
+        body: Vec<u8>,
+        waited: Duration,
+        /// Requests that failed on the way (transport, timeout, 5xx), when any did.
+        note: Option<String>,
+    },
+    TimedOut {
+        waited: Duration,
+        note: Option<String>,
+    },
+    Cancelled,
+    /// An answer that polling again cannot change (a 4xx other than 404, a body over the
+    /// bound).
+    Failed(ComfyError),
+}
+
+/// Asks `/view` for `subfolder/filename` every `poll` until it is there (200), for at most
+/// `timeout`: a 404 is "not yet"; a request that fails (no answer, a timeout, a 5xx) is noted
+/// and the polling goes on; a cancel returns at once. At the deadline, one last look is given
+/// at most `poll` more.
+pub async fn wait_for_view(
+    client: &ComfyClient,
+    filename: &str,
+    subfolder: &str,
+    timeout: Duration,
+    poll: Duration,
+    cancel: &CancellationToken,
+) -> ViewWaitOutcome {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut failed = 0u32;
+    let mut first_failure: Option<String> = None;
+    let note = |failed: u32, first: &Option<String>| {
+        first.as_ref().map(|e| {
+            format!("{failed} `/view` requests for the marker failed and were polled past; the first: {e}")
+        })
+    };
+    let mut last = false;
+    loop {
+        let bound = if last {
+            tokio::time::Instant::now() + poll
+        } else {
+            deadline
+        };
+        let answer = tokio::select! {
+            r = client.view(filename, subfolder, MAX_MARKER_BYTES, cancel) => Some(r),
+            () = tokio::time::sleep_until(bound) => None,
+        };
+        match answer {
+            None => {
+                return ViewWaitOutcome::TimedOut {
+                    waited: started.elapsed(),
+                    note: note(failed, &first_failure),
+                };
+            }
+            Some(Ok(Some(body))) => {
+                return ViewWaitOutcome::Found {
+                    body,
+                    waited: started.elapsed(),
+                    note: note(failed, &first_failure),
+                };
+            }
+            Some(Ok(None)) => {}
+            Some(Err(ComfyError::Cancelled { .. })) => return ViewWaitOutcome::Cancelled,
+            Some(Err(e))
+                if e.is_unreachable()
+                    || matches!(e, ComfyError::Http { status, .. } if status >= 500) =>
+            {
+                failed += 1;
+                first_failure.get_or_insert_with(|| e.to_string());
+            }
+            Some(Err(e)) => return ViewWaitOutcome::Failed(e),
+        }
+        if last {
+            return ViewWaitOutcome::TimedOut {
+                waited: started.elapsed(),
+                note: note(failed, &first_failure),
+            };
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep_until(deadline) => last = true,
+            () = cancel.cancelled() => return ViewWaitOutcome::Cancelled,
+        }
+    }
+}
+
+/// The marker of a remote server, polled with `/view`.
+async fn over_http(
+    ctx: &StageContext,
+    stage: &AwaitMarkerStage,
+    up: Upstream,
+    remote: &Remote,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Value, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let marker_rel = format!("{}{}", up.prefix, stage.marker_suffix);
+    let subfolder = comfy_files::prefix_folder(&marker_rel);
+    let filename = Path::new(&marker_rel)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let client = remote.client()?;
+    let url = client.view_url(&filename, &subfolder).map_err(|e| {
+        invalid(format!(
+            "the done marker `{marker_rel}` cannot be asked for: {e}"
+        ))
+    })?;
+
+    let outcome = wait_for_view(&client, &filename, &subfolder, timeout, poll, &ctx.cancel).await;
+
+    let out: Map<String, Value> = up.passed_on();
+    let mut notes = vec![remote.note("the done marker was")];
+    match outcome {
+        ViewWaitOutcome::Cancelled => Err(StageFailure::new(
+            FailureClass::Timeout,
+            format!("cancelled while waiting for {url}"),
+        )),
+        ViewWaitOutcome::Failed(e) => Err(StageFailure::new(
+            e.class(),
+            format!("the done marker cannot be read: {e}"),
+        )),
+        ViewWaitOutcome::Found { body, waited, note } => {
+            notes.extend(note);
+            let body = parse_marker(&body)
+                .map_err(|e| invalid(format!("the done marker {url} is not valid: {e}")))?;
+            Ok(found(out, waited, url, Detection::Http, &body, notes))
+        }
+        ViewWaitOutcome::TimedOut { waited, note } => {
+            notes.extend(note);
+            let secs = waited.as_secs_f64();
+            if stage.on_timeout == OnTimeout::Fail {
+                return Err(no_marker(&url, secs));
+            }
+            let forced = forced_copy_over_http(ctx, &up, &client, &url, secs).await?;
+            Ok(forced_output(
+                out,
+                secs,
+                url,
+                forced,
+                stage.timeout_s,
+                notes,
+            ))
         }
     }
 }
@@ -354,12 +572,7 @@ async fn forced_copy(
         .parent()
         .unwrap_or(Path::new(""))
         .to_path_buf();
-    let pattern = format!("{}_*.png", globset::escape(&up.prefix));
-    let matcher = globset::GlobBuilder::new(&pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| io_fail(format!("bad frame glob {pattern}: {e}")))?
-        .compile_matcher();
+    let matcher = frame_matcher(&up.prefix)?;
     let (out2, folder2, dest2) = (out_dir.to_path_buf(), folder_rel.clone(), dest.clone());
     // File work stays off the runtime's threads.
     let copied = tokio::task::spawn_blocking(
@@ -393,9 +606,54 @@ async fn forced_copy(
     let (copied, listing, problems) = copied;
 
     let (history, queue) = server_state(ctx, up).await;
+    write_forced(
+        ctx,
+        up,
+        &dest,
+        &marker.display().to_string(),
+        waited_s,
+        listing,
+        copied,
+        problems,
+        history,
+        queue,
+    )
+}
+
+/// The frames a forced copy takes: `<prefix>_*.png`, `*` not crossing `/`.
+fn frame_matcher(prefix: &str) -> Result<globset::GlobMatcher, StageFailure> {
+    let pattern = format!("{}_*.png", globset::escape(prefix));
+    Ok(globset::GlobBuilder::new(&pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| {
+            StageFailure::new(
+                FailureClass::InvalidOutput,
+                format!("bad frame glob {pattern}: {e}"),
+            )
+        })?
+        .compile_matcher())
+}
+
+/// Writes a forced copy's debug dump and says what was copied.
+#[allow(clippy::too_many_arguments)]
+fn write_forced(
+    ctx: &StageContext,
+    up: &Upstream,
+    dest: &Path,
+    marker: &str,
+    waited_s: f64,
+    listing: Value,
+    copied: Vec<String>,
+    problems: Vec<String>,
+    history: Value,
+    queue: Value,
+) -> Result<Forced, StageFailure> {
+    let io_fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let inst = ctx.run_dir.join(&ctx.instance_dir);
     let debug = json!({
         "prefix": up.prefix,
-        "marker": marker.display().to_string(),
+        "marker": marker,
         "waited_seconds": waited_s,
         "prompt_id": up.prompt_id,
         "server": up.server,
@@ -414,13 +672,113 @@ async fn forced_copy(
     let run_dir = &ctx.run_dir;
     Ok(Forced {
         count: copied.len(),
-        directory: comfy_files::run_relative(run_dir, &dest),
+        directory: comfy_files::run_relative(run_dir, dest),
         paths: copied
             .iter()
             .map(|p| comfy_files::run_relative(run_dir, Path::new(p)))
             .collect(),
         debug_path: comfy_files::run_relative(run_dir, &debug_file),
     })
+}
+
+/// The forced copy of a remote server: the frames `/history` lists for the prompt (type
+/// `output`, in the prefix's folder, named `<prefix>_*.png`), downloaded with `/view`; the
+/// dump holds the history's file list where a local copy has the folder's listing.
+async fn forced_copy_over_http(
+    ctx: &StageContext,
+    up: &Upstream,
+    client: &ComfyClient,
+    marker_url: &str,
+    waited_s: f64,
+) -> Result<Forced, StageFailure> {
+    let io_fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let inst = ctx.run_dir.join(&ctx.instance_dir);
+    let dest = inst.join(format!("forced-copy-{}", ctx.attempt));
+    let folder = comfy_files::prefix_folder(&up.prefix);
+    let matcher = frame_matcher(&up.prefix)?;
+    let (history, queue) = server_state(ctx, up).await;
+
+    let mut problems: Vec<String> = Vec::new();
+    let listed: Vec<OutputFile> = match &up.prompt_id {
+        None => {
+            problems.push("no prompt_id upstream: /history cannot list the frames".into());
+            Vec::new()
+        }
+        Some(id) => match parse_history(&history, id) {
+            Ok(Some(entry)) => entry.files(),
+            Ok(None) => {
+                problems.push(match history.get("error") {
+                    Some(e) => format!("/history/{id} could not be read: {e}"),
+                    None => format!(
+                        "prompt {id} is not in /history of {}: no frames to copy",
+                        client.base_url()
+                    ),
+                });
+                Vec::new()
+            }
+            Err(e) => {
+                problems.push(format!("/history/{id}: {e}"));
+                Vec::new()
+            }
+        },
+    };
+    let mut fetch: Vec<comfy_files::Fetch> = Vec::new();
+    for f in &listed {
+        if !matcher.is_match(comfy_files::server_rel(&f.subfolder, &f.filename)) {
+            continue;
+        }
+        if let Err(e) = comfy_files::check_server_file(&f.filename, &f.subfolder, &f.kind, &folder)
+        {
+            problems.push(e);
+            continue;
+        }
+        if fetch.iter().any(|x| x.filename == f.filename) {
+            continue;
+        }
+        fetch.push(comfy_files::Fetch {
+            filename: f.filename.clone(),
+            subfolder: f.subfolder.clone(),
+            dest: dest.join(&f.filename),
+        });
+    }
+    let dest2 = dest.clone();
+    tokio::task::spawn_blocking(move || {
+        // A folder of an earlier try of this attempt number holds nothing to keep.
+        let _ = std::fs::remove_dir_all(&dest2);
+        std::fs::create_dir_all(&dest2).map_err(|e| format!("{}: {e}", dest2.display()))
+    })
+    .await
+    .map_err(|e| io_fail(format!("the forced copy failed: {e}")))?
+    .map_err(|e| io_fail(format!("the forced copy failed: {e}")))?;
+    let downloaded = comfy_files::download_into(client, &fetch, &ctx.cancel).await?;
+    let mut copied: Vec<String> = Vec::new();
+    for (f, r) in fetch.iter().zip(downloaded.results) {
+        match r {
+            Ok(()) => copied.push(f.dest.display().to_string()),
+            Err(e) => problems.push(e),
+        }
+    }
+    let dest2 = dest.clone();
+    let _ = tokio::task::spawn_blocking(move || comfy_files::sync_dir(&dest2)).await;
+
+    let listing = json!({
+        "source": "history",
+        // Downloads that got no answer and were asked for once more, with that error.
+        "retried": downloaded.retried,
+        "server": client.base_url(),
+        "prompt_id": up.prompt_id,
+        "folder": folder,
+        "entries": listed
+            .iter()
+            .map(|f| json!({
+                "name": f.filename, "subfolder": f.subfolder, "type": f.kind,
+                "node": f.node, "key": f.key,
+            }))
+            .collect::<Vec<_>>(),
+    });
+    write_forced(
+        ctx, up, &dest, marker_url, waited_s, listing, copied, problems, history, queue,
+    )
 }
 
 /// Every entry of the prefix's folder (not only frames), for the dump.

@@ -10,9 +10,20 @@
 //!   that a detected done marker lists (`Marker.Files` of `await-marker`) need no window:
 //!   `WriteDoneMarker` renames each frame into place whole before it writes the marker.
 //!   Empty files never count.
+//! - **A remote server** (a service without `output_dir`): there is no folder to list. The
+//!   candidates are the files a detected marker lists (`Marker.Files`, names in the prefix's
+//!   folder), else those the `queue` stage recorded from `/history` (upstream's `files`),
+//!   filtered by the same pattern. Both lists name finished files only (the marker is written
+//!   after its frames, `/history` after the prompt ended), so no stability window is waited.
+//!   Each must be of type `output`, a plain name (no `/`, `\`, `..`, not empty) in the
+//!   prefix's folder, or it is left out with a note; the rest are downloaded with `/view`
+//!   under their base names into the staging folder and flushed together, like local copies.
+//!   A download that gets no answer is sent once more; a file that is not there (404), is
+//!   empty or fails to download is left out with a note.
 //! - **Never out of the output folder**: the prefix and pattern must be relative without `..`;
 //!   no symbolic link is followed, neither a folder on the way nor a frame (a frame is opened
-//!   with `O_NOFOLLOW` and must still be the file that was listed).
+//!   with `O_NOFOLLOW` and must still be the file that was listed). A server's names are
+//!   never used as paths unchecked.
 //! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
 //!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
 //!   `short-frames` while the target has requeues left (the executor then runs `render` and
@@ -28,7 +39,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::comfy_files::{self, Listed, Upstream};
+use super::comfy_files::{self, Listed, Output, Remote, Upstream};
+use crate::clients::comfyui::messages::OutputFile;
 use crate::exec::{BoxFuture, StageContext, StageFailure};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
@@ -181,113 +193,26 @@ async fn attempt(
         .build()
         .map_err(|e| invalid(format!("pattern `{pattern}` is not a valid glob: {e}")))?
         .compile_matcher();
-    let out_dir = comfy_files::output_dir(ctx, &up)?;
-    let base = comfy_files::literal_base(&pattern);
-    let depth = if pattern.contains("**") {
-        MAX_DEPTH
-    } else {
-        pattern
-            .split('/')
-            .count()
-            .saturating_sub(1 + base.components().count())
-    };
+    let output = comfy_files::output(ctx, &up)?;
     let render_attempt = up.attempt.unwrap_or(ctx.attempt);
     record.insert("prefix".into(), up.prefix.clone().into());
     record.insert("pattern".into(), pattern.clone().into());
     record.insert("render_attempt".into(), render_attempt.into());
 
-    // The frames a detected marker lists are whole files already.
-    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
-    let folder_rel = Path::new(&up.prefix)
-        .parent()
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
-    let vouched: HashSet<String> = if marker_detected {
-        up.raw
-            .get("Marker")
-            .and_then(|m| m.get("Files"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        HashSet::new()
-    };
-
-    let window = Duration::try_from_secs_f64(stage.stability_s).unwrap_or(Duration::from_secs(1));
-    let cancel = ctx.cancel.clone();
-    let settled = settle(
-        || comfy_files::list(&out_dir, &base, &matcher, depth),
-        |d| {
-            let cancel = cancel.clone();
-            async move {
-                tokio::select! {
-                    () = tokio::time::sleep(d) => true,
-                    () = cancel.cancelled() => false,
-                }
-            }
-        },
-        window,
-        stage.stability_retries,
-        &vouched,
-    )
-    .await
-    .map_err(|e| {
-        if ctx.cancel.is_cancelled() {
-            StageFailure::new(FailureClass::Timeout, e)
-        } else {
-            invalid(e)
-        }
-    })?;
-
-    let mut notes: Vec<String> = Vec::new();
-    if !settled.skipped.is_empty() {
-        notes.push(format!(
-            "{} matching entries were not collected: {}",
-            settled.skipped.len(),
-            settled
-                .skipped
-                .iter()
-                .take(5)
-                .map(|(f, why)| format!("{f} ({why})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if !settled.unstable.is_empty() {
-        notes.push(format!(
-            "{} frames were still changing (or empty) after {} listings {} s apart and were not collected",
-            settled.unstable.len(),
-            settled.listings,
-            stage.stability_s
-        ));
-    }
-    record.insert("listings".into(), settled.listings.into());
-    record.insert("unstable".into(), json!(settled.unstable));
-    record.insert(
-        "skipped".into(),
-        json!(
-            settled
-                .skipped
-                .iter()
-                .map(|(f, w)| json!({"file": f, "why": w}))
-                .collect::<Vec<_>>()
-        ),
-    );
-
-    // Copy this attempt's frames into a staging folder.
+    // This attempt's frames go into a staging folder first.
     let inst = ctx.run_dir.join(&ctx.instance_dir);
     let staging = inst.join(format!(".attempt-{}", ctx.attempt));
-    let (out2, staging2, files) = (out_dir.clone(), staging.clone(), settled.stable.clone());
-    let copied = tokio::task::spawn_blocking(move || copy_all(&out2, &files, &staging2))
-        .await
-        .map_err(|e| invalid(format!("copying frames failed: {e}")))?
-        .map_err(invalid)?;
-    let (names, problems) = copied;
+    let (names, problems, mut notes) = match output {
+        Output::Local(out_dir) => {
+            collect_local(
+                ctx, stage, &up, &out_dir, &pattern, &matcher, &staging, record,
+            )
+            .await?
+        }
+        Output::Remote(remote) => {
+            collect_over_http(ctx, &up, &remote, &matcher, &staging, record).await?
+        }
+    };
     if !problems.is_empty() {
         notes.push(format!(
             "{} frames could not be copied: {}",
@@ -400,6 +325,255 @@ async fn attempt(
             }
         },
     }
+}
+
+/// What an attempt gathered into its staging folder: the names written, the files that could
+/// not be, and the fallback notes so far.
+type Gathered = (Vec<String>, Vec<String>, Vec<String>);
+
+/// The frames of a local output folder: listed, settled, copied.
+#[allow(clippy::too_many_arguments)]
+async fn collect_local(
+    ctx: &StageContext,
+    stage: &CollectFramesStage,
+    up: &Upstream,
+    out_dir: &Path,
+    pattern: &str,
+    matcher: &globset::GlobMatcher,
+    staging: &Path,
+    record: &mut Map<String, Value>,
+) -> Result<Gathered, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let base = comfy_files::literal_base(pattern);
+    let depth = if pattern.contains("**") {
+        MAX_DEPTH
+    } else {
+        pattern
+            .split('/')
+            .count()
+            .saturating_sub(1 + base.components().count())
+    };
+
+    // The frames a detected marker lists are whole files already.
+    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
+    let folder_rel = Path::new(&up.prefix)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let vouched: HashSet<String> = if marker_detected {
+        up.raw
+            .get("Marker")
+            .and_then(|m| m.get("Files"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        HashSet::new()
+    };
+
+    let window = Duration::try_from_secs_f64(stage.stability_s).unwrap_or(Duration::from_secs(1));
+    let cancel = ctx.cancel.clone();
+    let settled = settle(
+        || comfy_files::list(out_dir, &base, matcher, depth),
+        |d| {
+            let cancel = cancel.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => true,
+                    () = cancel.cancelled() => false,
+                }
+            }
+        },
+        window,
+        stage.stability_retries,
+        &vouched,
+    )
+    .await
+    .map_err(|e| {
+        if ctx.cancel.is_cancelled() {
+            StageFailure::new(FailureClass::Timeout, e)
+        } else {
+            invalid(e)
+        }
+    })?;
+
+    let mut notes: Vec<String> = Vec::new();
+    if !settled.skipped.is_empty() {
+        notes.push(format!(
+            "{} matching entries were not collected: {}",
+            settled.skipped.len(),
+            settled
+                .skipped
+                .iter()
+                .take(5)
+                .map(|(f, why)| format!("{f} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !settled.unstable.is_empty() {
+        notes.push(format!(
+            "{} frames were still changing (or empty) after {} listings {} s apart and were not collected",
+            settled.unstable.len(),
+            settled.listings,
+            stage.stability_s
+        ));
+    }
+    record.insert("listings".into(), settled.listings.into());
+    record.insert("unstable".into(), json!(settled.unstable));
+    record.insert(
+        "skipped".into(),
+        json!(
+            settled
+                .skipped
+                .iter()
+                .map(|(f, w)| json!({"file": f, "why": w}))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    let (out2, staging2, files) = (out_dir.to_path_buf(), staging.to_path_buf(), settled.stable);
+    let (names, problems) = tokio::task::spawn_blocking(move || copy_all(&out2, &files, &staging2))
+        .await
+        .map_err(|e| invalid(format!("copying frames failed: {e}")))?
+        .map_err(invalid)?;
+    Ok((names, problems, notes))
+}
+
+/// The frames of a remote server, downloaded with `/view`: those a detected marker lists
+/// (`Marker.Files`), else those `/history` listed for the prompt (upstream's `files`), that
+/// the pattern matches. Both lists name finished files only, so no stability window is waited.
+async fn collect_over_http(
+    ctx: &StageContext,
+    up: &Upstream,
+    remote: &Remote,
+    matcher: &globset::GlobMatcher,
+    staging: &Path,
+    record: &mut Map<String, Value>,
+) -> Result<Gathered, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let folder = comfy_files::prefix_folder(&up.prefix);
+    let mut notes = vec![remote.note("frames were")];
+    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
+    let marker_files: Option<Vec<String>> = marker_detected
+        .then(|| up.raw.get("Marker")?.get("Files")?.as_array().cloned())
+        .flatten()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        });
+    // (file name, subfolder, type), as the server gave them.
+    let (source, listed): (&str, Vec<(String, String, String)>) = match marker_files {
+        Some(names) => (
+            "marker",
+            names
+                .into_iter()
+                .map(|n| (n, folder.clone(), "output".to_owned()))
+                .collect(),
+        ),
+        None => match up.raw.get("files") {
+            Some(v) => match serde_json::from_value::<Vec<OutputFile>>(v.clone()) {
+                Ok(files) => (
+                    "history",
+                    files
+                        .into_iter()
+                        .map(|f| (f.filename, f.subfolder, f.kind))
+                        .collect(),
+                ),
+                Err(e) => {
+                    notes.push(format!("the upstream `files` list is not readable: {e}"));
+                    ("history", Vec::new())
+                }
+            },
+            None => {
+                notes.push(
+                    "no file list upstream (no detected marker's `Files`, no `files` from the queue stage): nothing to download"
+                        .into(),
+                );
+                ("none", Vec::new())
+            }
+        },
+    };
+    record.insert("source".into(), source.into());
+    record.insert("listed".into(), listed.len().into());
+
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut fetch: Vec<comfy_files::Fetch> = Vec::new();
+    for (filename, subfolder, kind) in &listed {
+        let rel = comfy_files::server_rel(subfolder, filename);
+        if !matcher.is_match(&rel) {
+            continue;
+        }
+        if let Err(why) = comfy_files::check_server_file(filename, subfolder, kind, &folder) {
+            skipped.push((rel, why));
+            continue;
+        }
+        if fetch.iter().any(|f| &f.filename == filename) {
+            continue;
+        }
+        fetch.push(comfy_files::Fetch {
+            filename: filename.clone(),
+            subfolder: subfolder.clone(),
+            dest: staging.join(filename),
+        });
+    }
+    fetch.sort_by(|a, b| a.filename.cmp(&b.filename));
+    if !skipped.is_empty() {
+        notes.push(format!(
+            "{} matching entries were not collected: {}",
+            skipped.len(),
+            skipped
+                .iter()
+                .take(5)
+                .map(|(f, why)| format!("{f} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    record.insert(
+        "skipped".into(),
+        json!(
+            skipped
+                .iter()
+                .map(|(f, w)| json!({"file": f, "why": w}))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    let staging2 = staging.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&staging2);
+        std::fs::create_dir_all(&staging2).map_err(|e| format!("{}: {e}", staging2.display()))
+    })
+    .await
+    .map_err(|e| invalid(format!("downloading frames failed: {e}")))?
+    .map_err(invalid)?;
+    let client = remote.client()?;
+    let downloaded = comfy_files::download_into(&client, &fetch, &ctx.cancel).await?;
+    if let Some(first) = downloaded.retried.first() {
+        notes.push(format!(
+            "{} downloads got no answer and were asked for once more; the first: {first}",
+            downloaded.retried.len()
+        ));
+    }
+    record.insert("retried".into(), json!(downloaded.retried));
+    let mut names = Vec::with_capacity(fetch.len());
+    let mut problems = Vec::new();
+    for (f, r) in fetch.into_iter().zip(downloaded.results) {
+        match r {
+            Ok(()) => names.push(f.filename),
+            Err(e) => problems.push(e),
+        }
+    }
+    let staging2 = staging.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || comfy_files::sync_dir(&staging2)).await;
+    Ok((names, problems, notes))
 }
 
 /// Copies `files` into `dest` (created anew). Returns the names written, in order, and the

@@ -1,5 +1,6 @@
 //! What `await-marker` and `collect-frames` share: the contract they read from upstream
-//! outputs, where the ComfyUI output folder is, and file access that never leaves it.
+//! outputs, where the ComfyUI output folder is (this machine, or a remote server read over
+//! HTTP), and file access that never leaves it.
 //!
 //! # The upstream contract
 //!
@@ -14,29 +15,44 @@
 //! | `prompt_id` | string | ComfyUI's prompt id |
 //! | `attempt` | integer | the `queue` attempt that rendered it (`Frames.BestAttempt`); without it, the prefix's `a<N>` folder |
 //! | `output_dir` | string | the output folder, when the queue stage knows a better one than the service's |
+//! | `files` | array | the files `/history` listed for the prompt (`OutputFile`: `filename`, `subfolder`, `type`, ...): a remote server's frames when no marker lists them |
 //!
 //! `await-marker` passes these keys on in its own output, so `collect-frames` after it finds
 //! them too. Without `service`, the spec's only `comfyui` service is used.
+//!
+//! # Where the output folder is
+//!
+//! [`output`]: upstream's `output_dir`, else the service's, is a folder on this machine
+//! ([`Output::Local`]), read without following a symbolic link. A service without
+//! `output_dir` is a server on another host ([`Output::Remote`]): its files are fetched with
+//! `GET /view?filename=&subfolder=&type=output` from upstream's `server` (else the service's
+//! first URL), never through a shared disk. Only names the server or a marker gave are
+//! fetched, and only after [`check_server_file`]: a plain name of type `output` in the
+//! prefix's folder; they are written under plain base names into folders of the run.
 
 use std::fs::File;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
+use crate::clients::comfyui::{ComfyClient, ComfyError, check_view_name, check_view_subfolder};
 use crate::exec::{StageContext, StageFailure};
 use crate::spec::model::{ComfyUiService, FailureClass, Service};
 
 /// The upstream keys `await-marker` passes on to `collect-frames`.
-pub const PASSED_ON: [&str; 6] = [
+pub const PASSED_ON: [&str; 7] = [
     "prefix",
     "service",
     "server",
     "prompt_id",
     "attempt",
     "output_dir",
+    "files",
 ];
 
 /// What the stages read from upstream.
@@ -170,27 +186,231 @@ pub fn service<'a>(
     }
 }
 
-/// The ComfyUI output folder for this item, resolved against the spec's folder and then to its
-/// real path (so that containment checks compare real paths).
-pub fn output_dir(ctx: &StageContext, up: &Upstream) -> Result<PathBuf, StageFailure> {
+/// Where the ComfyUI output folder of this item is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// On this machine: the folder, resolved against the spec's folder and then to its real
+    /// path (so that containment checks compare real paths).
+    Local(PathBuf),
+    /// On the server's host only: read over HTTP with `/view`.
+    Remote(Remote),
+}
+
+/// A server whose output folder is read over HTTP (`/view`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The server that rendered the item: upstream's `server`, else the service's first URL.
+    pub server: String,
+    /// The spec's name of the `comfyui` service.
+    pub service: String,
+    /// The service's `timeout_s`: the bound on each request.
+    pub timeout: Duration,
+}
+
+impl Remote {
+    /// The process-wide client of the server.
+    pub fn client(&self) -> Result<Arc<ComfyClient>, StageFailure> {
+        ComfyClient::shared(&self.server, self.timeout)
+            .map_err(|e| StageFailure::new(e.class(), e.to_string()))
+    }
+
+    /// The fallback note that says why files came over HTTP.
+    pub fn note(&self, what: &str) -> String {
+        format!(
+            "{what} read over HTTP (`/view` of {}) because service `{}` has no `output_dir`",
+            self.server, self.service
+        )
+    }
+}
+
+/// The ComfyUI output folder for this item: upstream's `output_dir`, else the service's; a
+/// service without one is a remote server, read over HTTP.
+pub fn output(ctx: &StageContext, up: &Upstream) -> Result<Output, StageFailure> {
     let fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
     let configured = match &up.output_dir {
         Some(d) => d.clone(),
         None => {
             let (name, svc) = service(ctx, up)?;
-            svc.output_dir.clone().ok_or_else(|| {
-                fail(format!(
-                    "service `{name}` has no `output_dir` (a remote server): markers and frames are read from a local output folder; reading them over HTTP (`/view`) is not built yet"
-                ))
-            })?
+            match &svc.output_dir {
+                Some(d) => d.clone(),
+                None => {
+                    let server = up
+                        .server
+                        .clone()
+                        .or_else(|| svc.urls.first().cloned())
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "service `{name}` has no `output_dir` and no URL, and the upstream output names no `server`: the frames cannot be read"
+                            ))
+                        })?;
+                    return Ok(Output::Remote(Remote {
+                        server,
+                        service: name.to_owned(),
+                        timeout: Duration::try_from_secs_f64(svc.timeout_s)
+                            .unwrap_or(Duration::from_secs(30)),
+                    }));
+                }
+            }
         }
     };
     let path = ctx.spec.resolve_path(&configured);
-    std::fs::canonicalize(&path).map_err(|e| {
-        fail(format!(
-            "the ComfyUI output folder {} cannot be opened: {e}",
-            path.display()
-        ))
+    std::fs::canonicalize(&path)
+        .map(Output::Local)
+        .map_err(|e| {
+            fail(format!(
+                "the ComfyUI output folder {} cannot be opened: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// The folder part of a prefix (`cinepipe/r/s/a1` of `cinepipe/r/s/a1/frame`), `""` for none,
+/// with `/` separators: the `subfolder` ComfyUI reports for the files it wrote with it.
+pub fn prefix_folder(prefix: &str) -> String {
+    Path::new(prefix)
+        .parent()
+        .map(|p| {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => n.to_str(),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .unwrap_or_default()
+}
+
+/// Checks a file that the server names (in `/history` or a marker's `Files`) before it is
+/// fetched: of type `output`, a plain name, in the prefix's folder. Returns why not.
+pub fn check_server_file(
+    filename: &str,
+    subfolder: &str,
+    kind: &str,
+    folder: &str,
+) -> Result<(), String> {
+    if kind != "output" {
+        return Err(format!("{filename}: of type `{kind}`, not `output`"));
+    }
+    check_view_name(filename).map_err(|e| format!("refused: {e}"))?;
+    if !subfolder.is_empty() {
+        check_relative("subfolder", subfolder).map_err(|e| format!("{filename}: {e}"))?;
+    }
+    check_view_subfolder(subfolder).map_err(|e| format!("{filename}: {e}"))?;
+    if Path::new(subfolder) != Path::new(folder) {
+        return Err(format!(
+            "{subfolder}/{filename}: not in the prefix's folder `{folder}`"
+        ));
+    }
+    Ok(())
+}
+
+/// The relative path of a server's file, as a glob sees it (`subfolder/filename`).
+pub fn server_rel(subfolder: &str, filename: &str) -> String {
+    if subfolder.is_empty() {
+        filename.to_owned()
+    } else {
+        format!("{subfolder}/{filename}")
+    }
+}
+
+/// Largest frame fetched over HTTP (a 4K PNG is some tens of MB).
+pub const MAX_FRAME_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A file to fetch with `/view` into `dest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub filename: String,
+    pub subfolder: String,
+    pub dest: PathBuf,
+}
+
+/// What [`download_into`] did.
+#[derive(Debug, Default)]
+pub struct Downloaded {
+    /// One per file, in order.
+    pub results: Vec<Result<(), String>>,
+    /// The files whose first request got no answer (a transport error or the client's
+    /// timeout) and that were asked for once more, with that first error.
+    pub retried: Vec<String>,
+}
+
+/// Downloads each file into its destination inside a folder of ours (created anew by the
+/// caller), one after the other, and flushes them as [`copy_into_staging`] flushes copies:
+/// writeback is started as each is written, each is fsync'd after the last. A request that
+/// gets no answer (a reset or closed connection, the client's timeout on a loaded server) is
+/// sent once more: a GET of a finished file is idempotent, and the stage's own bound still
+/// holds. A file that is not there (404), is empty or fails is
+/// removed and reported; a cancel stops the whole batch (`Err`).
+pub async fn download_into(
+    client: &ComfyClient,
+    files: &[Fetch],
+    cancel: &CancellationToken,
+) -> Result<Downloaded, StageFailure> {
+    let mut open: Vec<Result<File, String>> = Vec::with_capacity(files.len());
+    let mut retried = Vec::new();
+    for f in files {
+        let fetch =
+            || client.view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel);
+        let mut got = fetch().await;
+        if let Err(e) = &got
+            && e.is_unreachable()
+        {
+            retried.push(format!("{}: {e}", server_rel(&f.subfolder, &f.filename)));
+            got = fetch().await;
+        }
+        open.push(match got {
+            Ok(Some((_, 0))) => {
+                let _ = std::fs::remove_file(&f.dest);
+                Err(format!("{}: empty", server_rel(&f.subfolder, &f.filename)))
+            }
+            Ok(Some((out, _))) => {
+                start_writeback(&out);
+                Ok(out)
+            }
+            Ok(None) => Err(format!(
+                "{}: not on the server (HTTP 404)",
+                server_rel(&f.subfolder, &f.filename)
+            )),
+            Err(ComfyError::Cancelled { .. }) => {
+                return Err(StageFailure::new(
+                    FailureClass::Timeout,
+                    format!(
+                        "cancelled while downloading {}",
+                        server_rel(&f.subfolder, &f.filename)
+                    ),
+                ));
+            }
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    let files2: Vec<PathBuf> = files.iter().map(|f| f.dest.clone()).collect();
+    // The fsyncs stay off the runtime's threads.
+    let synced = tokio::task::spawn_blocking(move || {
+        open.into_iter()
+            .zip(files2)
+            .map(|(got, dest)| {
+                let synced = got.and_then(|out| {
+                    out.sync_data()
+                        .map_err(|e| format!("{}: {e}", dest.display()))
+                });
+                if synced.is_err() {
+                    let _ = std::fs::remove_file(&dest);
+                }
+                synced
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| {
+        StageFailure::new(
+            FailureClass::InvalidOutput,
+            format!("flushing downloads failed: {e}"),
+        )
+    })?;
+    Ok(Downloaded {
+        results: synced,
+        retried,
     })
 }
 
@@ -467,6 +687,50 @@ mod tests {
         ] {
             let e = check_relative("prefix", bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn prefix_folders_are_the_subfolders_comfyui_reports() {
+        assert_eq!(prefix_folder("cinepipe/r/s/a1/frame"), "cinepipe/r/s/a1");
+        assert_eq!(prefix_folder("./a/frame"), "a");
+        assert_eq!(prefix_folder("frame"), "");
+        assert_eq!(server_rel("", "f.png"), "f.png");
+        assert_eq!(server_rel("a/b", "f.png"), "a/b/f.png");
+    }
+
+    #[test]
+    fn files_a_server_names_are_checked_before_they_are_fetched() {
+        let folder = "cinepipe/r/s/a1";
+        assert_eq!(
+            check_server_file("frame_00001_.png", folder, "output", folder),
+            Ok(())
+        );
+        assert_eq!(check_server_file("f.png", "", "output", ""), Ok(()));
+        for (name, sub, kind, why) in [
+            ("../x.png", folder, "output", "not a plain file name"),
+            ("a/b.png", folder, "output", "not a plain file name"),
+            ("a\\b.png", folder, "output", "not a plain file name"),
+            ("..", folder, "output", "`..`"),
+            ("", folder, "output", "empty"),
+            ("frame_00001_.png", folder, "temp", "of type `temp`"),
+            (
+                "frame_00001_.png",
+                "cinepipe/r/s/a2",
+                "output",
+                "not in the prefix's folder",
+            ),
+            ("frame_00001_.png", "cinepipe/r/s/a1/..", "output", "`..`"),
+            ("frame_00001_.png", "/etc", "output", "absolute"),
+            (
+                "frame_00001_.png",
+                "",
+                "output",
+                "not in the prefix's folder",
+            ),
+        ] {
+            let e = check_server_file(name, sub, kind, folder).expect_err(name);
+            assert!(e.contains(why), "{name:?} in {sub:?}: {e}");
         }
     }
 

@@ -10,6 +10,9 @@ mod follow;
 pub mod messages;
 pub mod object_info;
 
-pub use client::{CancelAction, ComfyClient, MAX_BODY_BYTES, Queued, WsStream};
+pub use client::{
+    CancelAction, ComfyClient, MAX_BODY_BYTES, Queued, WsStream, check_view_name,
+    check_view_subfolder,
+};
 pub use error::ComfyError;
 pub use follow::{FollowOptions, PromptRun};

@@ -106,7 +106,9 @@ pub struct ComfyUiService {
     #[schemars(length(min = 1), example = vec!["http://127.0.0.1:8188"])]
     pub urls: Vec<String>,
     /// The server's output folder, when it is on this machine. Without it (a remote server),
-    /// markers and frames are fetched over HTTP (`/view`), never through a shared disk.
+    /// markers and frames are fetched over HTTP (`GET /view?filename=&subfolder=&type=output`
+    /// from the server that ran the prompt), never through a shared disk: `await-marker` polls
+    /// the marker, and `collect-frames` downloads the frames the marker or `/history` lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_dir: Option<String>,
     /// Workflows queued on each server at the same time (ComfyUI runs one at a time).

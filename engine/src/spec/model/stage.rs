@@ -221,11 +221,13 @@ stage_kind! {
         #[serde(default = "default_marker_timeout")]
         #[schemars(extend("exclusiveMinimum" = 0))]
         timeout_s: f64,
-        /// What a timeout does: `forced-copy` copies the frames that exist and records it;
-        /// `fail` fails the attempt.
+        /// What a timeout does: `forced-copy` copies the frames that exist and records it (for
+        /// a remote server, the frames `/history` lists, downloaded over HTTP); `fail` fails
+        /// the attempt.
         #[serde(default)]
         on_timeout: OnTimeout,
-        /// Seconds between polls when file-system events are unavailable.
+        /// Seconds between polls when file-system events are unavailable, and between `/view`
+        /// requests for the marker of a remote server (a service without `output_dir`).
         #[serde(default = "default_marker_poll")]
         #[schemars(extend("exclusiveMinimum" = 0))]
         poll_interval_s: f64,
@@ -239,7 +241,9 @@ stage_kind! {
     /// `kind = "collect-frames"`: copy a scene's finished frames and enforce the frame floor.
     CollectFramesStage {
         /// Glob of the scene's frames, relative to the ComfyUI output folder. Default: the
-        /// attempt's filename prefix followed by `_*.png`.
+        /// attempt's filename prefix followed by `_*.png`. For a remote server it filters the
+        /// files the done marker or `/history` lists (only those in the prefix's folder are
+        /// downloaded).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(example = "{{prefix}}_*.png")]
         pattern: Option<String>,
@@ -250,7 +254,9 @@ stage_kind! {
         /// `{ requeue = "STAGE" }` to queue it again within that stage's retry budget.
         #[serde(default)]
         on_short: OnShort,
-        /// Seconds a frame's size and mtime must stay unchanged before it is copied.
+        /// Seconds a frame's size and mtime must stay unchanged before it is copied. Frames a
+        /// detected done marker lists, and those of a remote server (listed by the marker or
+        /// `/history`, finished files only), are not waited for.
         #[serde(default = "default_stability")]
         #[schemars(range(min = 0.0))]
         stability_s: f64,
