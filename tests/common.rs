@@ -34,3 +34,25 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A runtime for tests that drive stages and clients directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs a future with a hard bound: a test never hangs.
+pub fn bounded<T>(
+    rt: &tokio::runtime::Runtime,
+    secs: u64,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), f)
+            .await
+            .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
+    })
+}
