@@ -850,16 +850,24 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         }
     };
     let base = server.trim_end_matches('/');
+    // The dump is for a person reading it later: a cancel (Ctrl-C) ends it at once, and says so.
     let get = |url: String| {
         let client = client.clone();
+        let cancel = ctx.cancel.clone();
         async move {
-            match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                    Ok(v) => v,
-                    Err(e) => json!({ "url": url, "error": format!("not JSON: {e}") }),
-                },
-                Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
-                Err(e) => json!({ "url": url, "error": e.to_string() }),
+            let fetch = async {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => v,
+                        Err(e) => json!({ "url": url, "error": format!("not JSON: {e}") }),
+                    },
+                    Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
+                    Err(e) => json!({ "url": url, "error": e.to_string() }),
+                }
+            };
+            tokio::select! {
+                v = fetch => v,
+                () = cancel.cancelled() => json!({ "url": url, "error": "not asked: the run was cancelled" }),
             }
         }
     };
