@@ -24,6 +24,10 @@
 //! frames copied and flushed), so figures move with the disk: the bench flushes dirty pages
 //! before it starts, and runs back to back on a busy disk give higher figures.
 //!
+//! `REMOTE=1` leaves the service's `output_dir` out, as for a ComfyUI on another host: the
+//! marker is polled and the frames downloaded over `/view` (the figures then include those
+//! round trips, and the marker wait is bounded below by `poll_interval_s`, 0.05 s here).
+//!
 //! Run with `cargo bench --bench comfyui_scene` (`SCENES=N` to change the count).
 
 use std::collections::HashMap;
@@ -124,6 +128,7 @@ fn row(what: &str, ns: &[i128]) {
 }
 
 fn main() {
+    let remote = std::env::var("REMOTE").is_ok_and(|v| v == "1");
     let scenes: usize = std::env::var("SCENES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -191,7 +196,7 @@ model = "unused"
 [services.comfy]
 kind = "comfyui"
 urls = ["{url}"]
-output_dir = "{out}"
+{output_dir}
 
 [stages.story]
 kind = "llm"
@@ -217,6 +222,7 @@ max_wait_s = 60
 kind = "await-marker"
 needs = ["render"]
 timeout_s = 10
+poll_interval_s = 0.05
 
 [stages.frames]
 kind = "collect-frames"
@@ -225,7 +231,11 @@ min_frames = 25
 "#,
             root = root().display(),
             runs = tmp.path().join("runs").display(),
-            out = out.display(),
+            output_dir = if remote {
+                String::new()
+            } else {
+                format!("output_dir = \"{}\"", out.display())
+            },
         ),
     )
     .expect("write the spec");
@@ -333,7 +343,14 @@ min_frames = 25
             p.1.push(d);
         }
     }
-    println!("{scenes} scenes on a real ComfyUI (CPU, 25-frame model-free workflow, --jobs 1):");
+    println!(
+        "{scenes} scenes on a real ComfyUI (CPU, 25-frame model-free workflow, --jobs 1){}:",
+        if remote {
+            "; remote: marker and frames over /view"
+        } else {
+            ""
+        }
+    );
     println!("ComfyUI finishing a prompt (its `executing null`) → the engine:");
     report_all(&[
         ("has the message", &to_msg),

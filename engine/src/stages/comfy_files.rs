@@ -36,6 +36,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -335,8 +336,30 @@ pub struct Downloaded {
     pub retried: Vec<String>,
 }
 
+/// One download, sent once more when the first request got no answer; the retry's note.
+async fn fetch_once_more(
+    client: &ComfyClient,
+    f: &Fetch,
+    cancel: &CancellationToken,
+) -> (Result<Option<(File, u64)>, ComfyError>, Option<String>) {
+    let fetch = || client.view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel);
+    let got = fetch().await;
+    match &got {
+        Err(e) if e.is_unreachable() => {
+            let note = format!("{}: {e}", server_rel(&f.subfolder, &f.filename));
+            (fetch().await, Some(note))
+        }
+        _ => (got, None),
+    }
+}
+
+/// Downloads in flight at once. A remote server is usually a network round trip away, which
+/// a one-at-a-time loop would pay once per frame; four at once keep a CPU ComfyUI (one Python
+/// process) busy without queueing much on it.
+const DOWNLOADS_IN_FLIGHT: usize = 4;
+
 /// Downloads each file into its destination inside a folder of ours (created anew by the
-/// caller), one after the other, and flushes them as [`copy_into_staging`] flushes copies:
+/// caller), a few at a time, and flushes them as [`copy_into_staging`] flushes copies:
 /// writeback is started as each is written, each is fsync'd after the last. A request that
 /// gets no answer (a reset or closed connection, the client's timeout on a loaded server) is
 /// sent once more: a GET of a finished file is idempotent, and the stage's own bound still
@@ -347,18 +370,20 @@ pub async fn download_into(
     files: &[Fetch],
     cancel: &CancellationToken,
 ) -> Result<Downloaded, StageFailure> {
+    // The futures are made first: a stream that maps with a closure over borrowed items is
+    // not `Send` for the stages' boxed futures.
+    let pending: Vec<_> = files
+        .iter()
+        .map(|f| fetch_once_more(client, f, cancel))
+        .collect();
+    let fetched: Vec<_> = futures_util::stream::iter(pending)
+        .buffered(DOWNLOADS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut open: Vec<Result<File, String>> = Vec::with_capacity(files.len());
     let mut retried = Vec::new();
-    for f in files {
-        let fetch =
-            || client.view_to_file(&f.filename, &f.subfolder, &f.dest, MAX_FRAME_BYTES, cancel);
-        let mut got = fetch().await;
-        if let Err(e) = &got
-            && e.is_unreachable()
-        {
-            retried.push(format!("{}: {e}", server_rel(&f.subfolder, &f.filename)));
-            got = fetch().await;
-        }
+    for (f, (got, again)) in files.iter().zip(fetched) {
+        retried.extend(again);
         open.push(match got {
             Ok(Some((_, 0))) => {
                 let _ = std::fs::remove_file(&f.dest);
@@ -373,6 +398,8 @@ pub async fn download_into(
                 server_rel(&f.subfolder, &f.filename)
             )),
             Err(ComfyError::Cancelled { .. }) => {
+                // The other downloads of the batch stopped too; what they left is the caller's
+                // staging folder, which a cancelled attempt does not promote.
                 return Err(StageFailure::new(
                     FailureClass::Timeout,
                     format!(
