@@ -164,4 +164,32 @@ fn main() {
         ms(p95),
         ms(max)
     );
+
+    // In process: rendering the plan (what `cinepipe plan` prints), into memory.
+    let checked = cinepipe::spec::load(&spec_path, Some("ci")).expect("generated spec is valid");
+    let plan = cinepipe::plan::Plan::new(checked);
+    for (label, json) in [("text", false), ("json", true)] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..iterations {
+            let mut out = Vec::new();
+            let start = Instant::now();
+            let r = if json {
+                plan.write_json(&mut out)
+            } else {
+                plan.write_text(&mut out)
+            };
+            times.push(start.elapsed());
+            r.expect("rendered");
+            bytes = out.len();
+        }
+        let (p50, p95, max) = stats(times);
+        println!(
+            "in process, render the plan as {label} ({} KiB):  p50 {}  p95 {}  max {}",
+            bytes / 1024,
+            ms(p50),
+            ms(p95),
+            ms(max)
+        );
+    }
 }
