@@ -137,6 +137,12 @@ pub async fn run(
         names.clear();
     }
     let services = Services::ensure(&checked, &names, &opts, interrupt.token()).await?;
+    if registry
+        .get(crate::spec::model::StageKind::PatchWorkflow)
+        .is_some()
+    {
+        prefetch_object_info(&checked, &names);
+    }
     let dir = session.dir.path.clone();
     let session_no = session.replay.as_ref().map_or(0, |r| r.sessions) + 1;
     let notes = services.notes().to_vec();
@@ -163,6 +169,38 @@ pub async fn run(
     };
     services.shutdown().await;
     Ok(report)
+}
+
+/// Starts fetching `/object_info` of each ComfyUI server the run uses while the first stages
+/// (the story) run: the `patch-workflow` stage checks every graph against it, and the first
+/// fetch (a few MB, 100 ms or more) would otherwise fall on the first scene. The fetch fills
+/// the process-wide client that the stages share; a stage that needs it before it has arrived
+/// waits for this fetch rather than starting another, and a server that does not answer is
+/// left to the stage to report.
+fn prefetch_object_info(spec: &crate::spec::CheckedSpec, used: &[String]) {
+    use crate::spec::model::{Service, Stage};
+    let checks = spec
+        .spec
+        .stages
+        .values()
+        .any(|s| matches!(s, Stage::PatchWorkflow(p) if p.check_object_info));
+    if !checks {
+        return;
+    }
+    for name in used {
+        let Some(Service::Comfyui(svc)) = spec.spec.services.get(name) else {
+            continue;
+        };
+        let timeout = std::time::Duration::try_from_secs_f64(svc.timeout_s)
+            .unwrap_or(std::time::Duration::from_secs(30));
+        for url in &svc.urls {
+            if let Ok(client) = crate::clients::comfyui::ComfyClient::shared(url, timeout) {
+                tokio::spawn(async move {
+                    let _ = client.object_info().await;
+                });
+            }
+        }
+    }
 }
 
 /// The JSON pointer of the first place two resolved specs differ, for the error message.
