@@ -133,6 +133,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
+    assert!(
+        scenes >= 2,
+        "SCENES must be at least 2: the first scene is reported on its own"
+    );
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("comfy-out");
     let clock_log = tmp.path().join("clock.jsonl");
