@@ -838,17 +838,7 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         let why = json!({ "error": "no ComfyUI server known for this item" });
         return (why.clone(), why);
     };
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let why = json!({ "error": e.to_string() });
-            return (why.clone(), why);
-        }
-    };
+    let client = crate::clients::side_http();
     let base = server.trim_end_matches('/');
     // The dump is for a person reading it later: a cancel (Ctrl-C) ends it at once, and says so.
     let get = |url: String| {

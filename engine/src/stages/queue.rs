@@ -296,7 +296,7 @@ async fn attempt(
         }
     }
 
-    let http = gpu_http();
+    let http = crate::clients::side_http();
     let before = crate::clients::gpu::snapshot(&http, Some(client.base_url()), stage.gpu).await;
     let run = client
         .run_prompt(&graph, &follow_options(stage), &ctx.cancel)
@@ -344,18 +344,4 @@ async fn attempt(
     put(out, "fallback_notes", json!(notes));
     run.result.as_ref().map_err(fail)?;
     Ok(())
-}
-
-/// One HTTP client for GPU readings (`/system_stats`), shared by every attempt.
-fn gpu_http() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .timeout(std::time::Duration::from_secs(5))
-                .build()
-                .unwrap_or_default()
-        })
-        .clone()
 }
