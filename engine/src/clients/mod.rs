@@ -5,18 +5,18 @@ pub mod comfyui;
 pub mod gpu;
 pub mod openai;
 
-/// One HTTP client, shared by the process, for short side requests (GPU readings from
-/// `/system_stats`, a forced copy's `/history` and `/queue` dump): no proxy, 5 s per request.
-/// Building a client loads the TLS roots, so it is built once.
-pub fn side_http() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+/// The process's one HTTP client: building one loads the TLS roots (milliseconds), and a
+/// shared one keeps its connections alive between requests. It has no proxy (the servers are
+/// the user's own, often on loopback) and no timeout of its own: each request sets its bound.
+pub fn http() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
             reqwest::Client::builder()
                 .no_proxy()
-                .timeout(std::time::Duration::from_secs(5))
                 .build()
-                .unwrap_or_default()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))
         })
         .clone()
 }

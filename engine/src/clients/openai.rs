@@ -134,7 +134,7 @@ impl OpenAiClient {
             ),
             None => None,
         };
-        let http = shared_http().map_err(|message| LlmError::Transport {
+        let http = super::http().map_err(|message| LlmError::Transport {
             url: service.base_url.clone(),
             message,
         })?;
@@ -272,21 +272,6 @@ impl OpenAiClient {
         }
         Ok(buf)
     }
-}
-
-/// One HTTP client for the process: building one loads the TLS roots (milliseconds), and a
-/// shared one keeps its connections alive between attempts. Timeouts are set per request.
-fn shared_http() -> Result<reqwest::Client, String> {
-    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
-        std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("cannot build an HTTP client: {e}"))
-        })
-        .clone()
 }
 
 fn transport(url: &str, timeout: Duration, e: &reqwest::Error) -> LlmError {

@@ -838,7 +838,13 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         let why = json!({ "error": "no ComfyUI server known for this item" });
         return (why.clone(), why);
     };
-    let client = crate::clients::side_http();
+    let client = match crate::clients::http() {
+        Ok(c) => c,
+        Err(e) => {
+            let why = json!({ "error": e });
+            return (why.clone(), why);
+        }
+    };
     let base = server.trim_end_matches('/');
     // The dump is for a person reading it later: a cancel (Ctrl-C) ends it at once, and says so.
     let get = |url: String| {
@@ -846,7 +852,12 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         let cancel = ctx.cancel.clone();
         async move {
             let fetch = async {
-                match client.get(&url).send().await {
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => match r.json::<Value>().await {
                         Ok(v) => v,
                         Err(e) => json!({ "url": url, "error": format!("not JSON: {e}") }),

@@ -414,19 +414,7 @@ pub async fn download_into(
     let files2: Vec<PathBuf> = files.iter().map(|f| f.dest.clone()).collect();
     // The fsyncs stay off the runtime's threads.
     let synced = tokio::task::spawn_blocking(move || {
-        open.into_iter()
-            .zip(files2)
-            .map(|(got, dest)| {
-                let synced = got.and_then(|out| {
-                    out.sync_data()
-                        .map_err(|e| format!("{}: {e}", dest.display()))
-                });
-                if synced.is_err() {
-                    let _ = std::fs::remove_file(&dest);
-                }
-                synced
-            })
-            .collect::<Vec<_>>()
+        flush_written(open, files2.iter().map(PathBuf::as_path))
     })
     .await
     .map_err(|e| {
@@ -640,12 +628,22 @@ pub fn copy_into_staging(root: &Path, files: &[(&Listed, PathBuf)]) -> Vec<Resul
         }
         open.push(copied);
     }
-    open.into_iter()
-        .zip(files)
-        .map(|(copied, (file, dest))| {
-            let synced = copied.and_then(|out| {
+    flush_written(open, files.iter().map(|(_, dest)| dest.as_path()))
+}
+
+/// The second half of a batch write: fsyncs each file written (whose writeback was started as
+/// it was written), in order, removing any that fails. Returns one result per file.
+fn flush_written<'a>(
+    written: Vec<Result<File, String>>,
+    dests: impl Iterator<Item = &'a Path>,
+) -> Vec<Result<(), String>> {
+    written
+        .into_iter()
+        .zip(dests)
+        .map(|(got, dest)| {
+            let synced = got.and_then(|out| {
                 out.sync_data()
-                    .map_err(|e| format!("copy {} to {}: {e}", file.rel, dest.display()))
+                    .map_err(|e| format!("flush {}: {e}", dest.display()))
             });
             if synced.is_err() {
                 let _ = std::fs::remove_file(dest);

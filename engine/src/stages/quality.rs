@@ -606,12 +606,10 @@ async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Re
         return Err(format!("`{service}` is not an `openai` service"));
     };
     let url = format!("{}/embeddings", s.base_url.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::try_from_secs_f64(s.timeout_s).unwrap_or_default())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = crate::clients::http()?;
     let mut req = client
         .post(&url)
+        .timeout(std::time::Duration::try_from_secs_f64(s.timeout_s).unwrap_or_default())
         .json(&json!({ "model": s.model, "input": [a, b] }));
     if let Some(var) = &s.api_key_env
         && let Ok(key) = std::env::var(var)

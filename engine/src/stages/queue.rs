@@ -296,7 +296,7 @@ async fn attempt(
         }
     }
 
-    let http = crate::clients::side_http();
+    let http = crate::clients::http().unwrap_or_default();
     let before = crate::clients::gpu::snapshot(&http, Some(client.base_url()), stage.gpu).await;
     let run = client
         .run_prompt(&graph, &follow_options(stage), &ctx.cancel)

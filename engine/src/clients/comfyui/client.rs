@@ -132,14 +132,10 @@ pub struct ComfyClient {
 impl ComfyClient {
     pub fn new(base_url: &str, timeout: Duration) -> Result<ComfyClient, ComfyError> {
         let base = base_url.trim_end_matches('/').to_owned();
-        let http =
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| ComfyError::Transport {
-                    url: base.clone(),
-                    message: format!("cannot build an HTTP client: {e}"),
-                })?;
+        let http = crate::clients::http().map_err(|message| ComfyError::Transport {
+            url: base.clone(),
+            message,
+        })?;
         Ok(ComfyClient {
             http,
             base,
