@@ -75,29 +75,70 @@ fn scenes(out: &LlmOutcome) -> Vec<String> {
         .collect()
 }
 
+/// `llamacpp:tokens_predicted_total` from the server's Prometheus metrics.
+fn predicted_total(base: &str) -> f64 {
+    let url = format!("{}/metrics", base.trim_end_matches("/v1"));
+    let (code, text) = harness::http("GET", &url, None).expect("metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tokens_predicted_total in:\n{text}"))
+}
+
+/// What the server guarantees of any answer on any CPU: a story that parses into the story
+/// type with the scenes asked for, finished by the model (`stop`, not `length`), with as many
+/// completion tokens as the server itself counted for the request.
+fn assert_a_whole_story(out: &LlmOutcome, predicted: f64, how: &str) {
+    let story: cinepipe::story::Story = serde_json::from_value(out.output.clone())
+        .unwrap_or_else(|e| panic!("{how}: not a story ({e}): {}", out.output));
+    assert_eq!(story.scenes.len(), 2, "{how}: {}", out.output);
+    assert!(!out.cache_hit, "{how}");
+    assert_eq!(out.service, "llm", "{how}");
+    assert_eq!(out.answer.finish_reason.as_deref(), Some("stop"), "{how}");
+    let tokens = out.answer.completion_tokens.unwrap_or(0);
+    assert!(tokens >= 20, "{how}: {tokens} tokens");
+    assert_eq!(
+        tokens as f64, predicted,
+        "{how}: usage vs the server's own count"
+    );
+    assert!(out.tokens_per_second.is_some_and(|t| t > 0.0), "{how}");
+    assert_eq!(out.template_version.as_deref(), Some("1.1.0"), "{how}");
+    assert_eq!(out.providers[0].health, "reachable", "{how}");
+}
+
 #[test]
 fn a_real_model_writes_a_story_that_validates_streamed_or_not() {
-    // A server of its own with one slot: llama.cpp batches concurrent requests of other tests
-    // together, which changes the arithmetic enough to change a greedy answer.
-    let Some(server) = harness::own_llm(&["--parallel", "1"]) else {
+    // A server of its own, so that nothing else runs on it: one slot (llama.cpp batches
+    // concurrent requests together, which changes the arithmetic) and no prompt cache. With the
+    // cache (llama.cpp's default), the second of two equal requests reuses the first one's KV
+    // cache and evaluates only the prompt's last token, in a batch of one instead of the whole
+    // prompt's; llama.cpp documents (`cache_prompt` in its server README) that logits are not
+    // bit-for-bit identical across batch sizes, and on some CPUs that flips a greedy token: two
+    // identical non-streamed requests gave two different stories (issue 12). `--metrics` for
+    // the server's own token count.
+    let Some(server) = harness::own_llm(&["--parallel", "1", "--no-cache-prompt", "--metrics"])
+    else {
         return;
     };
     let cache = tempfile::tempdir().expect("tmp");
     let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
 
+    let before = predicted_total(&server.url);
     let plain = attempt(&stage(json!({})), &svcs, cache.path(), true).expect("a story");
-    assert_eq!(scenes(&plain).len(), 2, "{}", plain.output);
-    assert!(!plain.cache_hit);
-    assert_eq!(plain.service, "llm");
-    assert_eq!(plain.answer.finish_reason.as_deref(), Some("stop"));
-    assert!(plain.answer.completion_tokens.unwrap_or(0) >= 20);
-    assert!(plain.tokens_per_second.is_some_and(|t| t > 0.0));
-    assert_eq!(plain.template_version.as_deref(), Some("1.1.0"));
-    assert_eq!(plain.providers[0].health, "reachable");
+    let after_plain = predicted_total(&server.url);
+    assert_a_whole_story(&plain, after_plain - before, "plain");
 
     let streamed = attempt(&stage(json!({ "stream": true })), &svcs, cache.path(), true)
         .expect("a streamed story");
-    // Temperature 0 and a fixed seed: the same tokens, whichever way they travel.
+    assert_a_whole_story(
+        &streamed,
+        predicted_total(&server.url) - after_plain,
+        "streamed",
+    );
+
+    // Temperature 0, a fixed seed and every prompt evaluated the same way: the same tokens,
+    // whichever way they travel.
     assert_eq!(streamed.output, plain.output);
     assert_eq!(
         streamed.answer.completion_tokens,
@@ -250,17 +291,6 @@ fn a_narrow_token_range_is_the_token_range_class() {
     .expect_err("too many tokens");
     assert_eq!(err.class, FailureClass::TokenRange, "{}", err.message);
     assert!(err.message.contains("outside 1..=2"), "{}", err.message);
-}
-
-/// `llamacpp:tokens_predicted_total` from the server's Prometheus metrics.
-fn predicted_total(base: &str) -> f64 {
-    let url = format!("{}/metrics", base.trim_end_matches("/v1"));
-    let (code, text) = harness::http("GET", &url, None).expect("metrics");
-    assert_eq!(code, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix("llamacpp:tokens_predicted_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no tokens_predicted_total in:\n{text}"))
 }
 
 #[test]
