@@ -2,23 +2,16 @@
 //! outputs, where the ComfyUI output folder is (this machine, or a remote server read over
 //! HTTP), and file access that never leaves it.
 //!
-//! # The upstream contract
+//! # What they read upstream
 //!
-//! Both stages read the nearest upstream output (`StageContext::inputs`, in `needs` order) that
-//! is a JSON object with a string `prefix`. The `queue` stage's output is expected to carry:
-//!
-//! | key | type | meaning |
-//! | --- | --- | --- |
-//! | `prefix` | string, **required** | the attempt's `filename_prefix`, relative to the ComfyUI output folder (`cinepipe/<run-id>/<scene-id>/a<attempt>/frame`); frames are `<prefix>_00001_.png`…, the marker `<prefix>.done` |
-//! | `service` | string | the spec's name of the `comfyui` service that ran it |
-//! | `server` | string | the URL of the server of the pool that ran it (for `/history` in a forced copy's dump) |
-//! | `prompt_id` | string | ComfyUI's prompt id |
-//! | `attempt` | integer | the `queue` attempt that rendered it (`Frames.BestAttempt`); without it, the prefix's `a<N>` folder |
-//! | `output_dir` | string | the output folder, when the queue stage knows a better one than the service's |
-//! | `files` | array | the files `/history` listed for the prompt (`OutputFile`: `filename`, `subfolder`, `type`, ...): a remote server's frames when no marker lists them |
-//!
-//! `await-marker` passes these keys on in its own output, so `collect-frames` after it finds
-//! them too. Without `service`, the spec's only `comfyui` service is used.
+//! Both stages read the nearest needed stage (`StageContext::inputs`, in `needs` order) of kind
+//! `queue` or `await-marker`, as its kind's output type ([`crate::stages::output`]): the
+//! [`RenderRef`] every such output carries (the prefix, the service and server that ran it,
+//! the prompt id, the `queue` attempt, an output folder, the files `/history` listed), and
+//! for an `await-marker` upstream its whole [`MarkerOutput`] (the files a detected marker
+//! lists). An upstream output that is not its kind's type fails the attempt (`invalid-output`).
+//! `await-marker` passes the render on in its own output, so `collect-frames` after it finds
+//! it too. Without a `service`, the spec's only `comfyui` service is used.
 //!
 //! # Where the output folder is
 //!
@@ -38,80 +31,66 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::output::{MarkerOutput, RenderRef};
 use crate::clients::comfyui::{ComfyClient, ComfyError, check_view_name, check_view_subfolder};
 use crate::exec::{StageContext, StageFailure};
-use crate::spec::model::{ComfyUiService, FailureClass, Service};
+use crate::spec::model::{ComfyUiService, FailureClass, Service, Stage as SpecStage, StageKind};
 
-/// The upstream keys `await-marker` passes on to `collect-frames`.
-pub const PASSED_ON: [&str; 7] = [
-    "prefix",
-    "service",
-    "server",
-    "prompt_id",
-    "attempt",
-    "output_dir",
-    "files",
-];
-
-/// What the stages read from upstream.
+/// What the stages read from upstream: the nearest needed `queue` or `await-marker` stage's
+/// render, and the marker stage's whole output when that is the one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
-    pub prefix: String,
-    pub service: Option<String>,
-    pub server: Option<String>,
-    pub prompt_id: Option<String>,
+    /// The render as upstream wrote it (passed on as it came).
+    pub render: RenderRef,
+    /// The `queue` attempt that rendered it: upstream's `attempt`, else the prefix's `a<N>`.
     pub attempt: Option<u32>,
-    pub output_dir: Option<String>,
-    /// The whole object it came from (the marker stage's fields, for `collect-frames`).
-    pub raw: Map<String, Value>,
+    /// The `await-marker` output it came from, when it did.
+    pub marker: Option<MarkerOutput>,
 }
 
 impl Upstream {
-    /// The nearest upstream output with a `prefix`.
-    pub fn find(inputs: &[(String, std::sync::Arc<Value>)]) -> Result<Upstream, StageFailure> {
-        for (_, v) in inputs {
-            let Some(obj) = v.as_object() else { continue };
-            let Some(prefix) = obj.get("prefix").and_then(Value::as_str) else {
-                continue;
+    /// The nearest needed stage (in `needs` order) that carries a render: a `queue` or an
+    /// `await-marker` stage, whose output is read as its kind's type.
+    pub fn find(ctx: &StageContext) -> Result<Upstream, StageFailure> {
+        let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+        for (name, value) in &ctx.inputs {
+            let kind = ctx.spec.spec.stages.get(name).map(SpecStage::kind);
+            let not_kind = |e: serde_json::Error| {
+                invalid(format!(
+                    "the output of `{name}` is not a {} output: {e}",
+                    kind.map_or("known", |k| k.as_str())
+                ))
             };
-            let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+            let (render, marker) = match kind {
+                Some(StageKind::Queue) => (
+                    serde_json::from_value::<RenderRef>(value.as_ref().clone())
+                        .map_err(not_kind)?,
+                    None,
+                ),
+                Some(StageKind::AwaitMarker) => {
+                    let marker = serde_json::from_value::<MarkerOutput>(value.as_ref().clone())
+                        .map_err(not_kind)?;
+                    (marker.render.clone(), Some(marker))
+                }
+                _ => continue,
+            };
             return Ok(Upstream {
-                prefix: prefix.to_owned(),
-                service: s("service"),
-                server: s("server"),
-                prompt_id: s("prompt_id"),
-                attempt: obj
-                    .get("attempt")
-                    .and_then(Value::as_u64)
-                    .and_then(|a| u32::try_from(a).ok())
-                    .or_else(|| attempt_in_prefix(prefix)),
-                output_dir: s("output_dir"),
-                raw: obj.clone(),
+                attempt: render.attempt.or_else(|| attempt_in_prefix(&render.prefix)),
+                render,
+                marker,
             });
         }
-        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-        Err(StageFailure::new(
-            FailureClass::InvalidOutput,
-            format!(
-                "no upstream output has a `prefix` (needs: {}); await-marker and collect-frames follow a `queue` stage",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            ),
-        ))
-    }
-
-    /// The keys to pass on, as they came.
-    pub fn passed_on(&self) -> Map<String, Value> {
-        PASSED_ON
-            .iter()
-            .filter_map(|k| self.raw.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-            .collect()
+        let names: Vec<&str> = ctx.inputs.iter().map(|(n, _)| n.as_str()).collect();
+        Err(invalid(format!(
+            "no upstream output has a `prefix` (needs: {}); await-marker and collect-frames follow a `queue` stage",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )))
     }
 }
 
@@ -169,7 +148,7 @@ pub fn service<'a>(
             _ => None,
         })
         .collect();
-    match &up.service {
+    match &up.render.service {
         Some(want) => comfy
             .iter()
             .find(|(n, _)| n == want)
@@ -228,7 +207,7 @@ impl Remote {
 /// service without one is a remote server, read over HTTP.
 pub fn output(ctx: &StageContext, up: &Upstream) -> Result<Output, StageFailure> {
     let fail = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
-    let configured = match &up.output_dir {
+    let configured = match &up.render.output_dir {
         Some(d) => d.clone(),
         None => {
             let (name, svc) = service(ctx, up)?;
@@ -236,6 +215,7 @@ pub fn output(ctx: &StageContext, up: &Upstream) -> Result<Output, StageFailure>
                 Some(d) => d.clone(),
                 None => {
                     let server = up
+                        .render
                         .server
                         .clone()
                         .or_else(|| svc.urls.first().cloned())
