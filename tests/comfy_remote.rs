@@ -537,10 +537,18 @@ fn remote_collect_frames_without_a_marker_takes_the_history_list_and_refuses_odd
 
     // A marker's `Files` with a path in it is refused the same way (the upstream is not
     // trusted to have checked it): only the plain name is fetched.
+    // The whole output of an `await-marker` stage, as collect-frames reads it.
     let mut marked = render.clone();
     marked["DoneMarkerDetected"] = json!(true);
-    marked["Marker"] =
-        json!({"FrameCount": 3, "Files": ["frame_00001_.png", "../x.png", "a/b.png"]});
+    marked["DoneMarkerWaitSeconds"] = json!(0.1);
+    marked["DoneMarkerPath"] = json!("x.done");
+    marked["ForcedCopyTriggered"] = json!(false);
+    marked["ForcedCopyDebugPath"] = json!(null);
+    marked["System"] = json!({"FallbackNotes": []});
+    marked["Marker"] = json!({
+        "Timestamp": "2025-01-02T03:04:05Z", "FrameCount": 3,
+        "Files": ["frame_00001_.png", "../x.png", "a/b.png"],
+    });
     let r = bounded(
         &rt,
         60,

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cinepipe::exec::{
-    BoxFuture, Event, EventKind, ExecOptions, Interrupt, Observer, Registry, RunOutcome,
-    RunRequest, Stage, StageContext, StageFailure,
+    Attempt, BoxFuture, Event, EventKind, ExecOptions, Interrupt, Observer, Registry, RunOutcome,
+    RunRequest, Stage, StageContext,
 };
 use cinepipe::spec::model::StageKind;
 use serde_json::{Value, json};
@@ -76,13 +76,13 @@ impl Drop for Server {
 struct FixedStory(usize);
 
 impl Stage for FixedStory {
-    fn run<'a>(&'a self, _ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+    fn attempt<'a>(&'a self, _ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
         let scenes: Vec<Value> = (0..self.0)
             .map(|i| json!({"id": format!("scene-{i}"), "prompt": format!("a square, take {i}"), "mood": "calm"}))
             .collect();
-        Box::pin(
-            async move { Ok(json!({"title": "bench", "story_version": "1.0", "scenes": scenes})) },
-        )
+        Box::pin(Attempt::unrecorded(async move {
+            Ok(json!({"title": "bench", "story_version": "1.0", "scenes": scenes}))
+        }))
     }
 }
 

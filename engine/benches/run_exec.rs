@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cinepipe::exec::{
-    BoxFuture, ExecOptions, Executor, Interrupt, Journal, RunDir, RunOutcome, Session, Stage,
-    StageContext, StageFailure, journal,
+    Attempt, BoxFuture, ExecOptions, Executor, Interrupt, Journal, RunDir, RunOutcome, Session,
+    Stage, StageContext, journal,
 };
 use cinepipe::spec::model::StageKind;
 use serde_json::{Value, json};
@@ -24,8 +24,8 @@ const ITEMS: usize = 10_000;
 struct NoOp;
 
 impl Stage for NoOp {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
-        Box::pin(async move {
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
+        Box::pin(Attempt::unrecorded(async move {
             if ctx.instance.stage == "story" {
                 let scenes: Vec<Value> = (0..ITEMS)
                     .map(|i| json!({"id": format!("scene-{i}"), "prompt": "p", "mood": "m"}))
@@ -33,7 +33,7 @@ impl Stage for NoOp {
                 return Ok(json!({"title": "t", "story_version": "1", "scenes": scenes}));
             }
             Ok(Value::Null)
-        })
+        }))
     }
 }
 

@@ -22,5 +22,7 @@ pub mod stages;
 pub mod story;
 pub mod telemetry;
 pub mod toml_fmt;
-pub mod verify;
 pub mod workflow;
+
+/// Kept at the crate root for callers of `cinepipe::verify`; it lives with the telemetry.
+pub use telemetry::verify;

@@ -108,6 +108,47 @@ pub fn item_properties(schema: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The schemas of the stage kinds' outputs (`stages/<stage>[/<item>]/output.json`) and attempt
+/// records (`attempt-<n>.json`): (file name, schema). The `llm` stage's output is the story,
+/// whose schema is the stage's `output_schema`.
+pub fn stage_schemas() -> Vec<(&'static str, Value)> {
+    use crate::stages::output as o;
+    vec![
+        ("llm-attempt.schema.json", generate::<o::LlmRecord>()),
+        (
+            "patch-workflow-output.schema.json",
+            generate::<o::PatchOutput>(),
+        ),
+        ("queue-output.schema.json", generate::<o::QueueOutput>()),
+        ("queue-attempt.schema.json", generate::<o::QueueRecord>()),
+        (
+            "await-marker-output.schema.json",
+            generate::<o::MarkerOutput>(),
+        ),
+        (
+            "await-marker-attempt.schema.json",
+            generate::<o::MarkerRecord>(),
+        ),
+        (
+            "collect-frames-output.schema.json",
+            generate::<o::FramesOutput>(),
+        ),
+        (
+            "collect-frames-attempt.schema.json",
+            generate::<o::FramesRecord>(),
+        ),
+        ("quality-output.schema.json", generate::<o::QualityOutput>()),
+        (
+            "quality-attempt.schema.json",
+            generate::<o::QualityRecord>(),
+        ),
+        (
+            "validate-output.schema.json",
+            generate::<o::ValidateOutput>(),
+        ),
+    ]
+}
+
 /// Every schema file cinepipe generates: (file name, content as written to disk).
 pub fn files() -> Vec<(&'static str, String)> {
     [
@@ -117,6 +158,7 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("run-events.schema.json", run_events_schema()),
     ]
     .into_iter()
+    .chain(stage_schemas())
     .map(|(name, v)| {
         let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
         text.push('\n');

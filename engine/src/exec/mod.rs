@@ -28,6 +28,6 @@ pub use scheduler::{
 };
 pub use signals::Interrupt;
 pub use stage::{
-    BoxFuture, DEFAULT_ATTEMPT_BOUND, Registry, Stage, StageContext, StageFailure,
+    Attempt, BoxFuture, DEFAULT_ATTEMPT_BOUND, Registry, Stage, StageContext, StageFailure,
     default_attempt_bound,
 };

@@ -21,19 +21,103 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The implementation of one stage kind (`llm`, `queue`, …). One value serves every stage of
 /// its kind and every attempt; what differs is in the [`StageContext`].
 ///
-/// An attempt returns its output (JSON; `null` for none) or a [`StageFailure`] whose class the
-/// stage's retry policy judges. The executor bounds the attempt ([`Stage::attempt_bound`]) and
-/// cancels `ctx.cancel` on Ctrl-C; an implementation should return soon after it is cancelled
-/// (it has [`super::ExecOptions::cancel_grace`] before it is dropped), undoing what it started
-/// on a server (ComfyUI `/interrupt`).
+/// An attempt ([`Stage::attempt`]) returns its output (JSON; `null` for none) or a
+/// [`StageFailure`] whose class the stage's retry policy judges, and the record of the attempt
+/// that [`Stage::run`] writes as `attempt-<n>.json`. The executor bounds the attempt
+/// ([`Stage::attempt_bound`]) and cancels `ctx.cancel` on Ctrl-C; an implementation should
+/// return soon after it is cancelled (it has [`super::ExecOptions::cancel_grace`] before it is
+/// dropped), undoing what it started on a server (ComfyUI `/interrupt`).
 pub trait Stage: Send + Sync {
     /// Runs one attempt of one instance.
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>>;
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt>;
 
     /// The bound on one attempt of `stage`. The default is [`default_attempt_bound`].
     fn attempt_bound(&self, stage: &SpecStage) -> Duration {
         default_attempt_bound(stage)
     }
+
+    /// Runs one attempt and writes its record beside the instance's output: what the executor
+    /// calls, so that every kind's record is written the same way. Not meant to be overridden.
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+        Box::pin(async move {
+            let attempt = self.attempt(ctx).await;
+            if let Some(record) = &attempt.record {
+                write_attempt_record(ctx, record)?;
+            }
+            attempt.result
+        })
+    }
+}
+
+/// What one attempt gives back: its output or why it failed, and its record.
+#[derive(Debug)]
+pub struct Attempt {
+    pub result: Result<Value, StageFailure>,
+    /// The attempt's record, written as `attempt-<n>.json` in the instance folder whether the
+    /// attempt succeeded or not; `None` writes none.
+    pub record: Option<Vec<u8>>,
+}
+
+impl Attempt {
+    /// An attempt that leaves `record`. A record that cannot be serialised fails the attempt,
+    /// since the run's telemetry is built from it.
+    pub fn recorded(
+        result: Result<Value, StageFailure>,
+        record: &impl serde::Serialize,
+    ) -> Attempt {
+        match serde_json::to_vec_pretty(record) {
+            Ok(bytes) => Attempt {
+                result,
+                record: Some(bytes),
+            },
+            Err(e) => Attempt {
+                result: Err(StageFailure::new(
+                    FailureClass::InvalidOutput,
+                    format!("cannot serialise the attempt record: {e}"),
+                )),
+                record: None,
+            },
+        }
+    }
+
+    /// The attempt of a future that gives an output or a failure and leaves no record.
+    pub async fn unrecorded(attempt: impl Future<Output = Result<Value, StageFailure>>) -> Attempt {
+        attempt.await.into()
+    }
+
+    /// An output serialised from its type.
+    pub fn output(output: &impl serde::Serialize) -> Result<Value, StageFailure> {
+        serde_json::to_value(output).map_err(|e| {
+            StageFailure::new(
+                FailureClass::InvalidOutput,
+                format!("cannot serialise the output: {e}"),
+            )
+        })
+    }
+}
+
+impl From<Result<Value, StageFailure>> for Attempt {
+    fn from(result: Result<Value, StageFailure>) -> Attempt {
+        Attempt {
+            result,
+            record: None,
+        }
+    }
+}
+
+/// Writes `attempt-<n>.json` into the instance folder, atomically; a record that cannot be
+/// written fails the attempt, since the run's telemetry is built from it.
+fn write_attempt_record(ctx: &StageContext, record: &[u8]) -> Result<(), StageFailure> {
+    let dir = ctx.run_dir.join(&ctx.instance_dir);
+    let path = dir.join(format!("attempt-{}.json", ctx.attempt));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| crate::fsutil::write_atomic(&path, record))
+        .map_err(|e| {
+            StageFailure::new(
+                FailureClass::InvalidOutput,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })
 }
 
 /// Why an attempt failed. `class` decides whether the retry policy retries it; a `short-frames`

@@ -15,7 +15,7 @@ use super::journal::{self, Journal};
 use super::rundir::RunDir;
 use super::scheduler::{ExecOptions, Executor, InstanceState, Observer, RunReport, Session};
 use super::signals::Interrupt;
-use super::stage::{BoxFuture, Registry, Stage, StageContext, StageFailure};
+use super::stage::{Attempt, BoxFuture, Registry, Stage, StageContext, StageFailure};
 use super::{RunRequest, run};
 use crate::plan::Plan;
 use crate::spec::model::{FailureClass, StageKind};
@@ -84,8 +84,8 @@ impl Script {
 }
 
 impl Stage for Script {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
-        Box::pin(async move {
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
+        Box::pin(Attempt::unrecorded(async move {
             let (wait, result) = match self.behave.get(&ctx.instance.stage) {
                 Some(f) => f(ctx),
                 None => (
@@ -110,7 +110,7 @@ impl Stage for Script {
                 return Err(StageFailure::new(FailureClass::Interrupted, "cancelled"));
             }
             result
-        })
+        }))
     }
 }
 
@@ -759,14 +759,14 @@ async fn an_interrupt_cancels_running_work_and_records_it() {
 async fn a_stage_that_ignores_its_cancel_is_dropped_after_the_grace() {
     struct Deaf;
     impl Stage for Deaf {
-        fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
-            Box::pin(async move {
+        fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
+            Box::pin(Attempt::unrecorded(async move {
                 if ctx.instance.stage == "story" {
                     return Ok(scenes(1));
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(Value::Null)
-            })
+            }))
         }
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -37,11 +37,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-
 use super::comfy_files::{self, Listed, Output, Remote, Upstream};
-use crate::clients::comfyui::messages::OutputFile;
-use crate::exec::{BoxFuture, StageContext, StageFailure};
+use super::output::{
+    FramesAttempt, FramesOutput, FramesRecord, MarkerOutput, SkippedFile, StageSystem,
+};
+use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
 use crate::telemetry::Frames;
@@ -139,31 +139,33 @@ pub fn frame_glob(pattern: Option<&str>, prefix: &str) -> String {
 pub struct CollectFrames;
 
 impl crate::exec::Stage for CollectFrames {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let Some(SpecStage::CollectFrames(stage)) = ctx.stage() else {
-                return Err(StageFailure::new(
+                return Attempt::from(Err(StageFailure::new(
                     FailureClass::InvalidOutput,
                     "the collect-frames stage was handed a stage of another kind",
-                ));
+                )));
             };
-            let mut record = Map::new();
-            let result = attempt(ctx, stage, &mut record).await;
-            record.insert("attempt".into(), ctx.attempt.into());
-            match &result {
-                Ok(_) => {
-                    record.insert("outcome".into(), "succeeded".into());
-                }
-                Err(f) => {
-                    record.insert("outcome".into(), "failed".into());
-                    record.insert("failure_class".into(), json!(f.class));
-                    record.insert("error".into(), f.message.clone().into());
-                }
-            }
-            super::write_attempt_record(ctx, &record)?;
-            result
+            let mut seen = FramesAttempt::default();
+            let result = attempt(ctx, stage, &mut seen)
+                .await
+                .and_then(|out| Attempt::output(&out));
+            let record = FramesRecord::new(ctx.attempt, &result, seen);
+            Attempt::recorded(result, &record)
         })
     }
+}
+
+/// Files left out, with why, as the attempt record lists them.
+fn skipped_files(skipped: &[(String, String)]) -> Vec<SkippedFile> {
+    skipped
+        .iter()
+        .map(|(file, why)| SkippedFile {
+            file: file.clone(),
+            why: why.clone(),
+        })
+        .collect()
 }
 
 /// What `frames.json` says about the frames in `frames/`.
@@ -181,12 +183,12 @@ struct Kept {
 async fn attempt(
     ctx: &StageContext,
     stage: &CollectFramesStage,
-    record: &mut Map<String, Value>,
-) -> Result<Value, StageFailure> {
+    record: &mut FramesAttempt,
+) -> Result<FramesOutput, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
-    let up = Upstream::find(&ctx.inputs)?;
-    comfy_files::check_relative("prefix", &up.prefix).map_err(invalid)?;
-    let pattern = frame_glob(stage.pattern.as_deref(), &up.prefix);
+    let up = Upstream::find(ctx)?;
+    comfy_files::check_relative("prefix", &up.render.prefix).map_err(invalid)?;
+    let pattern = frame_glob(stage.pattern.as_deref(), &up.render.prefix);
     comfy_files::check_relative("pattern", &pattern).map_err(invalid)?;
     let matcher = globset::GlobBuilder::new(&pattern)
         .literal_separator(true)
@@ -195,9 +197,9 @@ async fn attempt(
         .compile_matcher();
     let output = comfy_files::output(ctx, &up)?;
     let render_attempt = up.attempt.unwrap_or(ctx.attempt);
-    record.insert("prefix".into(), up.prefix.clone().into());
-    record.insert("pattern".into(), pattern.clone().into());
-    record.insert("render_attempt".into(), render_attempt.into());
+    record.prefix = Some(up.render.prefix.clone());
+    record.pattern = Some(pattern.clone());
+    record.render_attempt = Some(render_attempt);
 
     // This attempt's frames go into a staging folder first.
     let inst = ctx.run_dir.join(&ctx.instance_dir);
@@ -226,7 +228,7 @@ async fn attempt(
         ));
     }
     let count = u32::try_from(names.len()).unwrap_or(u32::MAX);
-    record.insert("frame_count".into(), count.into());
+    record.frame_count = Some(count);
     let short = count < stage.min_frames;
 
     // Keep the best attempt in `frames/`.
@@ -239,7 +241,7 @@ async fn attempt(
     let this = Kept {
         attempt: ctx.attempt,
         render_attempt,
-        prefix: up.prefix.clone(),
+        prefix: up.render.prefix.clone(),
         files: names,
     };
     let promote = !short
@@ -275,21 +277,22 @@ async fn attempt(
             best_attempt: (!k.files.is_empty()).then_some(k.render_attempt),
         }
     };
-    let finish = |k: &Kept, short: bool, notes: Vec<String>| {
-        let mut out = up.passed_on();
-        out.insert("Frames".into(), json!(frames(k, short)));
-        out.insert("FramesCollectedThisAttempt".into(), count.into());
-        out.insert("System".into(), json!({ "FallbackNotes": notes }));
-        Value::Object(out)
+    let finish = |k: &Kept, short: bool, notes: Vec<String>| FramesOutput {
+        render: up.render.clone(),
+        frames: frames(k, short),
+        frames_collected_this_attempt: count,
+        system: StageSystem {
+            fallback_notes: notes,
+        },
     };
-    record.insert("notes".into(), json!(notes));
+    record.notes = Some(notes.clone());
 
     if !short {
         return Ok(finish(&kept, false, notes));
     }
     let what = format!(
         "{count} of {} frames for `{}` (pattern `{pattern}`)",
-        stage.min_frames, up.prefix
+        stage.min_frames, up.render.prefix
     );
     match &stage.on_short {
         OnShort::Accept => {
@@ -341,7 +344,7 @@ async fn collect_local(
     pattern: &str,
     matcher: &globset::GlobMatcher,
     staging: &Path,
-    record: &mut Map<String, Value>,
+    record: &mut FramesAttempt,
 ) -> Result<Gathered, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
     let base = comfy_files::literal_base(pattern);
@@ -355,26 +358,18 @@ async fn collect_local(
     };
 
     // The frames a detected marker lists are whole files already.
-    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
-    let folder_rel = Path::new(&up.prefix)
+    let folder_rel = Path::new(&up.render.prefix)
         .parent()
         .unwrap_or(Path::new(""))
         .to_path_buf();
-    let vouched: HashSet<String> = if marker_detected {
-        up.raw
-            .get("Marker")
-            .and_then(|m| m.get("Files"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    } else {
-        HashSet::new()
-    };
+    let vouched: HashSet<String> = up
+        .marker
+        .as_ref()
+        .and_then(MarkerOutput::listed_frames)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
+        .collect();
 
     let window = Duration::try_from_secs_f64(stage.stability_s).unwrap_or(Duration::from_secs(1));
     let cancel = ctx.cancel.clone();
@@ -424,18 +419,9 @@ async fn collect_local(
             stage.stability_s
         ));
     }
-    record.insert("listings".into(), settled.listings.into());
-    record.insert("unstable".into(), json!(settled.unstable));
-    record.insert(
-        "skipped".into(),
-        json!(
-            settled
-                .skipped
-                .iter()
-                .map(|(f, w)| json!({"file": f, "why": w}))
-                .collect::<Vec<_>>()
-        ),
-    );
+    record.listings = Some(settled.listings);
+    record.unstable = Some(settled.unstable.clone());
+    record.skipped = Some(skipped_files(&settled.skipped));
 
     let (out2, staging2, files) = (out_dir.to_path_buf(), staging.to_path_buf(), settled.stable);
     let (names, problems) = tokio::task::spawn_blocking(move || copy_all(&out2, &files, &staging2))
@@ -454,20 +440,16 @@ async fn collect_over_http(
     remote: &Remote,
     matcher: &globset::GlobMatcher,
     staging: &Path,
-    record: &mut Map<String, Value>,
+    record: &mut FramesAttempt,
 ) -> Result<Gathered, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
-    let folder = comfy_files::prefix_folder(&up.prefix);
+    let folder = comfy_files::prefix_folder(&up.render.prefix);
     let mut notes = vec![remote.note("frames were")];
-    let marker_detected = up.raw.get("DoneMarkerDetected").and_then(Value::as_bool) == Some(true);
-    let marker_files: Option<Vec<String>> = marker_detected
-        .then(|| up.raw.get("Marker")?.get("Files")?.as_array().cloned())
-        .flatten()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        });
+    let marker_files: Option<Vec<String>> = up
+        .marker
+        .as_ref()
+        .and_then(MarkerOutput::listed_frames)
+        .map(<[String]>::to_vec);
     // (file name, subfolder, type), as the server gave them.
     let (source, listed): (&str, Vec<(String, String, String)>) = match marker_files {
         Some(names) => (
@@ -477,20 +459,14 @@ async fn collect_over_http(
                 .map(|n| (n, folder.clone(), "output".to_owned()))
                 .collect(),
         ),
-        None => match up.raw.get("files") {
-            Some(v) => match serde_json::from_value::<Vec<OutputFile>>(v.clone()) {
-                Ok(files) => (
-                    "history",
-                    files
-                        .into_iter()
-                        .map(|f| (f.filename, f.subfolder, f.kind))
-                        .collect(),
-                ),
-                Err(e) => {
-                    notes.push(format!("the upstream `files` list is not readable: {e}"));
-                    ("history", Vec::new())
-                }
-            },
+        None => match &up.render.files {
+            Some(files) => (
+                "history",
+                files
+                    .iter()
+                    .map(|f| (f.filename.clone(), f.subfolder.clone(), f.kind.clone()))
+                    .collect(),
+            ),
             None => {
                 notes.push(
                     "no file list upstream (no detected marker's `Files`, no `files` from the queue stage): nothing to download"
@@ -500,8 +476,8 @@ async fn collect_over_http(
             }
         },
     };
-    record.insert("source".into(), source.into());
-    record.insert("listed".into(), listed.len().into());
+    record.source = Some(source.to_owned());
+    record.listed = Some(listed.len());
 
     let mut skipped: Vec<(String, String)> = Vec::new();
     let mut fetch: Vec<comfy_files::Fetch> = Vec::new();
@@ -536,15 +512,7 @@ async fn collect_over_http(
                 .join(", ")
         ));
     }
-    record.insert(
-        "skipped".into(),
-        json!(
-            skipped
-                .iter()
-                .map(|(f, w)| json!({"file": f, "why": w}))
-                .collect::<Vec<_>>()
-        ),
-    );
+    record.skipped = Some(skipped_files(&skipped));
 
     let staging2 = staging.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -562,7 +530,7 @@ async fn collect_over_http(
             downloaded.retried.len()
         ));
     }
-    record.insert("retried".into(), json!(downloaded.retried));
+    record.retried = Some(downloaded.retried.clone());
     let mut names = Vec::with_capacity(fetch.len());
     let mut problems = Vec::new();
     for (f, r) in fetch.into_iter().zip(downloaded.results) {

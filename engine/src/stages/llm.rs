@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+
+use super::output::{LlmAttempt, LlmRecord, RecordOutcome};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -36,16 +38,7 @@ pub struct LlmInput<'a> {
     pub no_cache: bool,
 }
 
-/// One provider of the chain, as this attempt saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProviderReport {
-    pub service: String,
-    pub base_url: String,
-    pub model: String,
-    /// `reachable` or `unavailable`.
-    pub health: String,
-    pub error: Option<String>,
-}
+pub use super::output::ProviderReport;
 
 /// A successful attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -578,40 +571,18 @@ fn check_answer(
 /// The `llm` kind for the executor.
 pub struct Llm;
 
-/// What the stage leaves in its instance folder for each attempt (`attempt-<n>.json`): the
-/// LLM telemetry of that attempt, whether it succeeded or not.
-#[derive(Debug, Serialize)]
-struct AttemptRecord<'a> {
-    attempt: u32,
-    outcome: &'a str,
-    failure_class: Option<FailureClass>,
-    error: Option<&'a str>,
-    violations: &'a [String],
-    service: Option<&'a str>,
-    model: Option<&'a str>,
-    cache_hit: bool,
-    response_time_s: Option<f64>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    tokens_per_second: Option<f64>,
-    finish_reason: Option<&'a str>,
-    providers: &'a [ProviderReport],
-    fallback_notes: &'a [String],
-    template_version: Option<&'a str>,
-}
-
 impl crate::exec::Stage for Llm {
-    fn run<'a>(
+    fn attempt<'a>(
         &'a self,
         ctx: &'a crate::exec::StageContext,
-    ) -> crate::exec::BoxFuture<'a, Result<Value, crate::exec::StageFailure>> {
+    ) -> crate::exec::BoxFuture<'a, crate::exec::Attempt> {
         Box::pin(async move {
-            use crate::exec::StageFailure;
+            use crate::exec::{Attempt, StageFailure};
             let Some(crate::spec::model::Stage::Llm(stage)) = ctx.stage() else {
-                return Err(StageFailure::new(
+                return Attempt::from(Err(StageFailure::new(
                     FailureClass::InvalidOutput,
                     "the llm stage was handed a stage of another kind",
-                ));
+                )));
             };
             let spec = &ctx.spec;
             let cache_dir = spec
@@ -631,31 +602,23 @@ impl crate::exec::Stage for Llm {
                     "cancelled while waiting for the LLM",
                 )),
             };
-            let record = match &result {
-                Ok(o) => AttemptRecord {
-                    attempt: ctx.attempt,
-                    outcome: "succeeded",
-                    failure_class: None,
-                    error: None,
-                    violations: &[],
-                    service: Some(&o.service),
-                    model: Some(&o.model),
+            let body = match &result {
+                Ok(o) => LlmAttempt {
+                    violations: Vec::new(),
+                    service: Some(o.service.clone()),
+                    model: Some(o.model.clone()),
                     cache_hit: o.cache_hit,
                     response_time_s: Some(o.response_time_s),
                     prompt_tokens: o.answer.prompt_tokens,
                     completion_tokens: o.answer.completion_tokens,
                     tokens_per_second: o.tokens_per_second,
-                    finish_reason: o.answer.finish_reason.as_deref(),
-                    providers: &o.providers,
-                    fallback_notes: &o.fallback_notes,
-                    template_version: o.template_version.as_deref(),
+                    finish_reason: o.answer.finish_reason.clone(),
+                    providers: o.providers.clone(),
+                    fallback_notes: o.fallback_notes.clone(),
+                    template_version: o.template_version.clone(),
                 },
-                Err(f) => AttemptRecord {
-                    attempt: ctx.attempt,
-                    outcome: "failed",
-                    failure_class: Some(f.class),
-                    error: Some(&f.message),
-                    violations: &f.violations,
+                Err(f) => LlmAttempt {
+                    violations: f.violations.clone(),
                     service: None,
                     model: None,
                     cache_hit: false,
@@ -663,14 +626,24 @@ impl crate::exec::Stage for Llm {
                     prompt_tokens: f.answer.as_ref().and_then(|a| a.prompt_tokens),
                     completion_tokens: f.answer.as_ref().and_then(|a| a.completion_tokens),
                     tokens_per_second: f.answer.as_deref().and_then(tokens_per_second),
-                    finish_reason: f.answer.as_ref().and_then(|a| a.finish_reason.as_deref()),
-                    providers: &f.providers,
-                    fallback_notes: &f.fallback_notes,
+                    finish_reason: f.answer.as_ref().and_then(|a| a.finish_reason.clone()),
+                    providers: f.providers.clone(),
+                    fallback_notes: f.fallback_notes.clone(),
                     template_version: None,
                 },
             };
-            super::write_attempt_record(ctx, &record)?;
-            match result {
+            let record = LlmRecord {
+                attempt: ctx.attempt,
+                outcome: if result.is_ok() {
+                    RecordOutcome::Succeeded
+                } else {
+                    RecordOutcome::Failed
+                },
+                failure_class: result.as_ref().err().map(|f| f.class),
+                error: result.as_ref().err().map(|f| f.message.clone()),
+                body,
+            };
+            let result = match result {
                 Ok(o) => Ok(o.output),
                 Err(f) => {
                     let mut message = f.message;
@@ -680,7 +653,8 @@ impl crate::exec::Stage for Llm {
                     }
                     Err(StageFailure::new(f.class, message))
                 }
-            }
+            };
+            Attempt::recorded(result, &record)
         })
     }
 }

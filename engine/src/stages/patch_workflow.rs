@@ -25,8 +25,10 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::output::PatchOutput;
+pub use super::output::{ObjectInfoCheck, SceneMeta};
 use crate::clients::comfyui::{ComfyClient, ComfyError};
-use crate::exec::{BoxFuture, StageContext, StageFailure};
+use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{FailureClass, PatchWorkflowStage, Stage as SpecStage, StageKind};
 use crate::workflow::Workflow;
@@ -54,17 +56,6 @@ pub struct PatchInput<'a> {
     /// The story (the `llm` stage's output), when the stage needs it.
     pub story: Option<&'a Value>,
     pub attempt: u32,
-}
-
-/// The scene's metadata, as the telemetry names it.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SceneMeta {
-    pub scene_id: Option<String>,
-    pub story_version: Option<String>,
-    pub keyframe: Option<String>,
-    pub prompt: Option<String>,
-    pub mood: Option<String>,
 }
 
 /// A patched workflow, ready to queue.
@@ -341,14 +332,6 @@ pub fn patch(input: &PatchInput<'_>) -> Result<Patched, PatchError> {
     })
 }
 
-/// Whether and where the graph was checked against `/object_info`.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct ObjectInfoCheck {
-    pub checked: bool,
-    pub server: Option<String>,
-    pub note: Option<String>,
-}
-
 /// The servers of a `comfyui` service and its `fallback` chain, in the order to try them:
 /// `(service, url, request timeout)`. A pool's list starts at `item % len`, so scenes spread
 /// over the servers.
@@ -426,84 +409,85 @@ pub(crate) fn write_json(dir: &Path, name: &str, v: &impl Serialize) -> Result<P
 pub struct PatchWorkflow;
 
 impl crate::exec::Stage for PatchWorkflow {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
-        Box::pin(async move {
-            let Some(SpecStage::PatchWorkflow(stage)) = ctx.stage() else {
-                return Err(StageFailure::new(
-                    FailureClass::InvalidOutput,
-                    "the patch-workflow stage was handed a stage of another kind",
-                ));
-            };
-            let spec = &ctx.spec;
-            // The story is the output of a needed `llm` stage, when there is one.
-            let story = ctx
-                .inputs
-                .iter()
-                .find(|(name, _)| {
-                    spec.spec
-                        .stages
-                        .get(name)
-                        .is_some_and(|s| s.kind() == StageKind::Llm)
-                })
-                .map(|(_, v)| v.as_ref());
-            let input = PatchInput {
-                stage,
-                base_dir: &spec.base_dir,
-                run: RunVars {
-                    id: ctx.run_id.clone(),
-                    name: spec.spec.run.name.clone(),
-                    profile: spec.profile.clone(),
-                    seed: base_seed(spec.spec.run.seed, &ctx.run_id),
-                    dir: ctx.run_dir.display().to_string(),
-                },
-                scene: ctx.item.as_ref(),
-                item: ctx.instance.item,
-                story,
-                attempt: ctx.attempt,
-            };
-            let patched = patch(&input).map_err(|e| StageFailure::new(e.class(), e.to_string()))?;
-
-            // The graph against the server that will run it: the service of a `queue` stage
-            // that needs this one.
-            let mut check = ObjectInfoCheck::default();
-            if stage.check_object_info {
-                let service = spec.spec.stages.values().find_map(|s| match s {
-                    SpecStage::Queue(q) if q.needs.contains(&ctx.instance.stage) => {
-                        Some(q.service.clone())
-                    }
-                    _ => None,
-                });
-                let candidates = service
-                    .map(|s| comfy_candidates(&spec.spec.services, &s, ctx.instance.item))
-                    .unwrap_or_default();
-                let checked = tokio::select! {
-                    r = check_on_servers(&patched.workflow, &candidates) => r,
-                    () = ctx.cancel.cancelled() => {
-                        return Err(StageFailure::new(FailureClass::Interrupted, "cancelled while checking /object_info"));
-                    }
-                };
-                check = checked.map_err(|e| StageFailure::new(e.class(), e.to_string()))?;
-            } else {
-                check.note = Some("check_object_info = false".into());
-            }
-
-            let dir = ctx.run_dir.join(&ctx.instance_dir);
-            let wf_name = format!("workflow-{}.json", ctx.attempt);
-            let io = |e: String| StageFailure::new(FailureClass::InvalidOutput, e);
-            write_json(&dir, &wf_name, &patched.workflow).map_err(io)?;
-            write_json(&dir, "scene.json", &patched.scene).map_err(io)?;
-            let workflow_path = ctx.instance_dir.join(&wf_name).display().to_string();
-            Ok(json!({
-                "workflow": patched.workflow,
-                "workflow_path": workflow_path,
-                "prefix": patched.prefix,
-                "filename_prefixes": patched.filename_prefixes,
-                "seed": patched.seed,
-                "attempt": ctx.attempt,
-                "scene": patched.scene,
-                "check_object_info": stage.check_object_info,
-                "object_info": check,
-            }))
-        })
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move { patch_attempt(ctx).await.into() })
     }
+}
+
+/// One attempt: the patched graph and its file, or why not.
+async fn patch_attempt(ctx: &StageContext) -> Result<Value, StageFailure> {
+    let Some(SpecStage::PatchWorkflow(stage)) = ctx.stage() else {
+        return Err(StageFailure::new(
+            FailureClass::InvalidOutput,
+            "the patch-workflow stage was handed a stage of another kind",
+        ));
+    };
+    let spec = &ctx.spec;
+    // The story is the output of a needed `llm` stage, when there is one.
+    let story = ctx
+        .inputs
+        .iter()
+        .find(|(name, _)| {
+            spec.spec
+                .stages
+                .get(name)
+                .is_some_and(|s| s.kind() == StageKind::Llm)
+        })
+        .map(|(_, v)| v.as_ref());
+    let input = PatchInput {
+        stage,
+        base_dir: &spec.base_dir,
+        run: RunVars {
+            id: ctx.run_id.clone(),
+            name: spec.spec.run.name.clone(),
+            profile: spec.profile.clone(),
+            seed: base_seed(spec.spec.run.seed, &ctx.run_id),
+            dir: ctx.run_dir.display().to_string(),
+        },
+        scene: ctx.item.as_ref(),
+        item: ctx.instance.item,
+        story,
+        attempt: ctx.attempt,
+    };
+    let patched = patch(&input).map_err(|e| StageFailure::new(e.class(), e.to_string()))?;
+
+    // The graph against the server that will run it: the service of a `queue` stage
+    // that needs this one.
+    let mut check = ObjectInfoCheck::default();
+    if stage.check_object_info {
+        let service = spec.spec.stages.values().find_map(|s| match s {
+            SpecStage::Queue(q) if q.needs.contains(&ctx.instance.stage) => Some(q.service.clone()),
+            _ => None,
+        });
+        let candidates = service
+            .map(|s| comfy_candidates(&spec.spec.services, &s, ctx.instance.item))
+            .unwrap_or_default();
+        let checked = tokio::select! {
+            r = check_on_servers(&patched.workflow, &candidates) => r,
+            () = ctx.cancel.cancelled() => {
+                return Err(StageFailure::new(FailureClass::Interrupted, "cancelled while checking /object_info"));
+            }
+        };
+        check = checked.map_err(|e| StageFailure::new(e.class(), e.to_string()))?;
+    } else {
+        check.note = Some("check_object_info = false".into());
+    }
+
+    let dir = ctx.run_dir.join(&ctx.instance_dir);
+    let wf_name = format!("workflow-{}.json", ctx.attempt);
+    let io = |e: String| StageFailure::new(FailureClass::InvalidOutput, e);
+    write_json(&dir, &wf_name, &patched.workflow).map_err(io)?;
+    write_json(&dir, "scene.json", &patched.scene).map_err(io)?;
+    let workflow_path = ctx.instance_dir.join(&wf_name).display().to_string();
+    Attempt::output(&PatchOutput {
+        workflow: patched.workflow,
+        workflow_path,
+        prefix: patched.prefix,
+        filename_prefixes: patched.filename_prefixes,
+        seed: patched.seed,
+        attempt: ctx.attempt,
+        scene: patched.scene,
+        check_object_info: stage.check_object_info,
+        object_info: check,
+    })
 }

@@ -49,348 +49,54 @@
 //!
 //! Every attempt writes `attempt-<n>.json` in its instance folder.
 
-use std::collections::HashMap;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use serde_json::{Value, json};
 
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+mod score;
 
+use score::score;
+pub use score::{
+    BLANK_SHARE, BLANK_TOLERANCE, FrameStats, SceneInput, SceneScore, analyse, diversity, is_blank,
+    score_frames,
+};
+
+use super::output::{
+    FramesOutput, QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality,
+};
 use crate::exec::rundir::RunDir;
-use crate::exec::{BoxFuture, InstanceId, Stage, StageContext, StageFailure};
+use crate::exec::{Attempt, BoxFuture, InstanceId, Stage, StageContext, StageFailure};
 use crate::spec::Fan;
 use crate::spec::model::{
-    FailureClass, QualityCheck, QualityStage, QualityThresholds, Service, Stage as SpecStage,
+    FailureClass, QualityCheck, QualityStage, Service, Stage as SpecStage, StageKind,
 };
-use crate::telemetry::{QualityCheckResult, SceneQualityMetrics};
-
-/// Share of a frame's pixels that must match its most common value for it to be blank.
-pub const BLANK_SHARE: f64 = 0.99;
-/// How far (per channel, on an 8-bit scale) a pixel may be from the most common value and
-/// still match it.
-pub const BLANK_TOLERANCE: u8 = 8;
-
-/// Words left out of the diversity entropy.
-const STOP_WORDS: &[&str] = &[
-    "the", "and", "for", "with", "that", "this", "from", "into", "onto", "over", "under", "its",
-    "his", "her", "their", "are", "was", "were", "has", "have", "had", "but", "not", "all", "out",
-    "off", "she", "him", "they", "them", "you", "your", "our", "who", "which", "while", "then",
-    "than", "there", "where", "when", "what", "one", "some", "very", "just", "upon", "about",
-];
-
-/// What the frames of one scene measured.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FrameStats {
-    pub count: u32,
-    /// Width and height of the smallest decoded frame (by area).
-    pub size: Option<(u32, u32)>,
-    pub blank: u32,
-    pub frozen: u32,
-    pub notes: Vec<String>,
-}
-
-impl FrameStats {
-    pub fn blank_fraction(&self) -> Option<f64> {
-        (self.count > 0).then(|| f64::from(self.blank) / f64::from(self.count))
-    }
-
-    pub fn frozen_fraction(&self) -> Option<f64> {
-        (self.count > 0).then(|| f64::from(self.frozen) / f64::from(self.count))
-    }
-}
-
-/// One decoded frame: its size, whether it is blank, and the hash of its pixels.
-struct Decoded {
-    width: u32,
-    height: u32,
-    blank: bool,
-    hash: [u8; 32],
-}
-
-/// Decodes a PNG into 8-bit samples per channel (16-bit samples keep their high byte).
-fn decode(path: &Path) -> Result<Decoded, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| "the image is too large to decode".to_owned())?;
-    let mut buf = vec![0; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-    buf.truncate(info.buffer_size());
-    let channels = info.color_type.samples();
-    let wide = info.bit_depth == png::BitDepth::Sixteen;
-    let bytes_per_sample = if wide { 2 } else { 1 };
-    let row = info.line_size;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut pixels: Vec<u8> = Vec::with_capacity(w * h * channels);
-    for y in 0..h {
-        let line = buf
-            .get(y * row..y * row + w * channels * bytes_per_sample)
-            .ok_or_else(|| "truncated image data".to_owned())?;
-        pixels.extend(line.iter().step_by(bytes_per_sample));
-    }
-    let mut hasher = Sha256::new();
-    hasher.update(info.width.to_le_bytes());
-    hasher.update(info.height.to_le_bytes());
-    hasher.update(&pixels);
-    Ok(Decoded {
-        width: info.width,
-        height: info.height,
-        blank: is_blank(&pixels, channels.max(1)),
-        hash: hasher.finalize().into(),
-    })
-}
-
-/// The blank rule of the module docs, on 8-bit samples of `channels` per pixel.
-pub fn is_blank(pixels: &[u8], channels: usize) -> bool {
-    let mut counts: HashMap<&[u8], usize> = HashMap::new();
-    for p in pixels.chunks_exact(channels) {
-        *counts.entry(p).or_default() += 1;
-    }
-    let total = pixels.len() / channels;
-    let Some((mode, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
-        return true;
-    };
-    let near: usize = counts
-        .iter()
-        .filter(|(p, _)| {
-            p.iter()
-                .zip(mode.iter())
-                .all(|(a, b)| a.abs_diff(*b) <= BLANK_TOLERANCE)
-        })
-        .map(|(_, n)| n)
-        .sum();
-    near as f64 >= BLANK_SHARE * total as f64
-}
-
-/// Measures a scene's frames, in order.
-pub fn analyse(paths: &[PathBuf]) -> FrameStats {
-    let mut stats = FrameStats {
-        count: u32::try_from(paths.len()).unwrap_or(u32::MAX),
-        ..FrameStats::default()
-    };
-    let mut previous: Option<[u8; 32]> = None;
-    for path in paths {
-        match decode(path) {
-            Ok(d) => {
-                if d.blank {
-                    stats.blank += 1;
-                }
-                if previous == Some(d.hash) {
-                    stats.frozen += 1;
-                }
-                previous = Some(d.hash);
-                let area = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
-                if stats
-                    .size
-                    .is_none_or(|s| area((d.width, d.height)) < area(s))
-                {
-                    stats.size = Some((d.width, d.height));
-                }
-            }
-            Err(e) => {
-                stats.blank += 1;
-                previous = None;
-                stats.notes.push(format!(
-                    "frame `{}` cannot be decoded ({e}); counted as blank",
-                    path.display()
-                ));
-            }
-        }
-    }
-    stats
-}
-
-/// The content words of a text, for the diversity entropy.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
-        .filter(|w| w.chars().count() >= 3 && !STOP_WORDS.contains(&w.as_str()))
-}
-
-/// Normalised Shannon entropy of the words of `prompts` (the module docs' rule); `None` with
-/// fewer than two words.
-pub fn diversity(prompts: &[&str]) -> Option<f64> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for p in prompts {
-        for w in words(p) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    let total: usize = counts.values().sum();
-    if total < 2 {
-        return None;
-    }
-    let n = total as f64;
-    let h: f64 = counts
-        .values()
-        .map(|c| {
-            let p = *c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    Some((h / n.log2()).clamp(0.0, 1.0))
-}
-
-/// A check's result: `at_least` says which side of the threshold passes; null never passes.
-fn score(
-    check: QualityCheck,
-    scene: Option<&str>,
-    value: Option<f64>,
-    threshold: f64,
-    at_least: bool,
-) -> QualityCheckResult {
-    let passed = value.is_some_and(|v| {
-        if at_least {
-            v >= threshold
-        } else {
-            v <= threshold
-        }
-    });
-    QualityCheckResult {
-        check,
-        scene_id: scene.map(str::to_owned),
-        value,
-        threshold,
-        passed,
-    }
-}
-
-/// One scene to score: its id, prompt and collected frames (paths relative to the run folder).
-#[derive(Debug, Clone, Default)]
-pub struct SceneInput {
-    pub id: String,
-    pub prompt: String,
-    pub frames: Vec<String>,
-}
-
-/// What scoring one scene gave.
-#[derive(Debug, Clone, Default)]
-pub struct SceneScore {
-    pub metrics: SceneQualityMetrics,
-    pub checks: Vec<QualityCheckResult>,
-    pub notes: Vec<String>,
-}
-
-/// The frame checks of one scene (the ones in `checks`), with `alignment` filled in by the
-/// caller when it was measured.
-pub fn score_frames(
-    run_dir: &Path,
-    scene: &SceneInput,
-    checks: &[QualityCheck],
-    t: &QualityThresholds,
-    alignment: Option<Option<f64>>,
-) -> SceneScore {
-    let paths: Vec<PathBuf> = scene.frames.iter().map(|p| run_dir.join(p)).collect();
-    let stats = analyse(&paths);
-    let id = Some(scene.id.as_str());
-    let mut out = SceneScore {
-        notes: stats.notes.clone(),
-        ..SceneScore::default()
-    };
-    out.metrics.width = stats.size.map(|s| s.0);
-    out.metrics.height = stats.size.map(|s| s.1);
-    out.metrics.blank_fraction = stats.blank_fraction();
-    out.metrics.frozen_fraction = stats.frozen_fraction();
-    if stats.count == 0 {
-        out.notes
-            .push(format!("scene `{}` has no frames to score", scene.id));
-    }
-    for check in checks {
-        let result = match check {
-            QualityCheck::FrameCount => score(
-                *check,
-                id,
-                Some(f64::from(stats.count)),
-                f64::from(t.min_frames),
-                true,
-            ),
-            QualityCheck::Resolution => {
-                let ratio = stats.size.map(|(w, h)| {
-                    let r = |v: u32, min: u32| {
-                        if min == 0 {
-                            f64::INFINITY
-                        } else {
-                            f64::from(v) / f64::from(min)
-                        }
-                    };
-                    r(w, t.min_width).min(r(h, t.min_height))
-                });
-                // Both floors 0: any decoded frame passes; record 1 rather than infinity.
-                let ratio = ratio.map(|r| if r.is_finite() { r } else { 1.0 });
-                score(*check, id, ratio, 1.0, true)
-            }
-            QualityCheck::Blank => score(
-                *check,
-                id,
-                out.metrics.blank_fraction,
-                t.max_blank_fraction,
-                false,
-            ),
-            QualityCheck::Frozen => score(
-                *check,
-                id,
-                out.metrics.frozen_fraction,
-                t.max_frozen_fraction,
-                false,
-            ),
-            QualityCheck::Alignment => {
-                let value = alignment.flatten();
-                out.metrics.alignment = value;
-                score(*check, id, value, t.min_alignment, true)
-            }
-            QualityCheck::Diversity | QualityCheck::Coherence => continue,
-        };
-        out.checks.push(result);
-    }
-    out
-}
+use crate::telemetry::QualityCheckResult;
 
 /// The `quality` kind for the executor.
 pub struct Quality;
 
 impl Stage for Quality {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let Some(SpecStage::Quality(cfg)) = ctx.stage() else {
-                return Err(StageFailure::new(
+                return Attempt::from(Err(StageFailure::new(
                     FailureClass::InvalidOutput,
                     "the quality stage was handed a stage of another kind",
-                ));
+                )));
             };
-            let result = attempt(ctx, cfg).await;
-            let mut record = match &result {
-                Ok(v) => v.as_object().cloned().unwrap_or_default(),
-                Err((_, partial)) => partial.clone(),
+            let (result, out) = match attempt(ctx, cfg).await {
+                Ok(out) => (Attempt::output(&out), Some(out)),
+                Err((f, out)) => (Err(f), out),
             };
-            record.insert("attempt".into(), ctx.attempt.into());
-            match &result {
-                Ok(_) => {
-                    record.insert("outcome".into(), "succeeded".into());
-                }
-                Err((f, _)) => {
-                    record.insert("outcome".into(), "failed".into());
-                    record.insert("failure_class".into(), json!(f.class));
-                    record.insert("error".into(), f.message.clone().into());
-                }
-            }
-            super::write_attempt_record(ctx, &record)?;
-            result.map_err(|(f, _)| f)
+            let record = QualityRecord::new(ctx.attempt, &result, out);
+            Attempt::recorded(result, &record)
         })
     }
 }
 
-type Failed = (StageFailure, Map<String, Value>);
+/// A failed attempt: why, and the output it had when an `enforce`d threshold was missed.
+type Failed = (StageFailure, Option<QualityOutput>);
 
-async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<Value, Failed> {
-    let invalid = |m: String| {
-        (
-            StageFailure::new(FailureClass::InvalidOutput, m),
-            Map::new(),
-        )
-    };
+async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput, Failed> {
+    let invalid = |m: String| (StageFailure::new(FailureClass::InvalidOutput, m), None);
     let story = read_story(ctx);
     let mut notes: Vec<String> = Vec::new();
     // The frames input: one scene's collect-frames output, or the gathered array of them.
@@ -481,24 +187,30 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<Value, Failed
     let semantic_alignment =
         (!aligned.is_empty()).then(|| aligned.iter().sum::<f64>() / aligned.len() as f64);
 
-    let telemetry = if per_scene {
-        json!({ "QualityMetrics": scored.first().map(|s| s.metrics.clone()).unwrap_or_default() })
+    let quality_metrics = if per_scene {
+        QualityPart::Scene(
+            scored
+                .first()
+                .map(|s| s.metrics.clone())
+                .unwrap_or_default(),
+        )
     } else {
-        json!({ "QualityMetrics": {
-            "Passed": passed,
-            "DiversityEntropy": diversity_value,
-            "SemanticAlignment": semantic_alignment,
-            "Checks": all_checks,
-        }})
+        QualityPart::Run(RunQuality {
+            passed,
+            diversity_entropy: diversity_value,
+            semantic_alignment,
+            checks: all_checks.clone(),
+        })
     };
-    let mut out = Map::new();
-    out.insert("passed".into(), passed.into());
-    out.insert("checks".into(), json!(all_checks));
-    out.insert("diversity_entropy".into(), json!(diversity_value));
-    out.insert("semantic_alignment".into(), json!(semantic_alignment));
-    out.insert("narrative_coherence".into(), Value::Null);
-    out.insert("notes".into(), json!(notes));
-    out.insert("telemetry".into(), telemetry);
+    let out = QualityOutput {
+        passed,
+        checks: all_checks.clone(),
+        diversity_entropy: diversity_value,
+        semantic_alignment,
+        narrative_coherence: None,
+        notes,
+        telemetry: QualityTelemetry { quality_metrics },
+    };
     if !passed && cfg.enforce {
         let missed: Vec<String> = all_checks
             .iter()
@@ -526,10 +238,10 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<Value, Failed
                     missed.join("; ")
                 ),
             ),
-            out,
+            Some(out),
         ));
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 /// The stage the scenes fan out from and that stage's list (`story.scenes`), read from the run
@@ -550,53 +262,53 @@ fn read_story(ctx: &StageContext) -> Option<(String, Value)> {
     Some((stage.to_owned(), list))
 }
 
-/// The scenes to score, and whether this instance is one scene's.
+/// The scenes to score, and whether this instance is one scene's: the output of the needed
+/// `collect-frames` stage (one scene's), or the gathered array of every scene's.
 fn scenes_from_inputs(
     ctx: &StageContext,
     story: Option<&(String, Value)>,
 ) -> Result<(Vec<SceneInput>, bool), String> {
-    let paths = |v: &Value| -> Vec<String> {
-        v.pointer("/Frames/Paths")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let scene_of = |index: usize, item: Option<&Value>| {
+    let scene_of = |index: usize, item: Option<&Value>, frames: Option<&FramesOutput>| {
         let text = |k: &str| item.and_then(|i| i.get(k)).and_then(Value::as_str);
         SceneInput {
             id: text("id").map_or_else(|| format!("scene-{}", index + 1), str::to_owned),
             prompt: text("prompt").unwrap_or_default().to_owned(),
-            frames: Vec::new(),
+            frames: frames.map(|f| f.frames.paths.clone()).unwrap_or_default(),
         }
     };
-    for (_, input) in &ctx.inputs {
-        if input.get("Frames").is_some() {
-            let index = ctx.instance.item.unwrap_or(0) as usize;
-            let mut s = scene_of(index, ctx.item.as_ref());
-            s.frames = paths(input);
-            return Ok((vec![s], true));
-        }
-        if let Some(all) = input.as_array()
-            && all.iter().any(|o| o.get("Frames").is_some())
-        {
-            let items = story.and_then(|s| s.1.as_array());
-            let scenes = all
-                .iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    let mut s = scene_of(i, items.and_then(|it| it.get(i)));
-                    s.frames = paths(o);
-                    s
-                })
-                .collect();
-            return Ok((scenes, false));
-        }
+    let (name, input) = ctx
+        .inputs
+        .iter()
+        .find(|(name, _)| {
+            ctx.spec
+                .spec
+                .stages
+                .get(name)
+                .is_some_and(|s| s.kind() == StageKind::CollectFrames)
+        })
+        .ok_or("the quality stage needs a `collect-frames` stage (no input has `Frames`)")?;
+    let unreadable = |e: serde_json::Error| {
+        format!("the output of `{name}` is not a collect-frames output: {e}")
+    };
+    if input.is_array() {
+        // A gathered need: every scene's output, in item order (null for one that has none).
+        let all: Vec<Option<FramesOutput>> =
+            serde_json::from_value(input.as_ref().clone()).map_err(unreadable)?;
+        let items = story.and_then(|s| s.1.as_array());
+        let scenes = all
+            .iter()
+            .enumerate()
+            .map(|(i, o)| scene_of(i, items.and_then(|it| it.get(i)), o.as_ref()))
+            .collect();
+        return Ok((scenes, false));
     }
-    Err("the quality stage needs a `collect-frames` stage (no input has `Frames`)".to_owned())
+    let frames: FramesOutput =
+        serde_json::from_value(input.as_ref().clone()).map_err(unreadable)?;
+    let index = ctx.instance.item.unwrap_or(0) as usize;
+    Ok((
+        vec![scene_of(index, ctx.item.as_ref(), Some(&frames))],
+        true,
+    ))
 }
 
 /// Cosine similarity of the embeddings of `a` and `b` from an `openai` service's
@@ -654,11 +366,12 @@ pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use super::*;
     use crate::exec::{ExecOptions, Interrupt, Registry, RunOutcome, RunRequest};
-    use crate::spec::model::StageKind;
+    use crate::spec::model::QualityThresholds;
     use crate::telemetry::{ArtifactMetadata, METADATA_FILE};
 
     /// Writes an 8-bit RGB PNG of `w`×`h` filled by `pixel(x, y)`.
@@ -920,16 +633,16 @@ needs = ["quality"]
     struct Scripted;
 
     impl Stage for Scripted {
-        fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+        fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
                 if ctx.instance.stage == "story" {
-                    return Ok(json!({
+                    return Attempt::from(Ok(json!({
                         "title": "T", "story_version": "1",
                         "scenes": [
                             {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
                             {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
                         ],
-                    }));
+                    })));
                 }
                 let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
                 std::fs::create_dir_all(&dir).expect("mkdir");
@@ -947,11 +660,20 @@ needs = ["quality"]
                             .to_string()
                     })
                     .collect();
-                let frames = json!({
-                    "Count": 25, "MinFrames": 25, "Short": false,
-                    "Directory": null, "Paths": rel, "BestAttempt": 1,
-                });
-                Ok(json!({"Frames": frames, "telemetry": {"Frames": frames}}))
+                let frames = crate::telemetry::Frames {
+                    count: 25,
+                    min_frames: 25,
+                    short: false,
+                    directory: None,
+                    paths: rel,
+                    best_attempt: Some(1),
+                };
+                Attempt::from(Attempt::output(&FramesOutput {
+                    render: crate::stages::output::RenderRef::new("p"),
+                    frames,
+                    frames_collected_this_attempt: 25,
+                    system: crate::stages::output::StageSystem::default(),
+                }))
             })
         }
     }
@@ -972,7 +694,10 @@ needs = ["quality"]
             .expect("runs");
         let text = std::fs::read_to_string(report.dir.join(METADATA_FILE)).expect("metadata");
         let m: ArtifactMetadata = serde_json::from_str(&text).expect("parses");
-        assert_eq!(crate::verify::verify_run(&report.dir).expect("reads"), []);
+        assert_eq!(
+            crate::telemetry::verify::verify_run(&report.dir).expect("reads"),
+            []
+        );
         (report, m, tmp)
     }
 

@@ -13,84 +13,35 @@
 //! other `filename_prefix` gets `_r<attempt>` appended from the second attempt on. The output's
 //! `prefix` and `filename_prefixes` are the ones queued.
 
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
+use super::output::{
+    PatchOutput, QueueOutput, QueueRecord, QueueTelemetry, RenderRef, WebsocketReport,
+};
 use super::patch_workflow::{self, comfy_candidates, prefix_for, write_json};
 use crate::clients::comfyui::{ComfyClient, ComfyError, FollowOptions, PromptRun};
-use crate::exec::{BoxFuture, StageContext, StageFailure};
-use crate::spec::model::{FailureClass, QueueStage, Stage as SpecStage};
-use crate::telemetry::{HistoryExitReason, QueueConfig, Timestamp};
+use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
+use crate::spec::model::{FailureClass, QueueStage, Stage as SpecStage, StageKind};
 
 /// How long a server that answered stays "up" without a new health check (`/system_stats`)
 /// before the next prompt.
 const HEALTH_MEMO: Duration = Duration::from_secs(5);
 
-/// The queue telemetry of one attempt, with the contract's names (`Telemetry` of a scene in
-/// `artifact-metadata.json`, less what other stages measure).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct QueueTelemetry {
-    pub duration_seconds: f64,
-    pub queue_start: Option<Timestamp>,
-    pub queue_end: Option<Timestamp>,
-    pub history_attempts: u32,
-    pub history_attempt_limit: u32,
-    #[serde(rename = "pollLimit")]
-    pub poll_limit: u32,
-    pub max_wait_seconds: f64,
-    pub poll_interval_seconds: f64,
-    pub history_exit_reason: HistoryExitReason,
-    pub execution_success_detected: bool,
-    pub execution_success_at: Option<Timestamp>,
-    pub post_execution_timeout_seconds: f64,
-    pub history_post_execution_timeout_reached: bool,
-    pub scene_retry_budget: u32,
-}
-
-impl QueueTelemetry {
-    /// The configured values, nothing measured yet (a scene that was never queued).
-    pub fn configured(stage: &QueueStage) -> QueueTelemetry {
-        let config = QueueConfig {
-            scene_retry_budget: stage.retry.budget,
-            history_max_wait_seconds: stage.max_wait_s,
-            history_poll_interval_seconds: stage.poll_interval_s,
-            history_max_attempts: stage.max_attempts,
-            post_execution_timeout_seconds: stage.post_execution_timeout_s,
-        };
-        QueueTelemetry {
-            duration_seconds: 0.0,
-            queue_start: None,
-            queue_end: None,
-            history_attempts: 0,
-            history_attempt_limit: stage.max_attempts,
-            poll_limit: config.poll_limit(),
-            max_wait_seconds: stage.max_wait_s,
-            poll_interval_seconds: stage.poll_interval_s,
-            history_exit_reason: HistoryExitReason::Unknown,
-            execution_success_detected: false,
-            execution_success_at: None,
-            post_execution_timeout_seconds: stage.post_execution_timeout_s,
-            history_post_execution_timeout_reached: false,
-            scene_retry_budget: stage.retry.budget,
-        }
-    }
-
-    fn measured(mut self, run: &PromptRun) -> QueueTelemetry {
-        self.queue_start = run.queue_start;
-        self.queue_end = Some(run.queue_end);
-        self.duration_seconds = run
-            .queue_start
-            .map(|s| run.queue_end.0.duration_since(s.0).as_secs_f64().max(0.0))
-            .unwrap_or(0.0);
-        self.history_attempts = run.polls;
-        self.history_exit_reason = run.exit;
-        self.execution_success_detected = run.success_detected;
-        self.execution_success_at = run.success_at;
-        self.history_post_execution_timeout_reached = run.post_execution_timeout_reached;
-        self
-    }
+/// The attempt's queue telemetry, measured from the followed prompt.
+fn measured(mut telemetry: QueueTelemetry, run: &PromptRun) -> QueueTelemetry {
+    telemetry.queue_start = run.queue_start;
+    telemetry.queue_end = Some(run.queue_end);
+    telemetry.duration_seconds = run
+        .queue_start
+        .map(|s| run.queue_end.0.duration_since(s.0).as_secs_f64().max(0.0))
+        .unwrap_or(0.0);
+    telemetry.history_attempts = run.polls;
+    telemetry.history_exit_reason = run.exit;
+    telemetry.execution_success_detected = run.success_detected;
+    telemetry.execution_success_at = run.success_at;
+    telemetry.history_post_execution_timeout_reached = run.post_execution_timeout_reached;
+    telemetry
 }
 
 /// The follow options of a `queue` stage.
@@ -122,54 +73,50 @@ pub fn reprefix(graph: &mut Value, patch_prefix: Option<&str>, new_prefix: &str,
     }
 }
 
-/// The output of the need that holds a patched workflow.
-fn patch_input(ctx: &StageContext) -> Option<&Value> {
-    ctx.inputs
+/// The output of the need that patched the workflow: the `patch-workflow` stage this one
+/// needs.
+fn patch_input(ctx: &StageContext) -> Result<PatchOutput, StageFailure> {
+    let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
+    let (name, value) = ctx
+        .inputs
         .iter()
-        .map(|(_, v)| v.as_ref())
-        .find(|v| v.get("workflow").is_some_and(Value::is_object))
-}
-
-/// What an attempt leaves in its instance folder, succeeded or not.
-#[derive(Debug, Serialize)]
-struct AttemptRecord<'a> {
-    attempt: u32,
-    outcome: &'a str,
-    failure_class: Option<FailureClass>,
-    error: Option<String>,
-    #[serde(flatten)]
-    body: &'a Map<String, Value>,
+        .find(|(name, _)| {
+            ctx.spec
+                .spec
+                .stages
+                .get(name)
+                .is_some_and(|s| s.kind() == StageKind::PatchWorkflow)
+        })
+        .ok_or_else(|| {
+            invalid(
+                "no needed stage gave a patched workflow (`queue` needs a `patch-workflow` stage)"
+                    .into(),
+            )
+        })?;
+    serde_json::from_value(value.as_ref().clone()).map_err(|e| {
+        invalid(format!(
+            "the output of `{name}` is not a patch-workflow output: {e}"
+        ))
+    })
 }
 
 /// The `queue` kind for the executor.
 pub struct Queue;
 
 impl crate::exec::Stage for Queue {
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let Some(SpecStage::Queue(stage)) = ctx.stage() else {
-                return Err(StageFailure::new(
+                return Attempt::from(Err(StageFailure::new(
                     FailureClass::InvalidOutput,
                     "the queue stage was handed a stage of another kind",
-                ));
+                )));
             };
-            let mut body = Map::new();
-            let result = attempt(ctx, stage, &mut body).await;
-            let record = AttemptRecord {
-                attempt: ctx.attempt,
-                outcome: if result.is_ok() {
-                    "succeeded"
-                } else {
-                    "failed"
-                },
-                failure_class: result.as_ref().err().map(|f| f.class),
-                error: result.as_ref().err().map(|f| f.message.clone()),
-                body: &body,
-            };
-            let dir = ctx.run_dir.join(&ctx.instance_dir);
-            write_json(&dir, &format!("attempt-{}.json", ctx.attempt), &record)
-                .map_err(|e| StageFailure::new(FailureClass::InvalidOutput, e))?;
-            result.map(|()| Value::Object(body))
+            let mut out = QueueOutput::start(QueueTelemetry::configured(stage));
+            let result = attempt(ctx, stage, &mut out).await;
+            let result = result.and_then(|()| Attempt::output(&out));
+            let record = QueueRecord::new(ctx.attempt, &result, out);
+            Attempt::recorded(result, &record)
         })
     }
 }
@@ -179,52 +126,32 @@ impl crate::exec::Stage for Queue {
 async fn attempt(
     ctx: &StageContext,
     stage: &QueueStage,
-    out: &mut Map<String, Value>,
+    out: &mut QueueOutput,
 ) -> Result<(), StageFailure> {
     let fail = |e: &ComfyError| StageFailure::new(e.class(), e.to_string());
-    let mut telemetry = QueueTelemetry::configured(stage);
     let mut notes: Vec<String> = Vec::new();
-    let put = |out: &mut Map<String, Value>, k: &str, v: Value| {
-        out.insert(k.to_owned(), v);
-    };
-    put(out, "telemetry", json!(telemetry));
-    // GPU readings before and after `run_prompt` (NVML, else /system_stats, else nvidia-smi);
-    // null until the prompt has been followed.
-    put(out, "gpu", Value::Null);
 
-    let Some(patch) = patch_input(ctx) else {
-        return Err(StageFailure::new(
-            FailureClass::InvalidOutput,
-            "no needed stage gave a patched workflow (`queue` needs a `patch-workflow` stage)",
-        ));
-    };
-    let mut graph = patch.get("workflow").cloned().unwrap_or(Value::Null);
-    let patch_prefix = patch.get("prefix").and_then(Value::as_str);
+    let patch = patch_input(ctx)?;
+    let mut graph = patch.workflow.clone();
     let prefix = prefix_for(
         &ctx.run_id,
         ctx.item.as_ref(),
         ctx.instance.item,
         ctx.attempt,
     );
-    reprefix(&mut graph, patch_prefix, &prefix, ctx.attempt);
+    reprefix(&mut graph, Some(&patch.prefix), &prefix, ctx.attempt);
     let prefixes =
         patch_workflow::check_prefixes(&graph).map_err(|m| fail(&ComfyError::BadPrefix(m)))?;
-    put(out, "prefix", json!(prefix));
-    put(out, "filename_prefixes", Value::Object(prefixes));
-    put(
-        out,
-        "scene",
-        patch.get("scene").cloned().unwrap_or(Value::Null),
-    );
+    let mut render = RenderRef::new(prefix);
+    render.attempt = Some(ctx.attempt);
+    out.render = Some(render);
+    out.filename_prefixes = Some(prefixes);
+    out.scene = Some(patch.scene.clone());
     let dir = ctx.run_dir.join(&ctx.instance_dir);
     let wf_name = format!("workflow-{}.json", ctx.attempt);
     write_json(&dir, &wf_name, &graph)
         .map_err(|e| StageFailure::new(FailureClass::InvalidOutput, e))?;
-    put(
-        out,
-        "workflow_path",
-        json!(ctx.instance_dir.join(&wf_name).display().to_string()),
-    );
+    out.workflow_path = Some(ctx.instance_dir.join(&wf_name).display().to_string());
 
     // The first server that answers, in the pool's order, then the fallback's.
     let candidates = comfy_candidates(&ctx.spec.spec.services, &stage.service, ctx.instance.item);
@@ -264,7 +191,7 @@ async fn attempt(
         }
     }
     let Some((service, client)) = chosen else {
-        put(out, "fallback_notes", json!(notes));
+        out.fallback_notes = notes;
         return Err(StageFailure::new(
             FailureClass::Transport,
             format!(
@@ -274,14 +201,12 @@ async fn attempt(
             ),
         ));
     };
-    put(out, "service", json!(service));
-    put(out, "server", json!(client.base_url()));
+    if let Some(render) = &mut out.render {
+        render.service = Some(service);
+        render.server = Some(client.base_url().to_owned());
+    }
 
-    if patch
-        .get("check_object_info")
-        .and_then(Value::as_bool)
-        .unwrap_or(true)
-    {
+    if patch.check_object_info {
         match client.check_graph(&graph).await {
             Ok(()) => {}
             Err(e) if e.is_unreachable() || matches!(e, ComfyError::Http { .. }) => {
@@ -290,7 +215,7 @@ async fn attempt(
                 ));
             }
             Err(e) => {
-                put(out, "fallback_notes", json!(notes));
+                out.fallback_notes = notes;
                 return Err(fail(&e));
             }
         }
@@ -303,9 +228,9 @@ async fn attempt(
         .await;
     let after = crate::clients::gpu::snapshot(&http, Some(client.base_url()), stage.gpu).await;
     let (gpu, gpu_notes) = crate::clients::gpu::around(&before, &after, stage.gpu);
-    put(out, "gpu", json!(gpu));
+    out.gpu = Some(gpu);
     notes.extend(gpu_notes);
-    telemetry = telemetry.measured(&run);
+    out.telemetry = measured(out.telemetry.clone(), &run);
     notes.extend(run.notes.iter().cloned());
     let files = run.entry.as_ref().map(|e| e.files()).unwrap_or_default();
     let node_count = graph.as_object().map_or(0, Map::len);
@@ -316,32 +241,25 @@ async fn attempt(
                 .into(),
         );
     }
-    put(out, "prompt_id", json!(run.prompt_id));
-    put(out, "client_id", json!(run.client_id));
-    put(out, "telemetry", json!(telemetry));
-    put(out, "files", json!(files));
-    put(
-        out,
-        "outputs",
-        Value::Object(
-            run.entry
-                .as_ref()
-                .map(|e| e.outputs.clone())
-                .unwrap_or_default(),
-        ),
+    if let Some(render) = &mut out.render {
+        render.prompt_id.clone_from(&run.prompt_id);
+        render.files = Some(files);
+    }
+    out.client_id = Some(run.client_id.clone());
+    out.outputs = Some(
+        run.entry
+            .as_ref()
+            .map(|e| e.outputs.clone())
+            .unwrap_or_default(),
     );
-    put(out, "cached_nodes", json!(run.cached_nodes));
-    put(out, "fully_cached", json!(fully_cached));
-    put(
-        out,
-        "websocket",
-        json!({
-            "enabled": stage.websocket,
-            "connects": run.ws_connects,
-            "completion_via": run.completion_via,
-        }),
-    );
-    put(out, "fallback_notes", json!(notes));
+    out.cached_nodes = Some(run.cached_nodes.clone());
+    out.fully_cached = Some(fully_cached);
+    out.websocket = Some(WebsocketReport {
+        enabled: stage.websocket,
+        connects: run.ws_connects,
+        completion_via: run.completion_via.map(str::to_owned),
+    });
+    out.fallback_notes = notes;
     run.result.as_ref().map_err(fail)?;
     Ok(())
 }

@@ -9,54 +9,44 @@
 //! # How stage kinds contribute
 //!
 //! [`from_run`] fills what the engine itself knows (instances, attempts, outcomes, flaky flags,
-//! the queue policy from the spec, the scenes from the fanned-out list) and then asks each
-//! instance's kind for its part in [`contribute`], the one place a kind's telemetry is mapped:
+//! the queue policy from the spec, the scenes from the fanned-out list) and then reads each
+//! instance's output and attempt records as its kind's type ([`crate::stages::output`]) and
+//! maps them onto the contract's types in Rust code (`parts`, and here):
 //!
 //! | kind | contributes |
 //! | --- | --- |
 //! | `llm` | an `LLM[]` entry from its attempt records; `Story`; run fallback notes; LLM latency percentiles |
-//! | `collect-frames` | `FrameCount` of each attempt, from its attempt record's `frame_count` |
-//! | `quality` (per scene) | the run's `QualityMetrics.Checks`/`Passed`/`DiversityEntropy`, from each instance's output (else last attempt record) in `run_quality` |
-//! | every kind | its output's `telemetry` member, merged in (below) |
+//! | `queue` | the scene's queue `Telemetry`, `GPU` (with `VramDeltaMB` derived), `PromptId`, `Server`, `WorkflowPath`; fallback notes |
+//! | `await-marker` | the scene's `DoneMarker*` and `ForcedCopy*` fields; fallback notes |
+//! | `collect-frames` | the scene's `Frames`; `FrameCount` of each attempt, from its attempt record; fallback notes |
+//! | `quality` (per scene) | the scene's `QualityMetrics`; the run's `QualityMetrics.Checks`/`Passed`/`DiversityEntropy`, from each instance's output (else last attempt record) in `run_quality` |
+//! | `quality` (once per run) | the run's `QualityMetrics.Passed`/`DiversityEntropy`/`SemanticAlignment`/`Checks` |
 //!
 //! The run's frame KPIs (`AvgFramesPerScene`, `ZeroFrameScenes`, `ShortScenes`,
 //! `DoneMarkerDetectionRate`, `P95SceneSeconds`, `SemanticAlignment`) come from the scene records.
-//!
-//! A stage whose numbers belong to a scene (`patch-workflow`, `queue`, `await-marker`,
-//! `collect-frames`) puts them in its output under `telemetry`, shaped like a part of the
-//! scene's record with the contract's names (`{"PromptId": …, "Telemetry": {"QueueStart": …,
-//! "GPU": {…}}, "Frames": {…}}`); a once-per-run stage (`quality`) puts a part of the run's
-//! record there (`{"QualityMetrics": {…}}`). The part is merged over the defaults (objects
-//! key by key, other values replaced) and must still make a valid record, or it is left out
-//! with a fallback note saying why. Fields no stage filled keep the contract's "not measured"
-//! values: null readings, zero counts, false flags, `HistoryExitReason = unknown`.
+//! An output that is not its kind's type is left out with a fallback note saying why. Fields
+//! no stage filled keep the contract's "not measured" values: null readings, zero counts,
+//! false flags, `HistoryExitReason = unknown`.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+mod llm;
+mod quality;
 
 use super::metadata::*;
+use super::parts;
 use crate::exec::{InstanceId, RunDir, RunOutcome};
 use crate::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
 use crate::spec::model::{Stage as SpecStage, StageKind};
 use crate::spec::{CheckedSpec, Fan};
+use crate::stages::output::FramesRecord;
 
 /// `service-notes.json` in the run folder: what each session did with the services (reused,
 /// launched, fell back), written by `exec::run` so that the `validate` stage sees them too.
 pub const SERVICE_NOTES_FILE: &str = "service-notes.json";
-
-/// Top-level keys of a scene record the engine owns; a stage's `telemetry` cannot set them.
-const ENGINE_SCENE_KEYS: &[&str] = &[
-    "SceneId",
-    "Prompt",
-    "Mood",
-    "Keyframe",
-    "Outcome",
-    "SceneAttemptSummaries",
-];
-/// Top-level keys of the run record a once-per-run stage's `telemetry` may set.
-const STAGE_RUN_KEYS: &[&str] = &["QualityMetrics"];
 
 /// What [`write_run`] could not do.
 #[derive(Debug, thiserror::Error)]
@@ -334,14 +324,13 @@ impl<'a> Builder<'a> {
         read_json(&self.dir.join(rel))
     }
 
-    /// The record a stage left for one attempt, if any.
-    fn attempt_record(&self, id: &InstanceId, attempt: u32) -> Option<Value> {
-        read_json(
-            &self
-                .dir
-                .join(RunDir::instance_dir(id))
-                .join(format!("attempt-{attempt}.json")),
-        )
+    /// The record a stage left for one attempt, read as its kind's type, if any.
+    fn attempt_record<R: DeserializeOwned>(&self, id: &InstanceId, attempt: u32) -> Option<R> {
+        let path = self
+            .dir
+            .join(RunDir::instance_dir(id))
+            .join(format!("attempt-{attempt}.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
     /// An instance's attempts as the contract records them.
@@ -361,9 +350,8 @@ impl<'a> Builder<'a> {
             };
             let frame_count = match kind {
                 StageKind::CollectFrames => self
-                    .attempt_record(&inst.id, a.attempt)
-                    .and_then(|r| r.get("frame_count").and_then(Value::as_u64))
-                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    .attempt_record::<FramesRecord>(&inst.id, a.attempt)
+                    .and_then(|r| r.body.frame_count),
                 _ => None,
             };
             out.push(AttemptSummary {
@@ -410,11 +398,7 @@ impl<'a> Builder<'a> {
         let mut notes = Vec::new();
         for (kind, inst) in parts {
             if let Some(output) = self.output(inst) {
-                let (part, stage_notes) = scene_part(kind, &output);
-                notes.extend(stage_notes);
-                if let Some(part) = part {
-                    scene = merge_scene(scene, &inst.id, part);
-                }
+                parts::scene_part(&mut scene, kind, &inst.id, output, &mut notes);
             }
         }
         scene.telemetry.system.fallback_notes.extend(notes);
@@ -426,324 +410,16 @@ impl<'a> Builder<'a> {
         if stage.kind() == StageKind::Llm {
             self.llm(stage, inst);
         }
-        if let Some(part) = self.output(inst).and_then(|o| o.get("telemetry").cloned()) {
-            self.merge_run(&inst.id, part);
+        if let Some(output) = self.output(inst) {
+            let meta = &mut self.meta;
+            parts::run_part(
+                &mut meta.quality_metrics,
+                stage.kind(),
+                &inst.id,
+                output,
+                &mut meta.system.fallback_notes,
+            );
         }
-    }
-
-    /// The `llm` part: one `LLM[]` entry per instance that ran, from its attempt records
-    /// (`stages/<stage>/attempt-<n>.json`, written by `stages::llm`).
-    fn llm(&mut self, stage: &SpecStage, inst: &InstanceHistory) {
-        let SpecStage::Llm(cfg) = stage else { return };
-        let attempts: Vec<&AttemptHistory> = inst
-            .attempts
-            .iter()
-            .filter(|a| !self.in_flight(a))
-            .collect();
-        let Some(kept) = attempts.last() else { return };
-        let records: Vec<(u32, Option<LlmRecord>)> = attempts
-            .iter()
-            .map(|a| {
-                let r = self
-                    .attempt_record(&inst.id, a.attempt)
-                    .and_then(|v| serde_json::from_value::<LlmRecord>(v).ok());
-                (a.attempt, r)
-            })
-            .collect();
-        for (_, r) in &records {
-            if let Some(r) = r
-                && !r.cache_hit
-                && let Some(t) = r.response_time_s
-                && r.outcome == "succeeded"
-            {
-                self.response_times.push(t);
-            }
-        }
-        let rec = records
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == kept.attempt)
-            .and_then(|(_, r)| r.clone())
-            .unwrap_or_default();
-        // The last error of the instance: the record's, else the journal's.
-        let error = attempts.iter().rev().find_map(|a| {
-            records
-                .iter()
-                .find(|(n, _)| *n == a.attempt)
-                .and_then(|(_, r)| r.as_ref().and_then(|r| r.error.clone()))
-                .or_else(|| a.error.clone())
-        });
-        let reachable = rec.cache_hit || rec.providers.iter().any(|p| p.health == "reachable");
-        let provider = rec.service.clone();
-        let fallback_used = provider.as_deref().is_some_and(|p| p != cfg.service);
-        self.meta.llm.push(LlmTelemetry {
-            stage: inst.id.stage.clone(),
-            fallback_used,
-            provider,
-            model: rec.model.clone(),
-            health: if reachable {
-                LlmHealth::Reachable
-            } else {
-                LlmHealth::Unavailable
-            },
-            providers_tried: rec.providers.iter().map(|p| p.service.clone()).collect(),
-            response_time_seconds: if rec.cache_hit {
-                None
-            } else {
-                rec.response_time_s.filter(|t| t.is_finite() && *t >= 0.0)
-            },
-            prompt_tokens: rec.prompt_tokens.map(saturate),
-            completion_tokens: rec.completion_tokens.map(saturate),
-            tokens_per_second: rec.tokens_per_second.filter(|t| t.is_finite() && *t >= 0.0),
-            finish_reason: rec.finish_reason.clone(),
-            cache_hit: rec.cache_hit,
-            error,
-        });
-        for n in &rec.fallback_notes {
-            if !self.meta.system.fallback_notes.contains(n) {
-                self.meta.system.fallback_notes.push(n.clone());
-            }
-        }
-    }
-
-    fn merge_run(&mut self, id: &InstanceId, part: Value) {
-        let Value::Object(part) = part else { return };
-        let allowed: Map<String, Value> = part
-            .into_iter()
-            .filter(|(k, _)| STAGE_RUN_KEYS.contains(&k.as_str()))
-            .collect();
-        let Ok(mut doc) = serde_json::to_value(&self.meta) else {
-            return;
-        };
-        merge(&mut doc, Value::Object(allowed));
-        match serde_json::from_value::<ArtifactMetadata>(doc) {
-            Ok(m) => self.meta = m,
-            Err(e) => self
-                .meta
-                .system
-                .fallback_notes
-                .push(format!("telemetry of `{id}` left out: {e}")),
-        }
-    }
-}
-
-/// A per-scene stage's part of its scene's record, and its fallback notes, from its output.
-///
-/// The ComfyUI stages report under the contract's names, each in its own place: `queue` its
-/// `Telemetry` fields under `telemetry` (and `gpu`, `prompt_id`, `server`, `workflow_path`
-/// beside it), `await-marker` the `DoneMarker*`/`ForcedCopy*` fields at the top of its output,
-/// `collect-frames` a whole `Frames`. Any other kind's `telemetry` member is taken as a part of
-/// the scene record as it is. Notes are gathered apart: merging replaces arrays, and every
-/// stage's notes belong in the scene's `System.FallbackNotes`.
-fn scene_part(kind: StageKind, output: &Value) -> (Option<Value>, Vec<String>) {
-    let notes = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // A `telemetry` member already shaped like a part of the scene record is taken as it is.
-    let queue_shaped = output
-        .get("telemetry")
-        .is_some_and(|t| t.get("HistoryExitReason").is_some() || t.get("QueueStart").is_some());
-    match kind {
-        StageKind::Queue if queue_shaped => {
-            let mut telemetry = output.get("telemetry").cloned().unwrap_or(Value::Null);
-            if let (Value::Object(t), Some(gpu)) =
-                (&mut telemetry, output.get("gpu").filter(|g| !g.is_null()))
-            {
-                t.insert("GPU".into(), gpu.clone());
-            }
-            let mut part = Map::new();
-            if telemetry.is_object() {
-                part.insert("Telemetry".into(), telemetry);
-            }
-            for (from, to) in [
-                ("prompt_id", "PromptId"),
-                ("server", "Server"),
-                ("workflow_path", "WorkflowPath"),
-            ] {
-                if let Some(v) = output.get(from).filter(|v| v.is_string()) {
-                    part.insert(to.into(), v.clone());
-                }
-            }
-            (
-                Some(Value::Object(part)),
-                notes(output.get("fallback_notes")),
-            )
-        }
-        StageKind::AwaitMarker => {
-            let mut t = Map::new();
-            for key in [
-                "DoneMarkerDetected",
-                "DoneMarkerWaitSeconds",
-                "DoneMarkerPath",
-                "ForcedCopyTriggered",
-                "ForcedCopyDebugPath",
-            ] {
-                if let Some(v) = output.get(key) {
-                    t.insert(key.into(), v.clone());
-                }
-            }
-            let mut part = Map::new();
-            part.insert("Telemetry".into(), Value::Object(t));
-            (
-                Some(Value::Object(part)),
-                notes(output.pointer("/System/FallbackNotes")),
-            )
-        }
-        StageKind::CollectFrames => {
-            let part = output.get("Frames").map(|f| {
-                let mut m = Map::new();
-                m.insert("Frames".into(), f.clone());
-                Value::Object(m)
-            });
-            (part, notes(output.pointer("/System/FallbackNotes")))
-        }
-        _ => (output.get("telemetry").cloned(), Vec::new()),
-    }
-}
-
-/// The run's `QualityMetrics` from its scenes.
-impl Builder<'_> {
-    /// The frame and marker KPIs from the scene records, and the checks of a per-scene
-    /// `quality` stage gathered over its instances (the output of one that succeeded, else the
-    /// record of its last finished attempt, which an `enforce`d failure leaves with its checks).
-    /// A once-per-run `quality` stage's own `telemetry` is merged over this later.
-    fn run_quality(&mut self, per_item: &[(&String, &SpecStage)]) {
-        let scenes = &self.meta.scenes;
-        if scenes.is_empty() {
-            return;
-        }
-        let n = scenes.len() as f64;
-        let q = &mut self.meta.quality_metrics;
-        q.avg_frames_per_scene = Some(
-            scenes
-                .iter()
-                .map(|s| f64::from(s.frames.count))
-                .sum::<f64>()
-                / n,
-        );
-        q.zero_frame_scenes =
-            saturate(scenes.iter().filter(|s| s.frames.count == 0).count() as u64);
-        q.short_scenes = saturate(scenes.iter().filter(|s| s.frames.short).count() as u64);
-        if per_item
-            .iter()
-            .any(|(_, s)| s.kind() == StageKind::AwaitMarker)
-        {
-            let seen = scenes
-                .iter()
-                .filter(|s| s.telemetry.done_marker_detected)
-                .count();
-            q.done_marker_detection_rate = Some(seen as f64 / n);
-        }
-        let mut times: Vec<f64> = scenes
-            .iter()
-            .filter(|s| s.telemetry.queue_start.is_some())
-            .map(|s| s.telemetry.duration_seconds)
-            .collect();
-        times.sort_by(f64::total_cmp);
-        q.p95_scene_seconds = percentile(&times, 95.0);
-        let aligned: Vec<f64> = scenes
-            .iter()
-            .filter_map(|s| s.quality_metrics.alignment)
-            .collect();
-        if !aligned.is_empty() {
-            q.semantic_alignment = Some(aligned.iter().sum::<f64>() / aligned.len() as f64);
-        }
-
-        let count = scenes.len();
-        for (name, stage) in per_item {
-            if stage.kind() != StageKind::Quality {
-                continue;
-            }
-            for item in 0..count {
-                let id = InstanceId::new((*name).clone(), Some(item as u32));
-                let Some(inst) = self.history.get(&id) else {
-                    continue;
-                };
-                let part = self.output(inst).or_else(|| {
-                    let last = inst.attempts.iter().rev().find(|a| !self.in_flight(a))?;
-                    self.attempt_record(&id, last.attempt)
-                });
-                let Some(part) = part else { continue };
-                let checks: Vec<QualityCheckResult> = part
-                    .get("checks")
-                    .cloned()
-                    .and_then(|c| serde_json::from_value(c).ok())
-                    .unwrap_or_default();
-                let q = &mut self.meta.quality_metrics;
-                for c in checks {
-                    // A run-wide check (no scene) is the same in every scene's instance.
-                    if c.scene_id.is_none()
-                        && q.checks
-                            .iter()
-                            .any(|k| k.check == c.check && k.scene_id.is_none())
-                    {
-                        continue;
-                    }
-                    q.passed = Some(q.passed.unwrap_or(true) && c.passed);
-                    q.checks.push(c);
-                }
-                if let Some(p) = part.get("passed").and_then(Value::as_bool) {
-                    q.passed = Some(q.passed.unwrap_or(true) && p);
-                }
-                if q.diversity_entropy.is_none() {
-                    q.diversity_entropy = part.get("diversity_entropy").and_then(Value::as_f64);
-                }
-            }
-        }
-    }
-}
-
-/// Merges a per-scene stage's `telemetry` part into the scene, or notes why it could not.
-fn merge_scene(scene: SceneRecord, id: &InstanceId, part: Value) -> SceneRecord {
-    let Value::Object(part) = part else {
-        return scene;
-    };
-    let allowed: Map<String, Value> = part
-        .into_iter()
-        .filter(|(k, _)| !ENGINE_SCENE_KEYS.contains(&k.as_str()))
-        .collect();
-    let Ok(mut doc) = serde_json::to_value(&scene) else {
-        return scene;
-    };
-    merge(&mut doc, Value::Object(allowed));
-    match serde_json::from_value::<SceneRecord>(doc) {
-        Ok(mut s) => {
-            // Derived, so that a stage that reports both readings cannot get it wrong.
-            let g = &mut s.telemetry.gpu;
-            g.vram_delta_mb = g.vram_before_mb.zip(g.vram_after_mb).map(|(b, a)| a - b);
-            s
-        }
-        Err(e) => {
-            let mut s = scene;
-            s.telemetry
-                .system
-                .fallback_notes
-                .push(format!("telemetry of `{id}` left out: {e}"));
-            s
-        }
-    }
-}
-
-/// Objects merge key by key; anything else replaces.
-fn merge(base: &mut Value, part: Value) {
-    match (base, part) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
     }
 }
 
@@ -831,31 +507,6 @@ fn story_info(story: &Value) -> Option<StoryInfo> {
     })
 }
 
-/// What `stages::llm` writes per attempt (`attempt-<n>.json`); fields it may lack default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-struct LlmRecord {
-    outcome: String,
-    error: Option<String>,
-    service: Option<String>,
-    model: Option<String>,
-    cache_hit: bool,
-    response_time_s: Option<f64>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    tokens_per_second: Option<f64>,
-    finish_reason: Option<String>,
-    providers: Vec<ProviderRecord>,
-    fallback_notes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-struct ProviderRecord {
-    service: String,
-    health: String,
-}
-
 fn saturate(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -893,9 +544,14 @@ mod tests {
 
     use super::*;
     use crate::exec::{
-        BoxFuture, ExecOptions, Interrupt, Registry, RunRequest, Stage, StageContext, StageFailure,
+        Attempt, BoxFuture, ExecOptions, Interrupt, Registry, RunRequest, Stage, StageContext,
+        StageFailure,
     };
     use crate::spec::model::FailureClass;
+    use crate::stages::output::{
+        LlmAttempt, LlmRecord, ProviderReport, QueueOutput, QueueTelemetry, RecordOutcome,
+        RenderRef,
+    };
 
     fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -954,39 +610,67 @@ needs = ["render"]
     struct Scripted;
 
     impl Stage for Scripted {
-        fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Result<Value, StageFailure>> {
+        fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
                 if ctx.instance.stage == "story" {
-                    let dir = ctx.run_dir.join(&ctx.instance_dir);
-                    std::fs::create_dir_all(&dir).expect("mkdir");
-                    let record = json!({
-                        "attempt": ctx.attempt, "outcome": "succeeded", "service": "llm",
-                        "model": "m", "cache_hit": false, "response_time_s": 1.5,
-                        "prompt_tokens": 10, "completion_tokens": 20, "finish_reason": "stop",
-                        "providers": [{"service": "llm", "health": "reachable"}],
-                        "fallback_notes": ["llm: a note"],
-                    });
-                    std::fs::write(dir.join("attempt-1.json"), record.to_string()).expect("w");
-                    return Ok(json!({
+                    let story = json!({
                         "title": "T", "story_version": "2",
                         "scenes": [
                             {"id": "a", "prompt": "p1", "mood": "m1"},
                             {"id": "b", "prompt": "p2", "mood": "m2", "keyframe": "k.png"},
                             {"id": "b", "prompt": "p3", "mood": "m3"},
                         ],
-                    }));
+                    });
+                    let record = LlmRecord {
+                        attempt: ctx.attempt,
+                        outcome: RecordOutcome::Succeeded,
+                        failure_class: None,
+                        error: None,
+                        body: LlmAttempt {
+                            service: Some("llm".into()),
+                            model: Some("m".into()),
+                            response_time_s: Some(1.5),
+                            prompt_tokens: Some(10),
+                            completion_tokens: Some(20),
+                            finish_reason: Some("stop".into()),
+                            providers: vec![ProviderReport {
+                                service: "llm".into(),
+                                base_url: "http://127.0.0.1:1".into(),
+                                model: "m".into(),
+                                health: "reachable".into(),
+                                error: None,
+                            }],
+                            fallback_notes: vec!["llm: a note".into()],
+                            ..LlmAttempt::default()
+                        },
+                    };
+                    return Attempt::recorded(Ok(story), &record);
                 }
                 if ctx.instance.item == Some(1) && ctx.attempt == 1 {
-                    return Err(StageFailure::new(FailureClass::Transport, "refused"));
+                    return Attempt::from(Err(StageFailure::new(
+                        FailureClass::Transport,
+                        "refused",
+                    )));
                 }
-                Ok(json!({"telemetry": {
-                    "PromptId": format!("p-{}", ctx.instance.item.unwrap_or(0)),
-                    "Telemetry": {
-                        "HistoryExitReason": "success",
-                        "ExecutionSuccessDetected": true,
-                        "GPU": {"Source": "nvml", "VramBeforeMB": 100, "VramAfterMB": 150},
-                    },
-                }}))
+                let Some(SpecStage::Queue(stage)) = ctx.stage() else {
+                    return Attempt::from(Err(StageFailure::new(
+                        FailureClass::InvalidOutput,
+                        "not a queue stage",
+                    )));
+                };
+                let mut out = QueueOutput::start(QueueTelemetry::configured(stage));
+                out.telemetry.history_exit_reason = HistoryExitReason::Success;
+                out.telemetry.execution_success_detected = true;
+                out.gpu = Some(GpuTelemetry {
+                    source: GpuReadingSource::Nvml,
+                    vram_before_mb: Some(100),
+                    vram_after_mb: Some(150),
+                    ..GpuTelemetry::none()
+                });
+                let mut render = RenderRef::new("cinepipe/r/s/a1/frame");
+                render.prompt_id = Some(format!("p-{}", ctx.instance.item.unwrap_or(0)));
+                out.render = Some(render);
+                Attempt::from(Attempt::output(&out))
             })
         }
     }
@@ -1017,7 +701,10 @@ needs = ["render"]
         assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
         assert_eq!(report.telemetry_error, None);
         let dir = report.dir.clone();
-        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+        assert_eq!(
+            crate::telemetry::verify::verify_run(&dir).expect("reads"),
+            []
+        );
 
         // The validate stage checked the files as they were before it, and passed.
         let out: Value = serde_json::from_str(
@@ -1112,7 +799,10 @@ needs = ["render"]
         assert_eq!(m.outcome, Outcome::Incomplete);
         assert_eq!(m.ended_at, None);
         assert_eq!(m.stage_attempt_summaries.len(), 1);
-        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+        assert_eq!(
+            crate::telemetry::verify::verify_run(&dir).expect("reads"),
+            []
+        );
 
         // A later session started: the attempt was killed, so it is cancelled, with no end.
         let first = keep
@@ -1127,11 +817,14 @@ needs = ["render"]
             (v.stage.as_str(), v.outcome, v.end),
             ("validate", AttemptOutcome::Cancelled, None)
         );
-        assert_eq!(crate::verify::verify_run(&dir).expect("reads"), []);
+        assert_eq!(
+            crate::telemetry::verify::verify_run(&dir).expect("reads"),
+            []
+        );
     }
 
     #[test]
-    fn a_part_that_breaks_the_record_is_left_out_with_a_note() {
+    fn an_output_that_is_not_its_kinds_type_is_left_out_with_a_note() {
         let q = QueueConfig::default();
         let scene = SceneRecord {
             scene_id: "s".into(),
@@ -1155,10 +848,14 @@ needs = ["render"]
             telemetry: never_queued(&q, vec![]),
         };
         let id = InstanceId::new("render", Some(0));
-        let bad = merge_scene(
-            scene.clone(),
+        let mut bad = scene.clone();
+        let mut notes = Vec::new();
+        parts::scene_part(
+            &mut bad,
+            StageKind::Queue,
             &id,
-            json!({"Telemetry": {"HistoryExitReason": "timeout"}}),
+            json!({"telemetry": {"HistoryExitReason": "timeout"}}),
+            &mut notes,
         );
         assert_eq!(
             bad.telemetry.history_exit_reason,
@@ -1168,12 +865,16 @@ needs = ["render"]
         assert!(
             bad.telemetry.system.fallback_notes[0].starts_with("telemetry of `render[0]` left out")
         );
-        // The engine's own keys are not a stage's to set.
-        let same = merge_scene(
-            scene.clone(),
+        // A kind that reports no scene telemetry changes nothing, whatever its output holds.
+        let mut same = scene.clone();
+        parts::scene_part(
+            &mut same,
+            StageKind::PatchWorkflow,
             &id,
             json!({"SceneId": "x", "Outcome": "failed"}),
+            &mut notes,
         );
         assert_eq!(same, scene);
+        assert!(notes.is_empty());
     }
 }

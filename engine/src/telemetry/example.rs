@@ -514,7 +514,7 @@ mod tests {
         .expect("write");
         crate::fsutil::write_atomic(&dir.path().join(SUMMARY_FILE), write_summary(&m).as_bytes())
             .expect("write");
-        let violations = crate::verify::verify_run(dir.path()).expect("readable");
+        let violations = crate::telemetry::verify::verify_run(dir.path()).expect("readable");
         assert!(violations.is_empty(), "{violations:#?}");
     }
 

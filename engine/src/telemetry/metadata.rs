@@ -196,6 +196,17 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// The policy of a `queue` stage.
+    pub fn of(stage: &crate::spec::model::QueueStage) -> QueueConfig {
+        QueueConfig {
+            scene_retry_budget: stage.retry.budget,
+            history_max_wait_seconds: stage.max_wait_s,
+            history_poll_interval_seconds: stage.poll_interval_s,
+            history_max_attempts: stage.max_attempts,
+            post_execution_timeout_seconds: stage.post_execution_timeout_s,
+        }
+    }
+
     /// The most `/history` polls one attempt can make (the seeds' `pollLimit`): the configured
     /// limit when there is one, else as many polls as fit in the max wait.
     pub fn poll_limit(&self) -> u32 {

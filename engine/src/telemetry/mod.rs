@@ -6,7 +6,9 @@ pub mod build;
 #[cfg(test)]
 pub(crate) mod example;
 mod metadata;
+mod parts;
 mod summary;
+pub mod verify;
 
 pub use metadata::*;
 pub(crate) use summary::{Expected, Extract, expected_lines};

@@ -174,7 +174,9 @@ pub enum HistoryStatus {
 }
 
 /// One file an output node reported (`images: [{filename, subfolder, type}]`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct OutputFile {
     /// The node that wrote it.
     pub node: String,

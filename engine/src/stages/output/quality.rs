@@ -1,0 +1,52 @@
+//! The `quality` stage's output and attempt record.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::record::AttemptRecord;
+use crate::telemetry::{QualityCheckResult, SceneQualityMetrics};
+
+/// The `quality` stage's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QualityOutput {
+    /// Every check met its threshold.
+    pub passed: bool,
+    pub checks: Vec<QualityCheckResult>,
+    pub diversity_entropy: Option<f64>,
+    pub semantic_alignment: Option<f64>,
+    /// Not measured yet (the LLM rubric is not built): always null.
+    pub narrative_coherence: Option<f64>,
+    pub notes: Vec<String>,
+    pub telemetry: QualityTelemetry,
+}
+
+/// The telemetry part of a `quality` output, with the contract's names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QualityTelemetry {
+    #[serde(rename = "QualityMetrics")]
+    pub quality_metrics: QualityPart,
+}
+
+/// A per-scene stage's frame metrics (its scene's `QualityMetrics`), or a once-per-run stage's
+/// verdict (the run's `QualityMetrics`). Untagged because both shapes are the contract's, and a
+/// verdict is told apart by its required `Passed` and `Checks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum QualityPart {
+    Run(RunQuality),
+    Scene(SceneQualityMetrics),
+}
+
+/// A once-per-run `quality` stage's part of the run's `QualityMetrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunQuality {
+    pub passed: bool,
+    pub diversity_entropy: Option<f64>,
+    pub semantic_alignment: Option<f64>,
+    pub checks: Vec<QualityCheckResult>,
+}
+
+/// What a `quality` attempt leaves in `attempt-<n>.json`: its output, which a failed attempt
+/// (`enforce = true`) has too, with the checks it missed; none when it failed before scoring.
+pub type QualityRecord = AttemptRecord<Option<QualityOutput>>;
