@@ -54,8 +54,8 @@ impl Walker {
         let Some(implementation) = self.nodes[stage].implementation.clone() else {
             return;
         };
-        for &v in &self.nodes[stage].services {
-            self.service_slots[v] -= 1;
+        for &service in &self.nodes[stage].services {
+            self.service_slots[service] -= 1;
         }
         self.running += 1;
         let id = self.id(stage, slot);
@@ -132,16 +132,16 @@ impl Walker {
                 (e.id(), AttemptResult::Error(why.to_owned()))
             }
         };
-        let Some(m) = self.in_flight.remove(&id) else {
+        let Some(running) = self.in_flight.remove(&id) else {
             return;
         };
         self.running -= 1;
-        for &v in &self.nodes[m.stage].services {
-            self.service_slots[v] += 1;
+        for &service in &self.nodes[running.stage].services {
+            self.service_slots[service] += 1;
         }
-        let duration = m.started_at.elapsed();
+        let duration = running.started_at.elapsed();
         let result = match result {
-            AttemptResult::Ok { output, file } => match self.check_lists(m.stage, &output) {
+            AttemptResult::Ok { output, file } => match self.check_lists(running.stage, &output) {
                 Ok(()) => AttemptResult::Ok { output, file },
                 Err(e) => AttemptResult::Failed(StageFailure::new(
                     FailureClass::InvalidOutput,
@@ -151,38 +151,38 @@ impl Walker {
             other => other,
         };
         match result {
-            AttemptResult::Ok { output, file } => self.succeed(m, duration, output, file),
+            AttemptResult::Ok { output, file } => self.succeed(running, duration, output, file),
             AttemptResult::Failed(f) => self.attempt_failed(
-                m,
+                running,
                 duration,
                 AttemptOutcome::Failed,
                 Some(f.class),
                 f.message,
             ),
             AttemptResult::TimedOut(bound) => self.attempt_failed(
-                m,
+                running,
                 duration,
                 AttemptOutcome::TimedOut,
                 Some(FailureClass::Timeout),
                 format!("the attempt ran past its bound of {}", secs(bound)),
             ),
             AttemptResult::Error(msg) => {
-                self.attempt_failed(m, duration, AttemptOutcome::Crashed, None, msg)
+                self.attempt_failed(running, duration, AttemptOutcome::Crashed, None, msg)
             }
             AttemptResult::Cancelled => {
                 self.cancelled += 1;
-                let id = self.id(m.stage, m.slot);
-                self.record(&m, duration, AttemptOutcome::Cancelled, None, None);
+                let id = self.id(running.stage, running.slot);
+                self.record(&running, duration, AttemptOutcome::Cancelled, None, None);
                 self.emit(EventKind::AttemptFinished {
                     instance: id,
-                    attempt: m.attempt,
+                    attempt: running.attempt,
                     outcome: AttemptOutcome::Cancelled,
                     duration_s: duration.as_secs_f64(),
                     class: None,
                     error: None,
                     retry_in_s: None,
                 });
-                self.instances[m.stage][m.slot].phase = Phase::Blocked;
+                self.instances[running.stage][running.slot].phase = Phase::Blocked;
             }
         }
     }

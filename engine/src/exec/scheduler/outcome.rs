@@ -18,46 +18,48 @@ use crate::spec::model::FailureClass;
 impl Walker {
     pub(super) fn record(
         &mut self,
-        m: &RunningAttempt,
+        running: &RunningAttempt,
         duration: Duration,
         outcome: AttemptOutcome,
         class: Option<FailureClass>,
         error: Option<String>,
     ) {
-        self.instances[m.stage][m.slot].records.push(AttemptRecord {
-            attempt: m.attempt,
-            started: m.started_ts.clone(),
-            finished: super::super::event::now_rfc3339(),
-            duration_s: duration.as_secs_f64(),
-            outcome,
-            class,
-            error,
-        });
+        self.instances[running.stage][running.slot]
+            .records
+            .push(AttemptRecord {
+                attempt: running.attempt,
+                started: running.started_ts.clone(),
+                finished: super::super::event::now_rfc3339(),
+                duration_s: duration.as_secs_f64(),
+                outcome,
+                class,
+                error,
+            });
     }
 
     pub(super) fn succeed(
         &mut self,
-        m: RunningAttempt,
+        running: RunningAttempt,
         duration: Duration,
         output: Arc<Value>,
         file: Option<String>,
     ) {
-        let id = self.id(m.stage, m.slot);
-        self.record(&m, duration, AttemptOutcome::Succeeded, None, None);
+        let id = self.id(running.stage, running.slot);
+        self.record(&running, duration, AttemptOutcome::Succeeded, None, None);
         self.emit(EventKind::AttemptFinished {
             instance: id.clone(),
-            attempt: m.attempt,
+            attempt: running.attempt,
             outcome: AttemptOutcome::Succeeded,
             duration_s: duration.as_secs_f64(),
             class: None,
             error: None,
             retry_in_s: None,
         });
-        let instance = &mut self.instances[m.stage][m.slot];
+        let instance = &mut self.instances[running.stage][running.slot];
         instance.phase = Phase::Done;
         instance.output = Some(output);
         let (attempts, flaky) = (instance.attempts, instance.had_failure);
-        self.done_count[m.stage] += 1;
+        self.done_count[running.stage] += 1;
         self.emit(EventKind::Succeeded {
             instance: id,
             attempts,
@@ -69,7 +71,7 @@ impl Walker {
         }
         let spec = self.spec.clone();
         let graph = &spec.graph;
-        for &list in graph.sources(m.stage) {
+        for &list in graph.sources(running.stage) {
             self.expand(list);
             for &member in &graph.lists()[list].members {
                 for slot in 0..self.instances[member].len() {
@@ -77,10 +79,10 @@ impl Walker {
                 }
             }
         }
-        let mode = graph.mode(m.stage);
-        for &dependent in graph.dependents(m.stage) {
+        let mode = graph.mode(running.stage);
+        for &dependent in graph.dependents(running.stage) {
             match (graph.mode(dependent), mode) {
-                (FanMode::PerItem(_), FanMode::PerItem(_)) => self.refresh(dependent, m.slot),
+                (FanMode::PerItem(_), FanMode::PerItem(_)) => self.refresh(dependent, running.slot),
                 (FanMode::PerItem(_), _) => {
                     for slot in 0..self.instances[dependent].len() {
                         self.refresh(dependent, slot);
@@ -93,19 +95,19 @@ impl Walker {
 
     pub(super) fn attempt_failed(
         &mut self,
-        m: RunningAttempt,
+        running: RunningAttempt,
         duration: Duration,
         outcome: AttemptOutcome,
         class: Option<FailureClass>,
         message: String,
     ) {
-        let (stage, slot) = (m.stage, m.slot);
+        let (stage, slot) = (running.stage, running.slot);
         let id = self.id(stage, slot);
-        self.record(&m, duration, outcome, class, Some(message.clone()));
+        self.record(&running, duration, outcome, class, Some(message.clone()));
         self.instances[stage][slot].had_failure = true;
         let finished = |retry_in_s: Option<f64>| EventKind::AttemptFinished {
             instance: id.clone(),
-            attempt: m.attempt,
+            attempt: running.attempt,
             outcome,
             duration_s: duration.as_secs_f64(),
             class,
@@ -138,8 +140,8 @@ impl Walker {
                 )
             {
                 self.instances[stage][slot].budget_spent += 1;
-                let n = self.instances[stage][slot].budget_spent;
-                let wait = retry::delay(&self.nodes[stage].retry, n, retry::random_unit());
+                let spent = self.instances[stage][slot].budget_spent;
+                let wait = retry::delay(&self.nodes[stage].retry, spent, retry::random_unit());
                 self.emit(finished(Some(wait.as_secs_f64())));
                 self.wait(stage, slot, wait);
                 return;
@@ -154,17 +156,17 @@ impl Walker {
     fn requeue(&mut self, stage: usize, slot: usize, span: &RequeueSpan) {
         let target = span.target;
         let mut reset = Vec::with_capacity(span.stages.len());
-        for &x in &span.stages {
-            let Some(instance) = self.instances[x].get_mut(slot) else {
+        for &reset_stage in &span.stages {
+            let Some(instance) = self.instances[reset_stage].get_mut(slot) else {
                 continue;
             };
             if instance.phase == Phase::Done {
-                self.done_count[x] -= 1;
+                self.done_count[reset_stage] -= 1;
             }
             instance.phase = Phase::Blocked;
             instance.output = None;
             instance.reused = false;
-            reset.push(self.id(x, slot));
+            reset.push(self.id(reset_stage, slot));
         }
         let requeued = &mut self.instances[target][slot];
         requeued.budget_spent += 1;
@@ -223,12 +225,12 @@ impl Walker {
             self.stopped_by = Some(id.clone());
             // Retries waiting for their turn are new work: they are not taken.
             self.timers.abort_all();
-            for x in 0..self.instances.len() {
-                for y in 0..self.instances[x].len() {
-                    if self.instances[x][y].phase == Phase::Waiting {
+            for other in 0..self.instances.len() {
+                for other_slot in 0..self.instances[other].len() {
+                    if self.instances[other][other_slot].phase == Phase::Waiting {
                         let msg =
                             format!("its retry was not taken: the run stopped after `{id}` failed");
-                        self.fail(x, y, None, msg);
+                        self.fail(other, other_slot, None, msg);
                     }
                 }
             }

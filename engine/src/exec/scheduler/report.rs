@@ -11,23 +11,23 @@ impl Walker {
     fn skip_detail(&self, stage: usize, slot: usize) -> (SkipReason, String) {
         let graph = self.graph();
         let mode = graph.mode(stage);
-        for &n in graph.needs(stage) {
-            let slots: Vec<usize> = match (graph.mode(n), mode) {
+        for &need in graph.needs(stage) {
+            let slots: Vec<usize> = match (graph.mode(need), mode) {
                 (FanMode::PerItem(_), FanMode::PerItem(_)) => vec![slot],
-                (FanMode::PerItem(l), _) if self.list_items[l].is_none() => {
+                (FanMode::PerItem(list), _) if self.list_items[list].is_none() => {
                     return (
                         SkipReason::NeedFailed,
                         format!(
                             "needs every `{}`, whose list never came",
-                            self.nodes[n].name
+                            self.nodes[need].name
                         ),
                     );
                 }
-                (FanMode::PerItem(_), _) => (0..self.instances[n].len()).collect(),
+                (FanMode::PerItem(_), _) => (0..self.instances[need].len()).collect(),
                 _ => vec![0],
             };
-            for y in slots {
-                let phase = self.instances[n].get(y).map(|i| i.phase);
+            for need_slot in slots {
+                let phase = self.instances[need].get(need_slot).map(|i| i.phase);
                 if phase != Some(Phase::Done) {
                     let what = match phase {
                         Some(Phase::Failed) => "failed",
@@ -36,7 +36,7 @@ impl Walker {
                     };
                     return (
                         SkipReason::NeedFailed,
-                        format!("needs `{}`, which {what}", self.id(n, y)),
+                        format!("needs `{}`, which {what}", self.id(need, need_slot)),
                     );
                 }
             }
@@ -70,10 +70,10 @@ impl Walker {
             let spec = self.spec.clone();
             let graph = &spec.graph;
             for &stage in graph.order() {
-                if let FanMode::PerItem(l) = graph.mode(stage)
-                    && self.list_items[l].is_none()
+                if let FanMode::PerItem(list) = graph.mode(stage)
+                    && self.list_items[list].is_none()
                 {
-                    let source = graph.lists()[l].source;
+                    let source = graph.lists()[list].source;
                     let what = match self.instances[source].first().map(|i| i.phase) {
                         Some(Phase::Failed) => "failed",
                         Some(Phase::Skipped) => "was skipped",
@@ -82,7 +82,7 @@ impl Walker {
                     let reason = SkipReason::NeedFailed;
                     let detail = format!(
                         "runs once per item of `{}`, and `{}` {what}",
-                        graph.lists()[l].label,
+                        graph.lists()[list].label,
                         self.nodes[source].name
                     );
                     self.emit(EventKind::Skipped {
@@ -110,7 +110,7 @@ impl Walker {
             let skipped = self.count(Phase::Skipped);
             let unexpanded = (0..graph.len())
                 .filter(
-                    |&stage| matches!(graph.mode(stage), FanMode::PerItem(l) if self.list_items[l].is_none()),
+                    |&stage| matches!(graph.mode(stage), FanMode::PerItem(list) if self.list_items[list].is_none()),
                 )
                 .count();
             let outcome = if self.failed == 0 && skipped == 0 && unexpanded == 0 {
@@ -138,8 +138,8 @@ impl Walker {
         let mut instances = Vec::new();
         let spec = self.spec.clone();
         for &stage in spec.graph.order() {
-            if let FanMode::PerItem(l) = spec.graph.mode(stage)
-                && self.list_items[l].is_none()
+            if let FanMode::PerItem(list) = spec.graph.mode(stage)
+                && self.list_items[list].is_none()
             {
                 // A per-item stage whose list never came: one entry stands for all its items.
                 instances.push(InstanceReport {

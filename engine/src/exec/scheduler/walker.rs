@@ -388,7 +388,7 @@ impl Walker {
                     && self.nodes[stage]
                         .services
                         .iter()
-                        .all(|&v| self.service_slots[v] > 0)
+                        .all(|&service| self.service_slots[service] > 0)
             }) else {
                 break;
             };
