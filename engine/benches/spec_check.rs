@@ -154,7 +154,7 @@ fn main() {
         let checked =
             cinepipe::spec::load(&spec_path, Some("ci")).expect("generated spec is valid");
         let plan = cinepipe::plan::Plan::new(checked);
-        assert_eq!(plan.order.len(), STAGES);
+        assert_eq!(plan.order().len(), STAGES);
         times.push(start.elapsed());
     }
     let (p50, p95, max) = stats(times);

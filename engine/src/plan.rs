@@ -1,80 +1,42 @@
-//! The plan: a checked spec as a DAG of stages (petgraph), in the order they can run, with every
-//! resolved value and where it came from.
+//! The plan: a checked spec's stages in the order they can run (the DAG the checker built,
+//! [`StageGraph`]), with every resolved value and where it came from, as text, JSON, DOT and
+//! Mermaid.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use petgraph::Direction;
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::spec::source::escape_segment;
-use crate::spec::{CheckedSpec, Fan, Origin};
+use crate::spec::{CheckedSpec, Fan, Origin, StageGraph};
 
-/// A checked spec turned into a graph. Edges run from a stage to the stages that need it.
+/// A checked spec, ready to show or run: its stages in the order they run, from the graph the
+/// checker computed ([`StageGraph`]).
 #[derive(Debug)]
 pub struct Plan {
     pub spec: CheckedSpec,
-    pub graph: DiGraph<String, ()>,
-    /// Stages in an order they can run: every stage after all it needs; ties in spec order.
-    pub order: Vec<NodeIndex>,
-    /// Each stage's wave: 0 for stages that need nothing, else one more than its latest need.
-    pub waves: Vec<usize>,
 }
 
 impl Plan {
-    /// Builds the DAG. The spec checker has already rejected unknown needs and cycles.
+    /// The spec checker has already rejected unknown needs and cycles, and built the graph.
     pub fn new(spec: CheckedSpec) -> Plan {
-        let mut graph = DiGraph::new();
-        let nodes: Vec<NodeIndex> = spec
-            .spec
-            .stages
-            .keys()
-            .map(|n| graph.add_node(n.clone()))
-            .collect();
-        for (i, stage) in spec.spec.stages.values().enumerate() {
-            for need in stage.common().needs {
-                if let Some(j) = spec.spec.stages.get_index_of(need) {
-                    graph.add_edge(nodes[j], nodes[i], ());
-                }
-            }
-        }
-        // Kahn's algorithm, always taking the ready stage that comes first in the spec.
-        let mut indegree: Vec<usize> = graph
-            .node_indices()
-            .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
-            .collect();
-        let mut ready: BTreeSet<usize> = indegree
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d == 0)
-            .map(|(i, _)| i)
-            .collect();
-        let mut order = Vec::with_capacity(nodes.len());
-        let mut waves = vec![0usize; nodes.len()];
-        while let Some(i) = ready.pop_first() {
-            order.push(nodes[i]);
-            for m in graph.neighbors_directed(nodes[i], Direction::Outgoing) {
-                let j = m.index();
-                waves[j] = waves[j].max(waves[i] + 1);
-                indegree[j] -= 1;
-                if indegree[j] == 0 {
-                    ready.insert(j);
-                }
-            }
-        }
-        Plan {
-            spec,
-            graph,
-            order,
-            waves,
-        }
+        Plan { spec }
+    }
+
+    pub fn graph(&self) -> &StageGraph {
+        &self.spec.graph
+    }
+
+    /// Stages (by number) in an order they can run: every stage after all it needs; ties in
+    /// spec order.
+    pub fn order(&self) -> &[usize] {
+        self.graph().order()
     }
 
     pub fn stage_names(&self) -> impl Iterator<Item = &str> {
-        self.order.iter().map(|n| self.graph[*n].as_str())
+        let graph = self.graph();
+        graph.order().iter().map(|n| graph.name(*n))
     }
 
     /// The spec with the profile applied and every default filled in, as JSON: what the views
@@ -98,23 +60,24 @@ impl Plan {
                 values: rows(spec, v, &format!("/services/{}", escape_segment(name))),
             })
             .collect();
-        let stages = self
-            .order
+        let graph = self.graph();
+        let stages = graph
+            .order()
             .iter()
             .map(|n| {
-                let name = self.graph[*n].as_str();
+                let name = graph.name(*n);
                 let ptr = format!("/stages/{}", escape_segment(name));
                 let v = crate::spec::source::lookup(resolved, &ptr).unwrap_or(&Value::Null);
                 StageView {
                     name,
                     kind: self.kind_of(name),
-                    wave: self.waves[n.index()],
+                    wave: graph.wave(*n),
                     needs: spec
                         .spec
                         .stages
                         .get(name)
                         .map_or(&[][..], |s| s.common().needs),
-                    fan: spec.fans.get(name),
+                    fan: graph.fans().get(name),
                     values: rows(spec, v, &ptr),
                 }
             })
@@ -183,16 +146,17 @@ impl Plan {
             s,
             "  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];"
         );
-        for n in &self.order {
-            let name = &self.graph[*n];
+        let graph = self.graph();
+        for n in graph.order() {
+            let name = graph.name(*n);
             let kind = self.kind_of(name);
-            let (label, shape) = match self.spec.fans.get(name.as_str()) {
-                Some(Fan::PerItem { source, .. }) => (
+            let (label, shape) = match graph.fan(*n) {
+                Fan::PerItem { source, .. } => (
                     format!("{name}\n{kind}\nper item of {source}"),
                     ", peripheries=2",
                 ),
-                Some(Fan::Gather { .. }) => (format!("{name}\n{kind}\ngathers"), ""),
-                _ => (format!("{name}\n{kind}"), ""),
+                Fan::Gather { .. } => (format!("{name}\n{kind}\ngathers"), ""),
+                Fan::Once => (format!("{name}\n{kind}"), ""),
             };
             let _ = writeln!(
                 s,
@@ -201,15 +165,13 @@ impl Plan {
                 quote_dot(&label)
             );
         }
-        for e in self.graph.edge_indices() {
-            if let Some((a, b)) = self.graph.edge_endpoints(e) {
-                let _ = writeln!(
-                    s,
-                    "  {} -> {};",
-                    quote_dot(&self.graph[a]),
-                    quote_dot(&self.graph[b])
-                );
-            }
+        for (need, stage) in graph.edges() {
+            let _ = writeln!(
+                s,
+                "  {} -> {};",
+                quote_dot(graph.name(need)),
+                quote_dot(graph.name(stage))
+            );
         }
         s.push_str("}\n");
         s
@@ -218,25 +180,24 @@ impl Plan {
     /// The graph as a Mermaid flowchart.
     pub fn to_mermaid(&self) -> String {
         let mut s = String::from("flowchart LR\n");
-        for n in &self.order {
-            let name = &self.graph[*n];
+        let graph = self.graph();
+        for n in graph.order() {
+            let name = graph.name(*n);
             let kind = self.kind_of(name);
-            let id = format!("s{}", n.index());
+            let id = format!("s{n}");
             let label = escape_mermaid(name);
-            let line = match self.spec.fans.get(name.as_str()) {
-                Some(Fan::PerItem { source, .. }) => format!(
+            let line = match graph.fan(*n) {
+                Fan::PerItem { source, .. } => format!(
                     "  {id}[[\"{label}<br/>{kind}<br/>per item of {}\"]]",
                     escape_mermaid(source)
                 ),
-                Some(Fan::Gather { .. }) => format!("  {id}[\"{label}<br/>{kind}<br/>gathers\"]"),
-                _ => format!("  {id}[\"{label}<br/>{kind}\"]"),
+                Fan::Gather { .. } => format!("  {id}[\"{label}<br/>{kind}<br/>gathers\"]"),
+                Fan::Once => format!("  {id}[\"{label}<br/>{kind}\"]"),
             };
             let _ = writeln!(s, "{line}");
         }
-        for e in self.graph.edge_indices() {
-            if let Some((a, b)) = self.graph.edge_endpoints(e) {
-                let _ = writeln!(s, "  s{} --> s{}", a.index(), b.index());
-            }
+        for (need, stage) in graph.edges() {
+            let _ = writeln!(s, "  s{need} --> s{stage}");
         }
         s
     }

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod graph;
 pub mod model;
 pub mod profile;
 pub mod source;
@@ -17,8 +18,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use check::Fan;
 pub use diagnostic::{Code, SpecDiagnostic};
+pub use graph::{Fan, StageGraph};
 pub use profile::Origin;
 pub use source::SpecSource;
 
@@ -36,8 +37,10 @@ pub struct CheckedSpec {
     pub spec: SpecFile,
     /// The profile that was applied (`standard` when none was asked for).
     pub profile: String,
-    /// Each stage's fan-out, in the spec's order.
+    /// Each stage's fan-out, in the spec's order (the graph's, by name).
     pub fans: IndexMap<String, Fan>,
+    /// The stages as a DAG: needs, order, fan-out, requeue spans.
+    pub graph: StageGraph,
     /// Folder relative paths are resolved against.
     pub base_dir: PathBuf,
     /// The spec as written (JSON), to tell spec values from defaults.
@@ -130,7 +133,7 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
         repaired.pointer("/run/base_dir").and_then(Value::as_str),
     );
     let mut files = Files::default();
-    let fans = {
+    let graph = {
         let mut checker = Checker {
             source,
             index: &index,
@@ -141,9 +144,9 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
             out: &mut out,
             only: None,
         };
-        let fans = checker.check_graph();
-        checker.check_values(fans.as_ref());
-        fans
+        let graph = checker.check_graph();
+        checker.check_values(graph.as_ref());
+        graph
     };
 
     // Every profile is checked, not only the one asked for: a broken profile is a broken spec.
@@ -166,7 +169,7 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
         let o = profile::overlay(source, &repaired, &index, name, &mut out);
         // `standard` changes nothing unless the spec redefines it; then it is checked too.
         {
-            let found = check_overlay(source, &o, &base_dir, &mut files, fans.as_ref());
+            let found = check_overlay(source, &o, &base_dir, &mut files, graph.as_ref());
             for d in found {
                 let dup = base_found.iter().any(|b| {
                     b.code == d.code
@@ -186,7 +189,7 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
     if !out.is_empty() {
         return Err(fail(out));
     }
-    let (Some(overlaid), Some(fans)) = (selected, fans) else {
+    let (Some(overlaid), Some(mut graph)) = (selected, graph) else {
         return Err(fail(out));
     };
     let spec = SpecFile::deserialize(&overlaid.doc).map_err(|e| {
@@ -199,11 +202,14 @@ pub fn check(source: &SpecSource, profile: Option<&str>) -> Result<CheckedSpec, 
             .label(0..0, "here"),
         ])
     })?;
+    // The profile may have changed `on_short`; the graph's shape is the spec's.
+    graph.requeue_spans(&spec.stages);
     Ok(CheckedSpec {
         source: source.clone(),
         spec,
         profile: wanted.to_owned(),
-        fans,
+        fans: graph.fans().clone(),
+        graph,
         base_dir,
         written: doc,
         overlaid,
@@ -262,7 +268,7 @@ fn check_overlay(
     o: &Overlaid,
     base_dir: &Path,
     files: &mut Files,
-    fans: Option<&IndexMap<String, Fan>>,
+    graph: Option<&StageGraph>,
 ) -> Vec<SpecDiagnostic> {
     let mut out = Vec::new();
     if o.set_by.is_empty() {
@@ -336,6 +342,6 @@ fn check_overlay(
         out: &mut out,
         only: Some(touched),
     };
-    checker.check_values(fans);
+    checker.check_values(graph);
     out
 }

@@ -138,18 +138,28 @@ pub struct PromptMeta {
     pub variables: Vec<String>,
 }
 
+/// Why a prompt file's metadata block cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptMetaError {
+    #[error("metadata block `{{{{!--` has no closing `--}}}}`")]
+    Unclosed,
+    /// The first line of the TOML parser's message.
+    #[error("metadata block is not valid: {0}")]
+    Invalid(String),
+}
+
 /// Reads the metadata block of a prompt file, if it has one. A block that is not valid TOML is
 /// an error: it would otherwise silently declare nothing.
-pub fn prompt_meta(text: &str) -> Result<Option<PromptMeta>, String> {
+pub fn prompt_meta(text: &str) -> Result<Option<PromptMeta>, PromptMetaError> {
     let Some(rest) = text.trim_start().strip_prefix("{{!--") else {
         return Ok(None);
     };
     let Some(end) = rest.find("--}}") else {
-        return Err("metadata block `{{!--` has no closing `--}}`".to_owned());
+        return Err(PromptMetaError::Unclosed);
     };
     toml::from_str::<PromptMeta>(&rest[..end])
         .map(Some)
-        .map_err(|e| format!("metadata block is not valid: {}", first_line(e.message())))
+        .map_err(|e| PromptMetaError::Invalid(first_line(e.message())))
 }
 
 #[cfg(test)]
@@ -181,6 +191,13 @@ mod tests {
             .expect("parses");
         assert_eq!(meta.map(|m| m.variables), Some(vec!["a".to_owned()]));
         assert_eq!(prompt_meta("hi").expect("no block"), None);
-        assert!(prompt_meta("{{!-- version = --}}").is_err());
+        assert!(matches!(
+            prompt_meta("{{!-- version = --}}"),
+            Err(PromptMetaError::Invalid(_))
+        ));
+        assert_eq!(
+            prompt_meta("{{!-- version = \"1\"").map_err(|e| e.to_string()),
+            Err("metadata block `{{!--` has no closing `--}}`".to_owned())
+        );
     }
 }

@@ -1,0 +1,91 @@
+//! The rules of each stage kind's own values (`llm` and `patch-workflow` have files of their
+//! own).
+
+use super::super::diagnostic::Code;
+use super::super::graph::StageGraph;
+use super::super::model::{QualityCheck, Stage};
+use super::{Checker, stage_ptr};
+
+impl<'a> Checker<'a> {
+    /// The rules of each kind's own values.
+    pub(super) fn check_kind(&mut self, name: &str, stage: &Stage, graph: Option<&StageGraph>) {
+        let ptr = stage_ptr(name);
+        match stage {
+            Stage::Llm(s) => self.check_llm(name, s),
+            Stage::PatchWorkflow(s) => {
+                let fan = graph.and_then(|g| g.fans().get(name)).cloned();
+                self.check_patch(name, s, fan.as_ref());
+            }
+            Stage::Queue(s) => {
+                if s.poll_interval_s > s.max_wait_s {
+                    let span = self.value_span(&format!("{ptr}/poll_interval_s"));
+                    self.err(Code::InvalidValue, format!("`poll_interval_s` ({}) of stage `{name}` is longer than its `max_wait_s` ({})", s.poll_interval_s, s.max_wait_s), span, "it would never poll", None);
+                }
+            }
+            Stage::AwaitMarker(s) => {
+                if s.marker_suffix.is_empty() || s.marker_suffix.contains(['/', '\\']) {
+                    let span = self.value_span(&format!("{ptr}/marker_suffix"));
+                    self.err(
+                        Code::InvalidValue,
+                        format!(
+                            "`marker_suffix` of stage `{name}` must be a non-empty file-name suffix"
+                        ),
+                        span,
+                        "e.g. \".done\"",
+                        None,
+                    );
+                }
+            }
+            Stage::CollectFrames(s) => {
+                if let Some(p) = &s.pattern
+                    && (p.contains("..") || p.starts_with('/'))
+                {
+                    let span = self.value_span(&format!("{ptr}/pattern"));
+                    self.err(
+                        Code::InvalidValue,
+                        format!(
+                            "`pattern` of stage `{name}` must stay inside the ComfyUI output folder"
+                        ),
+                        span,
+                        "no `..` and no absolute paths",
+                        None,
+                    );
+                }
+            }
+            Stage::Quality(s) => {
+                for (check, key, set) in [
+                    (
+                        QualityCheck::Alignment,
+                        "embedding_service",
+                        s.embedding_service.is_some(),
+                    ),
+                    (
+                        QualityCheck::Coherence,
+                        "rubric_service",
+                        s.rubric_service.is_some(),
+                    ),
+                ] {
+                    if let Some(i) = s.checks.iter().position(|c| *c == check)
+                        && !set
+                    {
+                        let span = self.value_span(&format!("{ptr}/checks/{i}"));
+                        self.err(
+                            Code::MissingKey,
+                            format!(
+                                "quality check `{}` of stage `{name}` needs `{key}`",
+                                serde_json::to_value(check)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_default()
+                            ),
+                            span,
+                            "this check needs a service",
+                            Some(format!("set `{key}` to an `openai` service")),
+                        );
+                    }
+                }
+            }
+            Stage::Validate(_) => {}
+        }
+    }
+}
