@@ -351,3 +351,127 @@ fn no_command_is_a_usage_error_and_a_closed_pipe_is_not_a_crash() {
     let status = child.wait().expect("waits");
     assert_eq!(status.code(), Some(0), "a closed stdout is not an error");
 }
+
+#[test]
+fn completions_and_man_pages_are_what_the_flags_generate() {
+    use cinepipe::cli::generate::{completions, man};
+    for (dir, command, files) in [
+        ("completions", "completions", completions::files()),
+        ("docs/man", "man", man::pages()),
+    ] {
+        let mut want: Vec<String> = Vec::new();
+        for (name, text) in files {
+            let path = root().join(dir).join(&name);
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == text,
+                "{} differs from what the clap definitions generate; run `cargo run -- {command}` and commit it",
+                path.display()
+            );
+            want.push(name);
+        }
+        // A page or script of a command or shell that is gone is stale too.
+        let mut have: Vec<String> = std::fs::read_dir(root().join(dir))
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want, "{dir}/ holds exactly the generated files");
+        let out = cinepipe(&[command, "--check"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let main_page = std::fs::read_to_string(root().join("docs/man/cinepipe.1")).expect("page");
+    assert!(main_page.contains("CINEPIPE_LOG"), "{main_page}");
+    for code in cinepipe::exit::ExitCode::ALL {
+        assert!(
+            main_page.contains(&format!(".TP\n\\fB{}\\fR\n", code.code())),
+            "exit code {} is on the man page",
+            code.code()
+        );
+    }
+    let page = std::fs::read_to_string(root().join("docs/man/cinepipe-run.1")).expect("page");
+    assert!(page.contains("log\\-format"), "{page}");
+}
+
+#[test]
+fn completions_write_into_a_folder_print_one_shell_and_check_detects_drift() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = cinepipe_in(dir.path(), &["completions", "--out-dir", "c"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "wrote c/cinepipe.bash\nwrote c/_cinepipe\nwrote c/cinepipe.fish\n"
+    );
+    let bash = std::fs::read_to_string(dir.path().join("c/cinepipe.bash")).expect("written");
+    assert!(bash.contains("--log-format"), "{bash}");
+    let out = cinepipe(&["completions", "--shell", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), bash);
+    let fish = std::fs::read_to_string(dir.path().join("c/cinepipe.fish")).expect("written");
+    std::fs::write(
+        dir.path().join("c/cinepipe.fish"),
+        fish.replace("run", "rnu"),
+    )
+    .expect("write");
+    let out = cinepipe_in(dir.path(), &["completions", "--out-dir", "c", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("c/cinepipe.fish"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("c/cinepipe.bash"),
+        "{}",
+        stderr(&out)
+    );
+    // `--shell` prints; it does not go with a folder check.
+    let out = cinepipe(&["completions", "--shell", "zsh", "--check"]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn run_logs_are_text_or_json_lines_and_cinepipe_log_filters_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_run = dir.path().join("nothing");
+    std::fs::create_dir(&not_a_run).expect("mkdir");
+    let arg = not_a_run.to_str().expect("utf-8");
+
+    // Text: an error is printed as it is, with no level or prefix added.
+    let out = cinepipe_in(dir.path(), &["run", "--resume", arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("is not a run folder"), "{err}");
+
+    // JSON: one object per line, keyed like the run's events.
+    let out = cinepipe_in(
+        dir.path(),
+        &["run", "--resume", arg, "--log-format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let line = &lines[0];
+    assert_eq!(line["event"], "log", "{line}");
+    assert_eq!(line["level"], "error", "{line}");
+    assert!(
+        line["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{line}"
+    );
+    let message = line["message"].as_str().expect("message");
+    assert!(message.contains("is not a run folder"), "{line}");
+    let keys: Vec<&String> = line.as_object().expect("object").keys().collect();
+    assert_eq!(keys[..4], ["ts", "event", "level", "message"], "{line}");
+
+    // `CINEPIPE_LOG=off` silences the logs; the exit code still says what happened.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .args(["run", "--resume", arg])
+        .current_dir(dir.path())
+        .env("CINEPIPE_LOG", "off")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "");
+}

@@ -51,14 +51,14 @@ fn spec_reference_is_what_the_types_generate() {
     let path = root().join("docs/spec.md");
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
-        on_disk == cinepipe::docs::spec_reference(),
+        on_disk == cinepipe::cli::generate::spec_reference(),
         "docs/spec.md differs from what the Rust types generate; run `cargo run -- docs` and commit it"
     );
 }
 
 #[test]
 fn spec_reference_documents_every_key_of_every_stage_kind() {
-    let reference = cinepipe::docs::spec_reference();
+    let reference = cinepipe::cli::generate::spec_reference();
     let schema = cinepipe::schema::run_spec_schema();
     let stages = schema
         .pointer("/definitions/Stage/oneOf")

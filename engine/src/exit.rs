@@ -1,4 +1,4 @@
-//! The process exit codes, one enum; `docs/cli.md` documents each.
+//! The process exit codes, one enum; `docs/cli.md` and the man page document each.
 
 /// How `cinepipe` exits. The numbers are part of the CLI's contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,18 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code, in numeric order (the man page lists them).
+    pub const ALL: [ExitCode; 8] = [
+        ExitCode::Success,
+        ExitCode::Failure,
+        ExitCode::InvalidSpec,
+        ExitCode::ContractViolation,
+        ExitCode::Usage,
+        ExitCode::ServiceUnavailable,
+        ExitCode::Io,
+        ExitCode::Interrupted,
+    ];
+
     pub fn code(self) -> u8 {
         match self {
             ExitCode::Success => 0,
@@ -33,6 +45,29 @@ impl ExitCode {
             ExitCode::ServiceUnavailable => 69,
             ExitCode::Io => 74,
             ExitCode::Interrupted => 130,
+        }
+    }
+
+    /// One line on when the code is returned (`Self::`, so that the test reading the numbers
+    /// from `code` above does not take these for numbers).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Success => "everything asked for was done and every check passed",
+            Self::Failure => {
+                "a check found a difference (--check), or a run failed: a stage instance failed or was skipped"
+            }
+            Self::InvalidSpec => "a spec broke a rule; every problem is printed",
+            Self::ContractViolation => {
+                "a run folder breaks the telemetry contract (cinepipe verify)"
+            }
+            Self::Usage => "the command line was wrong",
+            Self::ServiceUnavailable => {
+                "a service the run needs does not answer and could not be started"
+            }
+            Self::Io => "a file could not be read or written",
+            Self::Interrupted => {
+                "a run was interrupted (Ctrl-C, SIGTERM); cinepipe run --resume finishes it"
+            }
         }
     }
 }

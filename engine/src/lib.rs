@@ -7,8 +7,6 @@
 pub mod cli;
 pub mod clients;
 pub mod custom_nodes;
-pub mod display;
-pub mod docs;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;

@@ -7,7 +7,6 @@
 
 pub mod event;
 pub mod journal;
-pub mod progress;
 pub mod retry;
 mod run;
 pub mod rundir;

@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
+use tracing::Instrument;
+
 use super::journal::{self, Journal, JournalError};
 use super::rundir::{self, RunDir, RunDirError};
 use super::scheduler::{ExecOptions, Executor, Observer, RunReport, Session};
 use super::signals::Interrupt;
 use super::stage::Registry;
 use crate::plan::Plan;
-use crate::services::{EnsureError, Progress, ServiceOptions, Services};
+use crate::services::{EnsureError, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
 use crate::telemetry;
 
@@ -23,8 +25,6 @@ pub struct RunRequest {
     /// A run folder to finish (`--resume`).
     pub resume: Option<PathBuf>,
     pub options: ExecOptions,
-    /// Told each step of bringing the services up and down, as it happens.
-    pub service_progress: Option<Progress>,
     /// Neither probe nor launch the services (the executor's own tests, whose test stages
     /// talk to no server).
     pub skip_services: bool,
@@ -37,7 +37,6 @@ impl std::fmt::Debug for RunRequest {
             .field("profile", &self.profile)
             .field("resume", &self.resume)
             .field("options", &self.options)
-            .field("service_progress", &self.service_progress.is_some())
             .field("skip_services", &self.skip_services)
             .finish()
     }
@@ -127,16 +126,20 @@ pub async fn run(
         crate::services::services_of(&checked.spec, |s| registry.get(s.kind()).is_some());
     // One place per output folder, not per run: the next run must find the PID file of a
     // server an earlier run (killed with -9) left behind.
-    let mut opts = ServiceOptions::new(crate::spec::check::tidy(
+    let opts = ServiceOptions::new(crate::spec::check::tidy(
         &checked
             .resolve_path(&checked.spec.run.output_dir)
             .join(".services"),
     ));
-    opts.progress = req.service_progress.clone();
     if req.skip_services {
         names.clear();
     }
-    let services = Services::ensure(&checked, &names, &opts, interrupt.token()).await?;
+    let session_no = session.replay.as_ref().map_or(0, |r| r.sessions) + 1;
+    // Every log line of the session (service notes, stage instances) carries the run's id.
+    let span = tracing::info_span!("run", run_id = %session.dir.id, session = session_no);
+    let services = Services::ensure(&checked, &names, &opts, interrupt.token())
+        .instrument(span.clone())
+        .await?;
     if registry
         .get(crate::spec::model::StageKind::PatchWorkflow)
         .is_some()
@@ -144,7 +147,6 @@ pub async fn run(
         prefetch_object_info(&checked, &names);
     }
     let dir = session.dir.path.clone();
-    let session_no = session.replay.as_ref().map_or(0, |r| r.sessions) + 1;
     let notes = services.notes().to_vec();
     // On disk, not only in the report: the `validate` stage records them from inside the run.
     // A note that cannot be recorded costs the telemetry a line, not the run.
@@ -155,7 +157,10 @@ pub async fn run(
     for o in &mut observers {
         o.spec(&spec);
     }
-    let mut report = exec.execute(session, interrupt, observers).await;
+    let mut report = exec
+        .execute(session, interrupt, observers)
+        .instrument(span.clone())
+        .await;
     report.service_notes = notes;
     // Every session ends with the telemetry written (success, failure, interrupt), before the
     // services are stopped: a slow stop that is cut short by a second Ctrl-C loses nothing.
@@ -167,7 +172,7 @@ pub async fn run(
         Ok(Err(e)) => Some(e.to_string()),
         Err(e) => Some(format!("the telemetry writer failed: {e}")),
     };
-    services.shutdown().await;
+    services.shutdown().instrument(span).await;
     Ok(report)
 }
 

@@ -1,5 +1,5 @@
 //! Interrupting a run: Ctrl-C (SIGINT) and SIGTERM stop scheduling and cancel the attempts in
-//! flight; a second signal exits at once with code 130.
+//! flight; a second signal exits at once with code 130. Each is logged as a warning.
 
 use std::sync::{Arc, OnceLock};
 
@@ -60,12 +60,12 @@ pub fn listen(interrupt: Interrupt) -> std::io::Result<tokio::task::JoinHandle<(
             };
             seen += 1;
             if seen == 1 {
-                eprintln!(
+                tracing::warn!(
                     "cinepipe: {name}: stopping; cancelling running stages and writing the journal (again to exit at once)"
                 );
                 interrupt.interrupt(Some(name));
             } else {
-                eprintln!("cinepipe: {name} again: exiting now");
+                tracing::warn!("cinepipe: {name} again: exiting now");
                 std::process::exit(EXIT_INTERRUPTED);
             }
         }

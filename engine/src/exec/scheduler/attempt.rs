@@ -101,9 +101,13 @@ impl Walker {
         let bound = self.nodes[stage].bound;
         let grace = self.opts.cancel_grace;
         let run_dir = self.session.dir.path.clone();
-        let handle = self
-            .tasks
-            .spawn(run_attempt(implementation, ctx, bound, grace, run_dir));
+        // Logs of the attempt sit under `run` → `instance` → `attempt`.
+        let instance = tracing::info_span!("instance", instance = %ctx.instance);
+        let span = tracing::info_span!(parent: &instance, "attempt", attempt);
+        let handle = self.tasks.spawn(tracing::Instrument::instrument(
+            run_attempt(implementation, ctx, bound, grace, run_dir),
+            span,
+        ));
         self.in_flight.insert(
             handle.id(),
             RunningAttempt {

@@ -1,54 +1,16 @@
-//! What `cinepipe run` shows while it runs, as observers of the run's events: a live display on
-//! a terminal ([`Live`]), and one JSON object per event for log collectors ([`JsonLines`]).
-//! Plain lines for a stderr that is not a terminal are `exec::progress::Lines`.
-//!
-//! `--log-format json` writes the events themselves (serde_json), not `tracing` records: the
-//! events are already typed and serialisable, so each line has exactly the journal's shape
-//! (`schemas/run-events.schema.json`) and a tool reads one format from the log and from
-//! `events.jsonl`. `tracing` with `tracing-subscriber` would add a second event model and a
-//! dozen crates while the library logs nothing besides these events and a few CLI messages.
+//! The live display of `cinepipe run` on a terminal: a header with the run and the elapsed time,
+//! a row per stage (indicatif), and failures printed above the rows. Log lines written while it
+//! is drawn go above it too ([`log_writer`]).
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
 
 use crate::exec::{AttemptOutcome, Event, EventKind, Observer};
 use crate::spec::{CheckedSpec, Fan};
-
-/// One JSON object per line on a writer (stderr): the run's events, and [`json_message`]s.
-pub struct JsonLines<W: Write + Send> {
-    out: W,
-}
-
-impl<W: Write + Send> JsonLines<W> {
-    pub fn new(out: W) -> JsonLines<W> {
-        JsonLines { out }
-    }
-}
-
-impl<W: Write + Send> Observer for JsonLines<W> {
-    fn event(&mut self, e: &Event) {
-        // An observer cannot fail the run: a log line that cannot be written is dropped.
-        if let Ok(line) = serde_json::to_string(e) {
-            let _ = writeln!(self.out, "{line}");
-        }
-    }
-}
-
-/// A message of the CLI (service start-up, errors) as a JSON log line, in the events' shape:
-/// `{"ts": …, "event": "log", "level": "info", "message": …}`.
-pub fn json_message(level: &str, message: &str) -> String {
-    let v: Value = json!({
-        "ts": crate::exec::event::now_rfc3339(),
-        "event": "log",
-        "level": level,
-        "message": message,
-    });
-    v.to_string()
-}
 
 /// One row per stage: a bar of its instances, and what is running, retried or failed.
 struct Row {
@@ -63,6 +25,34 @@ struct Row {
     skipped: u32,
     flaky: u32,
     done: bool,
+}
+
+/// The display being drawn, if any: log lines are written above it.
+static SCREEN: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Where log lines go: stderr, above the live display while one is drawn (it is hidden for the
+/// write and drawn again), so that a warning does not tear its rows.
+pub(crate) fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+/// The writer of [`log_writer`].
+pub(crate) struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The subscriber writes each line whole, in one call.
+        let screen = SCREEN.lock().ok().and_then(|s| s.clone());
+        match screen {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// The live display: a header with the run and the elapsed time, and a row per stage with its
@@ -80,8 +70,12 @@ pub struct Live {
 impl Live {
     /// A display on stderr (call it only when stderr is a terminal).
     pub fn new() -> Live {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(mut screen) = SCREEN.lock() {
+            *screen = Some(multi.clone());
+        }
         Live {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            multi,
             header: None,
             rows: Vec::new(),
             index: HashMap::new(),
@@ -276,6 +270,9 @@ impl Observer for Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
+        if let Ok(mut screen) = SCREEN.lock() {
+            *screen = None;
+        }
         // A run that ended without its last event (an error) still leaves the rows as they
         // were, not a spinner that stops mid-line.
         if let Some(h) = &self.header {

@@ -1,10 +1,9 @@
-//! Plain progress lines on stderr, one per noteworthy event (the live display comes later and
-//! consumes the same events).
+//! Plain progress lines for a stderr that is not a terminal (a CI log, a file): one per
+//! noteworthy event of the run, the same events the live display draws.
 
 use std::io::Write;
 
-use super::event::{AttemptOutcome, Event, EventKind};
-use super::scheduler::Observer;
+use crate::exec::{AttemptOutcome, Event, EventKind, Observer};
 
 /// Writes one line per started, finished, retried, requeued, failed or skipped instance.
 pub struct Lines<W: Write + Send> {

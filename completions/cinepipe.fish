@@ -1,0 +1,131 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_cinepipe_global_optspecs
+    string join \n color= h/help V/version
+end
+
+function __fish_cinepipe_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_cinepipe_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_cinepipe_using_subcommand
+    set -l cmd (__fish_cinepipe_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -s V -l version -d 'Print version'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "validate" -d 'Check specs completely (every rule, every profile); folders are searched for `*.toml`'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "plan" -d 'Print the resolved values of a spec (with where each came from) and its stage order'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "graph" -d 'Draw a spec\'s stage graph'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "run" -d 'Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "runs" -d 'List the runs in an output folder: id, start, outcome, sessions, instances, scenes'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "show" -d 'Summarise one run: outcome, stage instances with their attempts, failures, its files'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "verify" -d 'Check a run folder against the telemetry contract: `artifact-metadata.json` against its schema, `run-summary.txt` against the metadata'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "install-node" -d 'Install cinepipe\'s ComfyUI node package (the done-marker writer) into a ComfyUI\'s `custom_nodes/`'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "docs" -d 'Write the spec reference (Markdown) generated from cinepipe\'s types'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "schema" -d 'Write the JSON Schemas generated from cinepipe\'s types'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "completions" -d 'Write the shell completions (bash, zsh, fish) generated from cinepipe\'s flags'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "man" -d 'Write the man pages (`cinepipe.1`, one per command) generated from cinepipe\'s flags'
+complete -c cinepipe -n "__fish_cinepipe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand validate" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand validate" -s q -l quiet -d 'Print only problems, not the specs that pass'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand validate" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand plan" -s p -l profile -d 'Profile to apply (`standard`, `fast`, or one the spec defines)' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand plan" -s f -l format -d 'Output format' -r -f -a "text\t''
+json\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand plan" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand plan" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand graph" -s f -l format -d 'Output format' -r -f -a "dot\t''
+mermaid\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand graph" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand graph" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s p -l profile -d 'Profile to apply (`standard`, `fast`, or one the spec defines); with `--resume`, the run\'s own profile by default' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s j -l jobs -d 'Stage attempts running at the same time, at most [default: the number of CPUs, at least 4]' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l resume -d 'Finish the run in this folder without redoing the stage instances it completed' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l log-format -d 'How progress and logs are written on stderr: `text` (a live display on a terminal, plain lines otherwise) or `json` (one JSON object per event, as in `events.jsonl`, and per log line)' -r -f -a "text\t''
+json\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s k -l keep-going -d 'After a failure, let the work that does not depend on it finish (default: stop scheduling at the first failure and let running stages end)'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l no-cache -d 'Do not reuse cached LLM answers; ask again'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s q -l quiet -d 'Print no progress (no live display, no lines, no logs), only the result'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand show" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand show" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand verify" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand install-node" -l comfyui-dir -d 'The ComfyUI folder (the one that holds `main.py` and `custom_nodes/`)' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand install-node" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand install-node" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand docs" -l out -d 'File to write' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand docs" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand docs" -l check -d 'Write nothing; exit 1 if the file differs from what would be written'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand docs" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand schema" -l out-dir -d 'Folder to write them into' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand schema" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand schema" -l check -d 'Write nothing; exit 1 if the files in the folder differ from what would be written'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand schema" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand completions" -l out-dir -d 'Folder to write them into' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand completions" -l shell -d 'Print the script of this one shell on stdout instead' -r -f -a "bash\t''
+zsh\t''
+fish\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand completions" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand completions" -l check -d 'Write nothing; exit 1 if the files in the folder differ from what would be written'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand man" -l out-dir -d 'Folder to write them into' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand man" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand man" -l check -d 'Write nothing; exit 1 if the files in the folder differ from what would be written'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand man" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "validate" -d 'Check specs completely (every rule, every profile); folders are searched for `*.toml`'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "plan" -d 'Print the resolved values of a spec (with where each came from) and its stage order'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "graph" -d 'Draw a spec\'s stage graph'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "run" -d 'Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "runs" -d 'List the runs in an output folder: id, start, outcome, sessions, instances, scenes'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "show" -d 'Summarise one run: outcome, stage instances with their attempts, failures, its files'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "verify" -d 'Check a run folder against the telemetry contract: `artifact-metadata.json` against its schema, `run-summary.txt` against the metadata'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "install-node" -d 'Install cinepipe\'s ComfyUI node package (the done-marker writer) into a ComfyUI\'s `custom_nodes/`'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "docs" -d 'Write the spec reference (Markdown) generated from cinepipe\'s types'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "schema" -d 'Write the JSON Schemas generated from cinepipe\'s types'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "completions" -d 'Write the shell completions (bash, zsh, fish) generated from cinepipe\'s flags'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "man" -d 'Write the man pages (`cinepipe.1`, one per command) generated from cinepipe\'s flags'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run runs show verify install-node docs schema completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,181 @@
+//! The command line's definitions (clap): every command and flag, defined once; `--help`, the
+//! man pages and the shell completions are generated from them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cinepipe: turn a TOML run spec into a story-to-video run.
+#[derive(Debug, Parser)]
+#[command(name = "cinepipe", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// When to color diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check specs completely (every rule, every profile); folders are searched for `*.toml`.
+    Validate {
+        /// Spec files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print only problems, not the specs that pass.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print the resolved values of a spec (with where each came from) and its stage order.
+    Plan {
+        /// The spec file.
+        spec: PathBuf,
+        /// Profile to apply (`standard`, `fast`, or one the spec defines).
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Draw a spec's stage graph.
+    Graph {
+        /// The spec file.
+        spec: PathBuf,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`.
+    Run(RunArgs),
+    /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
+    Runs {
+        /// The output folder (`run.output_dir` of the specs).
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+    },
+    /// Summarise one run: outcome, stage instances with their attempts, failures, its files.
+    Show {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
+    },
+    /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
+    /// schema, `run-summary.txt` against the metadata.
+    Verify {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
+    },
+    /// Install cinepipe's ComfyUI node package (the done-marker writer) into a ComfyUI's
+    /// `custom_nodes/`.
+    InstallNode {
+        /// The ComfyUI folder (the one that holds `main.py` and `custom_nodes/`).
+        #[arg(long, value_name = "DIR")]
+        comfyui_dir: PathBuf,
+    },
+    /// Write the spec reference (Markdown) generated from cinepipe's types.
+    Docs {
+        /// File to write.
+        #[arg(long, default_value = "docs/spec.md")]
+        out: PathBuf,
+        /// Write nothing; exit 1 if the file differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write the JSON Schemas generated from cinepipe's types.
+    Schema {
+        /// Folder to write them into.
+        #[arg(long, default_value = "schemas")]
+        out_dir: PathBuf,
+        /// Write nothing; exit 1 if the files in the folder differ from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write the shell completions (bash, zsh, fish) generated from cinepipe's flags.
+    Completions {
+        /// Folder to write them into.
+        #[arg(long, default_value = "completions", conflicts_with = "shell")]
+        out_dir: PathBuf,
+        /// Print the script of this one shell on stdout instead.
+        #[arg(long, value_enum)]
+        shell: Option<Shell>,
+        /// Write nothing; exit 1 if the files in the folder differ from what would be written.
+        #[arg(long, conflicts_with = "shell")]
+        check: bool,
+    },
+    /// Write the man pages (`cinepipe.1`, one per command) generated from cinepipe's flags.
+    Man {
+        /// Folder to write them into.
+        #[arg(long, default_value = "docs/man")]
+        out_dir: PathBuf,
+        /// Write nothing; exit 1 if the files in the folder differ from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// The flags of `cinepipe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The spec file (optional with `--resume`: the run folder records its spec).
+    #[arg(required_unless_present = "resume")]
+    pub spec: Option<PathBuf>,
+    /// Profile to apply (`standard`, `fast`, or one the spec defines); with `--resume`, the
+    /// run's own profile by default.
+    #[arg(long, short)]
+    pub profile: Option<String>,
+    /// Stage attempts running at the same time, at most [default: the number of CPUs, at
+    /// least 4].
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// After a failure, let the work that does not depend on it finish (default: stop
+    /// scheduling at the first failure and let running stages end).
+    #[arg(long, short)]
+    pub keep_going: bool,
+    /// Finish the run in this folder without redoing the stage instances it completed.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Do not reuse cached LLM answers; ask again.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print no progress (no live display, no lines, no logs), only the result.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// How progress and logs are written on stderr: `text` (a live display on a terminal,
+    /// plain lines otherwise) or `json` (one JSON object per event, as in `events.jsonl`, and
+    /// per log line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// The shells `cinepipe completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}

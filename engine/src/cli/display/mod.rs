@@ -1,0 +1,11 @@
+//! What `cinepipe run` shows of its run while it runs, each an observer of the run's events:
+//! the live display on a terminal, plain lines elsewhere, JSON lines for log collectors.
+
+mod json_lines;
+mod lines;
+mod live;
+
+pub use json_lines::JsonLines;
+pub use lines::Lines;
+pub use live::Live;
+pub(crate) use live::log_writer;

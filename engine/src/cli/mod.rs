@@ -1,0 +1,73 @@
+//! The command line: the clap definitions (`args`), one file per command family, what they
+//! print (`output`, `display`), the logs (`logging`), and the generated files (`generate`).
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+use crate::exit::ExitCode;
+
+mod args;
+pub mod display;
+pub mod generate;
+mod inspect;
+mod install_node;
+pub mod logging;
+mod output;
+mod run;
+mod spec_commands;
+
+pub use args::{Cli, Color, Command, GraphFormat, LogFormat, PlanFormat, RunArgs, Shell};
+
+/// Parses the arguments, runs the command, and returns the exit code.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::Success
+                }
+                _ => ExitCode::Usage,
+            };
+        }
+    };
+    let color = match cli.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let (log_format, quiet) = match &cli.command {
+        Command::Run(run) => (run.log_format, run.quiet),
+        _ => (LogFormat::Text, false),
+    };
+    logging::init(log_format, quiet);
+    match cli.command {
+        Command::Validate { paths, quiet } => spec_commands::validate(&paths, quiet, color),
+        Command::Plan {
+            spec,
+            profile,
+            format,
+        } => spec_commands::plan(&spec, profile.as_deref(), format, color),
+        Command::Graph { spec, format } => spec_commands::graph(&spec, format, color),
+        Command::Run(args) => run::run(args, color),
+        Command::Runs { dir } => inspect::runs(&dir),
+        Command::Show { run_dir } => inspect::show(&run_dir),
+        Command::Verify { run_dir } => inspect::verify(&run_dir, color),
+        Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
+        Command::Docs { out, check } => generate::docs(out, check),
+        Command::Schema { out_dir, check } => generate::schema(&out_dir, check),
+        Command::Completions {
+            out_dir,
+            shell,
+            check,
+        } => generate::completions(&out_dir, shell, check),
+        Command::Man { out_dir, check } => generate::man(&out_dir, check),
+    }
+}
