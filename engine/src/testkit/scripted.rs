@@ -92,6 +92,9 @@ pub struct Scripted {
     scripts: HashMap<String, Script>,
     otherwise: Script,
     log: Arc<Mutex<Vec<Attempt>>>,
+    /// Whether attempts are logged: a bench of many instances keeps no log, so that its
+    /// memory is the engine's.
+    logs: bool,
 }
 
 impl Default for Scripted {
@@ -102,6 +105,7 @@ impl Default for Scripted {
                 Step::ok(json!({"stage": ctx.instance.stage, "item": ctx.instance.item}))
             }),
             log: Arc::default(),
+            logs: true,
         }
     }
 }
@@ -137,6 +141,13 @@ impl Scripted {
         script: impl Fn(&StageContext) -> Step + Send + Sync + 'static,
     ) -> Scripted {
         self.otherwise = Arc::new(script);
+        self
+    }
+
+    /// Keeps no log of the attempts ([`Scripted::log`] stays empty): for a bench of many
+    /// instances, whose memory should be the engine's.
+    pub fn unlogged(mut self) -> Scripted {
+        self.logs = false;
         self
     }
 
@@ -203,14 +214,16 @@ impl Stage for Scripted {
                 waited.await;
                 false
             };
-            self.lock().push(Attempt {
-                id: ctx.instance.to_string(),
-                attempt: ctx.attempt,
-                start,
-                end: Instant::now(),
-                cancelled,
-                ctx: ctx.clone(),
-            });
+            if self.logs {
+                self.lock().push(Attempt {
+                    id: ctx.instance.to_string(),
+                    attempt: ctx.attempt,
+                    start,
+                    end: Instant::now(),
+                    cancelled,
+                    ctx: ctx.clone(),
+                });
+            }
             if cancelled {
                 return Err(StageFailure::new(FailureClass::Interrupted, "cancelled"));
             }

@@ -285,4 +285,10 @@ async fn registries_put_the_script_in_place_of_the_kinds_asked_for() {
         "{builtin}"
     );
     assert_eq!(script.log().len(), 3);
+
+    // Unlogged, the script still answers, and keeps nothing.
+    let quiet = Scripted::new().unlogged();
+    let r = run(&quiet.registry(), StageKind::Llm, "story").await;
+    assert_eq!(r, Ok(json!({"stage": "story", "item": 0})));
+    assert!(quiet.log().is_empty());
 }
