@@ -2,17 +2,17 @@
 //! harness (which loads `comfyui_nodes/` as custom nodes), and the node's Python unit tests run
 //! with ComfyUI's own Python.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cinepipe::exec::{InstanceId, Stage, StageContext, StageFailure};
+use cinepipe::exec::{Stage, StageContext, StageFailure};
 use cinepipe::spec::model::FailureClass;
 use cinepipe::stages::await_marker::AwaitMarker;
 use cinepipe::stages::collect_frames::CollectFrames;
+use cinepipe::testkit::{ContextExt, SpecBuilder, context};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::{cinepipe, root, stderr, stdout};
 use crate::harness::{self, Server};
@@ -182,47 +182,13 @@ fn checked_spec(
     marker_extra: &str,
     frames_extra: &str,
 ) -> Arc<cinepipe::spec::CheckedSpec> {
-    let text = format!(
-        r#"
-[run]
-name = "marker-test"
-base_dir = "{root}"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["{url}"]
-output_dir = "{out}"
-
-[stages.render]
-kind = "queue"
-service = "comfy"
-
-[stages.marker]
-kind = "await-marker"
-needs = ["render"]
-{marker_extra}
-
-[stages.frames]
-kind = "collect-frames"
-needs = ["marker"]
-on_short = {{ requeue = "render" }}
-{frames_extra}
-"#,
-        root = root().display(),
-        url = server.url,
-        out = out.display(),
-    );
-    let source = cinepipe::spec::SpecSource::from_str("marker-test.toml", &text);
-    match cinepipe::spec::check(&source, None) {
-        Ok(c) => Arc::new(c),
-        Err(e) => panic!(
-            "{:?}",
-            e.diagnostics
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-        ),
-    }
+    let spec = SpecBuilder::chain("marker-test", &["render", "marker", "frames"])
+        .comfy_urls(&[&server.url])
+        .set("services.comfy", "output_dir", out.display().to_string())
+        .set("stages.frames", "on_short", json!({"requeue": "render"}))
+        .toml("stages.marker", marker_extra)
+        .toml("stages.frames", frames_extra);
+    Arc::new(spec.check())
 }
 
 fn ctx(
@@ -233,17 +199,11 @@ fn ctx(
     need: (&str, Value),
 ) -> StageContext {
     StageContext {
-        run_id: "test".into(),
-        run_dir: run_dir.to_path_buf(),
-        instance_dir: PathBuf::from("stages").join(stage).join("0"),
-        instance: InstanceId::new(stage, Some(0)),
-        spec: spec.clone(),
-        attempt,
-        item: Some(json!({"id": "scene-1"})),
-        inputs: vec![(need.0.to_owned(), Arc::new(need.1))],
         requeues_left: (stage == "frames").then_some(1),
-        no_cache: false,
-        cancel: CancellationToken::new(),
+        ..context(spec, run_dir, stage)
+            .with_attempt(attempt)
+            .with_item(json!({"id": "scene-1"}))
+            .with_input(need.0, need.1)
     }
 }
 

@@ -3,20 +3,20 @@
 //! server. The server is the harness's real one; the test only reads its output folder to
 //! check that what came over HTTP is byte for byte what ComfyUI wrote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinepipe::clients::comfyui::messages::output_files;
-use cinepipe::exec::{InstanceId, Stage, StageContext};
+use cinepipe::exec::{Stage, StageContext};
 use cinepipe::spec::CheckedSpec;
 use cinepipe::spec::model::FailureClass;
 use cinepipe::stages::await_marker::AwaitMarker;
 use cinepipe::stages::collect_frames::CollectFrames;
 use cinepipe::stages::patch_workflow::PatchWorkflow;
 use cinepipe::stages::queue::Queue;
+use cinepipe::testkit::{ContextExt, SpecBuilder, context};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::{bounded, root, rt};
 use crate::harness::{self, Server};
@@ -24,74 +24,37 @@ use crate::harness::{self, Server};
 /// A spec whose ComfyUI service is `url` with no `output_dir`: story → patch (the model-free
 /// moving square with the marker node) → render → marker → frames.
 fn remote_spec(url: &str, marker_extra: &str, frames_extra: &str) -> Arc<CheckedSpec> {
-    let text = format!(
-        r#"
-[run]
-name = "remote-test"
-base_dir = "{root}"
-seed = 7
-
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "unused"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["{url}"]
-timeout_s = 10
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 1, tone = "calm", premise = "a square" }}
-
-[stages.patch]
-kind = "patch-workflow"
-needs = ["story"]
-for_each = "story.scenes"
-workflow = "workflows/model-free/moving-square-done-marker.json"
-set = {{ "save.filename_prefix" = "{{{{prefix}}}}" }}
-
-[stages.render]
-kind = "queue"
-needs = ["patch"]
-service = "comfy"
-poll_interval_s = 0.5
-max_wait_s = 60
-post_execution_timeout_s = 5
-
-[stages.marker]
-kind = "await-marker"
-needs = ["render"]
-{marker_extra}
-
-[stages.frames]
-kind = "collect-frames"
-needs = ["marker"]
-{frames_extra}
-"#,
-        root = root().display(),
+    let spec = SpecBuilder::chain(
+        "remote-test",
+        &["story", "patch", "render", "marker", "frames"],
+    )
+    .set("run", "seed", 7)
+    .set("services.llm", "model", "unused")
+    .comfy_urls(&[url])
+    .set("services.comfy", "timeout_s", 10)
+    .set(
+        "stages.story",
+        "vars",
+        json!({"scenes": 1, "tone": "calm", "premise": "a square"}),
+    )
+    .set(
+        "stages.patch",
+        "workflow",
+        "workflows/model-free/moving-square-done-marker.json",
+    )
+    .toml(
+        "stages.render",
+        "poll_interval_s = 0.5\nmax_wait_s = 60\npost_execution_timeout_s = 5",
+    )
+    .toml("stages.marker", marker_extra)
+    .toml("stages.frames", frames_extra)
+    .check();
+    let comfy = &spec.spec.services["comfy"];
+    assert!(
+        matches!(comfy, cinepipe::spec::model::Service::Comfyui(s) if s.output_dir.is_none()),
+        "the service must have no output_dir"
     );
-    let source = cinepipe::spec::SpecSource::from_str("remote-test.toml", &text);
-    match cinepipe::spec::check(&source, None) {
-        Ok(c) => {
-            let comfy = &c.spec.services["comfy"];
-            assert!(
-                matches!(comfy, cinepipe::spec::model::Service::Comfyui(s) if s.output_dir.is_none()),
-                "the service must have no output_dir"
-            );
-            Arc::new(c)
-        }
-        Err(e) => panic!(
-            "{:?}",
-            e.diagnostics
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-        ),
-    }
+    Arc::new(spec)
 }
 
 struct Run {
@@ -114,22 +77,15 @@ impl Run {
     }
 
     fn ctx(&self, stage: &str, attempt: u32, inputs: Vec<(&str, &Value)>) -> StageContext {
-        StageContext {
+        let ctx = StageContext {
             run_id: self.run_id.clone(),
-            run_dir: self.path().to_path_buf(),
-            instance_dir: PathBuf::from("stages").join(stage).join("0"),
-            instance: InstanceId::new(stage, Some(0)),
-            spec: self.spec.clone(),
-            attempt,
-            item: Some(json!({"id": "scene-1", "prompt": "a square", "mood": "calm"})),
-            inputs: inputs
-                .into_iter()
-                .map(|(n, v)| (n.to_owned(), Arc::new(v.clone())))
-                .collect(),
-            requeues_left: None,
-            no_cache: false,
-            cancel: CancellationToken::new(),
-        }
+            ..context(&self.spec, self.path(), stage)
+                .with_attempt(attempt)
+                .with_item(json!({"id": "scene-1", "prompt": "a square", "mood": "calm"}))
+        };
+        inputs.into_iter().fold(ctx, |ctx, (need, output)| {
+            ctx.with_input(need, output.clone())
+        })
     }
 }
 

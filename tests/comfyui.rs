@@ -3,7 +3,7 @@
 //! in-process against the harness's real ComfyUI (model-free graphs, test-only nodes from
 //! `tests/comfyui_nodes/`). Every wait is bounded: a test that would hang fails instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,13 @@ use cinepipe::clients::comfyui::messages::{
     HistoryStatus, WsEvent, parse_history, parse_queue, parse_refusal, parse_ws,
 };
 use cinepipe::clients::comfyui::object_info::{check_graph, parse_object_info};
-use cinepipe::exec::{InstanceId, Stage, StageContext, StageFailure};
+use cinepipe::exec::{Stage, StageContext, StageFailure};
 use cinepipe::spec::CheckedSpec;
 use cinepipe::spec::model::FailureClass;
 use cinepipe::stages::patch_workflow::{self, PatchWorkflow};
 use cinepipe::stages::queue::Queue;
+use cinepipe::testkit::{ContextExt, SpecBuilder, context};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::{bounded, root, rt};
 use crate::harness;
@@ -458,48 +458,33 @@ fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Sce
         serde_json::to_string_pretty(workflow).expect("json"),
     )
     .expect("write");
-    let toml = format!(
-        r#"
-[run]
-name = "comfy-test"
-seed = 7
-
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "m"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["{url}"]
-timeout_s = 10
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "{prompt}"
-vars = {{ scenes = 1, tone = "calm", premise = "x" }}
-
-[stages.patch]
-kind = "patch-workflow"
-needs = ["story"]
-for_each = "story.scenes"
-workflow = "wf.json"
-set = {{ {set} }}
-
-[stages.render]
-kind = "queue"
-needs = ["patch"]
-service = "comfy"
-poll_interval_s = 0.5
-max_wait_s = 60
-post_execution_timeout_s = 5
-{render_extra}
-"#,
-        prompt = root().join("prompts/story/v1/sci-fi.hbs").display(),
-    );
-    let path = dir.path().join("spec.toml");
-    std::fs::write(&path, toml).expect("write");
+    // No base_dir: the workflow resolves next to the spec, the prompt by its absolute path.
+    let path = SpecBuilder::chain("comfy-test", &["story", "patch", "render"])
+        .remove("run", "base_dir")
+        .set("run", "seed", 7)
+        .comfy_urls(&[url])
+        .set("services.comfy", "timeout_s", 10)
+        .set(
+            "stages.story",
+            "prompt",
+            root()
+                .join("prompts/story/v1/sci-fi.hbs")
+                .display()
+                .to_string(),
+        )
+        .set(
+            "stages.story",
+            "vars",
+            json!({"scenes": 1, "tone": "calm", "premise": "x"}),
+        )
+        .set("stages.patch", "workflow", "wf.json")
+        .toml("stages.patch", &format!("set = {{ {set} }}"))
+        .toml(
+            "stages.render",
+            "poll_interval_s = 0.5\nmax_wait_s = 60\npost_execution_timeout_s = 5",
+        )
+        .toml("stages.render", render_extra)
+        .write(dir.path(), "spec.toml");
     let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
     Scene {
         dir,
@@ -510,19 +495,12 @@ post_execution_timeout_s = 5
 
 impl Scene {
     fn ctx(&self, stage: &str, attempt: u32, inputs: Vec<(String, Arc<Value>)>) -> StageContext {
-        let id = InstanceId::new(stage, Some(0));
         StageContext {
             run_id: self.run_id.clone(),
-            run_dir: self.dir.path().join("run"),
-            instance_dir: PathBuf::from("stages").join(stage).join("0"),
-            instance: id,
-            spec: self.spec.clone(),
-            attempt,
-            item: Some(json!({"id": "scene-1", "prompt": "a moon", "mood": "calm"})),
             inputs,
-            requeues_left: None,
-            no_cache: false,
-            cancel: CancellationToken::new(),
+            ..context(&self.spec, &self.dir.path().join("run"), stage)
+                .with_attempt(attempt)
+                .with_item(json!({"id": "scene-1", "prompt": "a moon", "mood": "calm"}))
         }
     }
 

@@ -8,46 +8,23 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cinepipe::exec::{Event, EventKind};
+use cinepipe::testkit::SpecBuilder;
 
-use crate::common::{cinepipe_in, root, stderr, stdout};
+use crate::common::{cinepipe_in, stderr, stdout};
 
 /// A one-scene story from the harness's LLM server, then `validate`.
 fn spec_in(dir: &Path, url: &str, model: &str) -> PathBuf {
-    let text = format!(
-        r#"[run]
-name = "kill"
-base_dir = "{root}"
-output_dir = "{out}"
-
-[services.llm]
-kind = "openai"
-base_url = "{url}"
-model = "{model}"
-
-[stages.story]
-kind = "llm"
-service = "llm"
-system_prompt = "prompts/story/v1/system.hbs"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 1, tone = "calm", premise = "a lighthouse keeper on a moon" }}
-min_completion_tokens = 20
-max_tokens = 400
-temperature = 0.0
-seed = 7
-timeout_s = 300
-max_latency_s = 300
-retry = {{ budget = 2 }}
-
-[stages.validate]
-kind = "validate"
-needs = ["story"]
-"#,
-        root = root().display(),
-        out = dir.join("runs").display(),
-    );
-    let p = dir.join("kill.toml");
-    std::fs::write(&p, text).expect("spec");
-    p
+    SpecBuilder::chain("kill", &["story", "validate"])
+        .output_dir(&dir.join("runs"))
+        .llm_url(url)
+        .set("services.llm", "model", model)
+        .small_model_story()
+        .scenes(1)
+        .toml(
+            "stages.story",
+            "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
+        )
+        .write(dir, "kill.toml")
 }
 
 fn events(run: &Path) -> Vec<Event> {

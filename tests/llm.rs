@@ -6,6 +6,7 @@ use std::path::Path;
 
 use cinepipe::spec::model::{FailureClass, LlmStage, Service};
 use cinepipe::stages::llm::{self, LlmInput, LlmOutcome};
+use cinepipe::testkit::{self, SpecBuilder};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
@@ -13,19 +14,9 @@ use crate::common::root;
 use crate::harness::{self, free_port};
 
 fn stage(extra: Value) -> LlmStage {
-    let mut v = json!({
-        "service": "llm",
-        "system_prompt": "prompts/story/v1/system.hbs",
-        "prompt": "prompts/story/v1/sci-fi.hbs",
-        "vars": { "scenes": 2, "tone": "calm", "premise": "a lighthouse keeper on a moon" },
-        "min_completion_tokens": 20,
-        "max_tokens": 600,
-        "temperature": 0.0,
-        "seed": 7,
-        // Bounds for a busy CI machine: these tests are about behaviour, not speed.
-        "max_latency_s": 900.0,
-        "timeout_s": 900.0,
-    });
+    let mut v = SpecBuilder::chain("llm-test", &["story"])
+        .small_model_story()
+        .stage_settings("story");
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         for (k, x) in e {
             o.insert(k.clone(), x.clone());
@@ -372,33 +363,17 @@ fn the_api_key_is_sent_and_never_written() {
 }
 
 /// A spec with the given services and one story stage on `service`, in its own folder.
-fn spec_dir(services: &str, service: &str) -> tempfile::TempDir {
+fn spec_dir(services: &[(&str, Value)], service: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
-    let text = format!(
-        r#"[run]
-name = "llm-test"
-base_dir = {root:?}
-output_dir = {out:?}
-
-{services}
-
-[stages.story]
-kind = "llm"
-service = "{service}"
-system_prompt = "prompts/story/v1/system.hbs"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 2, tone = "calm", premise = "a lighthouse keeper on a moon" }}
-min_completion_tokens = 20
-max_tokens = 600
-temperature = 0.0
-seed = 7
-max_latency_s = 900
-timeout_s = 900
-"#,
-        root = root().display().to_string(),
-        out = dir.path().join("runs").display().to_string(),
+    let spec = services.iter().fold(
+        SpecBuilder::chain("llm-test", &["story"])
+            .without("services.llm")
+            .output_dir(&dir.path().join("runs")),
+        |spec, (name, table)| spec.service(name, table.clone()),
     );
-    std::fs::write(dir.path().join("spec.toml"), text).expect("spec");
+    spec.small_model_story()
+        .set("stages.story", "service", service)
+        .write(dir.path(), "spec.toml");
     dir
 }
 
@@ -436,11 +411,13 @@ fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 #[test]
 fn cinepipe_run_with_every_provider_down_fails_once_clearly_and_writes_only_whole_files() {
     let (a, b) = (free_port(), free_port());
+    let mut first = testkit::openai(&format!("http://127.0.0.1:{a}/v1"));
+    first["fallback"] = json!("b");
     let dir = spec_dir(
-        &format!(
-            "[services.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{a}/v1\"\nmodel = \"m\"\nfallback = \"b\"\n\n\
-             [services.b]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{b}/v1\"\nmodel = \"m\"\n"
-        ),
+        &[
+            ("a", first),
+            ("b", testkit::openai(&format!("http://127.0.0.1:{b}/v1"))),
+        ],
         "a",
     );
     let out = run_spec(dir.path(), &[]);
@@ -487,10 +464,13 @@ fn cinepipe_run_sends_the_api_key_and_writes_it_nowhere() {
         return;
     };
     let dir = spec_dir(
-        &format!(
-            "[services.llm]\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"{}\"\napi_key_env = \"CINEPIPE_RUN_TEST_KEY\"\n",
-            server.url, server.model
-        ),
+        &[(
+            "llm",
+            json!({
+                "kind": "openai", "base_url": server.url, "model": server.model,
+                "api_key_env": "CINEPIPE_RUN_TEST_KEY",
+            }),
+        )],
         "llm",
     );
     let out = run_spec(dir.path(), &[("CINEPIPE_RUN_TEST_KEY", &key)]);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use cinepipe::exec::{InstanceId, Stage, StageContext};
 use cinepipe::stages::await_marker::{AwaitMarker, WaitOutcome, wait_for_file};
+use cinepipe::testkit::{ContextExt, SpecBuilder, context};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -91,34 +92,10 @@ fn main() {
     report("wait_for_file", lat);
 
     // The whole stage attempt.
-    let spec_text = format!(
-        r#"
-[run]
-name = "bench"
-base_dir = "{root}"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["http://127.0.0.1:9"]
-output_dir = "{out}"
-
-[stages.render]
-kind = "queue"
-service = "comfy"
-
-[stages.marker]
-kind = "await-marker"
-needs = ["render"]
-timeout_s = 10
-poll_interval_s = 30
-"#,
-        root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").display(),
-        out = out.display(),
-    );
-    let source = cinepipe::spec::SpecSource::from_str("bench.toml", &spec_text);
-    let Ok(spec) = cinepipe::spec::check(&source, None) else {
-        panic!("the bench spec is invalid");
-    };
+    let spec = SpecBuilder::chain("bench", &["render", "marker"])
+        .set("services.comfy", "output_dir", out.display().to_string())
+        .toml("stages.marker", "timeout_s = 10\npoll_interval_s = 30")
+        .check();
     let spec = Arc::new(spec);
     let mut lat = Vec::with_capacity(rounds);
     for i in 0..rounds {
@@ -127,19 +104,10 @@ poll_interval_s = 30
         std::fs::create_dir_all(&folder).expect("mkdir");
         let ctx = StageContext {
             run_id: "bench".into(),
-            run_dir: run_dir.clone(),
             instance_dir: format!("stages/marker/{i}").into(),
             instance: InstanceId::new("marker", Some(i as u32)),
-            spec: spec.clone(),
-            attempt: 1,
-            item: None,
-            inputs: vec![(
-                "render".into(),
-                Arc::new(json!({ "prefix": prefix, "service": "comfy" })),
-            )],
-            requeues_left: None,
-            no_cache: false,
-            cancel: CancellationToken::new(),
+            ..context(&spec, &run_dir, "marker")
+                .with_input("render", json!({ "prefix": prefix, "service": "comfy" }))
         };
         let writer = write_marker_later(&folder, "frame.done");
         let (r, t1) = rt.block_on(async {

@@ -36,11 +36,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cinepipe::exec::{
-    Attempt, BoxFuture, Event, EventKind, ExecOptions, Interrupt, Observer, Registry, RunOutcome,
-    RunRequest, Stage, StageContext,
-};
+use cinepipe::exec::{Event, EventKind, ExecOptions, Interrupt, Observer, RunOutcome, RunRequest};
 use cinepipe::spec::model::StageKind;
+use cinepipe::testkit::{Scripted, SpecBuilder, Step};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -69,20 +67,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The story: SCENES fixed scenes, no server.
-struct FixedStory(usize);
-
-impl Stage for FixedStory {
-    fn attempt<'a>(&'a self, _ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-        let scenes: Vec<Value> = (0..self.0)
-            .map(|i| json!({"id": format!("scene-{i}"), "prompt": format!("a square, take {i}"), "mood": "calm"}))
-            .collect();
-        Box::pin(Attempt::unrecorded(async move {
-            Ok(json!({"title": "bench", "story_version": "1.0", "scenes": scenes}))
-        }))
     }
 }
 
@@ -182,67 +166,30 @@ fn main() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 
-    let spec = tmp.path().join("bench.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"
-[run]
-name = "comfyui-scene-bench"
-base_dir = "{root}"
-output_dir = "{runs}"
-
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "unused"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["{url}"]
-{output_dir}
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = {scenes}, tone = "calm", premise = "a square" }}
-
-[stages.patch]
-kind = "patch-workflow"
-needs = ["story"]
-for_each = "story.scenes"
-workflow = "workflows/model-free/moving-square-done-marker.json"
-set = {{ "save.filename_prefix" = "{{{{prefix}}}}" }}
-
-[stages.render]
-kind = "queue"
-needs = ["patch"]
-service = "comfy"
-poll_interval_s = 1
-max_wait_s = 60
-
-[stages.marker]
-kind = "await-marker"
-needs = ["render"]
-timeout_s = 10
-poll_interval_s = 0.05
-
-[stages.frames]
-kind = "collect-frames"
-needs = ["marker"]
-min_frames = 25
-"#,
-            root = root().display(),
-            runs = tmp.path().join("runs").display(),
-            output_dir = if remote {
-                String::new()
-            } else {
-                format!("output_dir = \"{}\"", out.display())
-            },
-        ),
+    let mut spec = SpecBuilder::chain(
+        "comfyui-scene-bench",
+        &["story", "patch", "render", "marker", "frames"],
     )
-    .expect("write the spec");
+    .output_dir(&tmp.path().join("runs"))
+    .set("services.llm", "model", "unused")
+    .comfy_urls(&[&url])
+    .set(
+        "stages.story",
+        "vars",
+        json!({"scenes": scenes, "tone": "calm", "premise": "a square"}),
+    )
+    .set(
+        "stages.patch",
+        "workflow",
+        "workflows/model-free/moving-square-done-marker.json",
+    )
+    .toml("stages.render", "poll_interval_s = 1\nmax_wait_s = 60")
+    .toml("stages.marker", "timeout_s = 10\npoll_interval_s = 0.05")
+    .set("stages.frames", "min_frames", 25);
+    if !remote {
+        spec = spec.set("services.comfy", "output_dir", out.display().to_string());
+    }
+    let spec = spec.write(tmp.path(), "bench.toml");
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let req = RunRequest {
@@ -255,7 +202,14 @@ min_frames = 25
         skip_services: true,
         ..RunRequest::default()
     };
-    let registry = Registry::builtin().with(StageKind::Llm, Arc::new(FixedStory(scenes)));
+    // The story: SCENES fixed scenes, no server.
+    let story = Scripted::new().on("story", move |_| {
+        let scenes: Vec<Value> = (0..scenes)
+            .map(|i| json!({"id": format!("scene-{i}"), "prompt": format!("a square, take {i}"), "mood": "calm"}))
+            .collect();
+        Step::ok(json!({"title": "bench", "story_version": "1.0", "scenes": scenes}))
+    });
+    let registry = story.over_builtin(&[StageKind::Llm]);
     let report = rt
         .block_on(cinepipe::exec::run(
             req,

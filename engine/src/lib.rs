@@ -19,6 +19,8 @@ pub mod spec;
 pub mod stages;
 pub mod story;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testkit;
 pub mod toml_fmt;
 pub mod workflow;
 

@@ -2,7 +2,6 @@
 //! produce a list) and every attempt is logged with its start and end on tokio's clock, which
 //! most tests pause so that delays and bounds are exact.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,111 +14,32 @@ use super::journal::{self, Journal};
 use super::rundir::RunDir;
 use super::scheduler::{ExecOptions, Executor, InstanceState, Observer, RunReport, Session};
 use super::signals::Interrupt;
-use super::stage::{Attempt, BoxFuture, Registry, Stage, StageContext, StageFailure};
+use super::stage::{StageContext, StageFailure};
 use super::{RunRequest, run};
 use crate::plan::Plan;
 use crate::spec::model::{FailureClass, StageKind};
 use crate::spec::{CheckedSpec, SpecSource};
+use crate::testkit::{LoggedAttempt, Scripted, Step, story};
 
-/// What one attempt does: how long it takes, then what it returns.
-type Behave = Arc<dyn Fn(&StageContext) -> (Duration, Result<Value, StageFailure>) + Send + Sync>;
-
-#[derive(Debug, Clone)]
-struct Logged {
-    id: String,
-    attempt: u32,
-    start: Instant,
-    end: Instant,
-    cancelled: bool,
-    ctx: StageContext,
+/// The tests' script (the shared [`Scripted`] stage, for every kind): `story` produces three
+/// scenes; `patch` takes 10 ms per item, so that the scenes reach `render` in order (attempts
+/// that end at one instant report back in any order). Unscripted stages succeed at once with
+/// `{"stage": NAME, "item": N}`.
+fn base_script() -> Scripted {
+    Scripted::new()
+        .on("story", |_| timed(Duration::ZERO, Ok(story(3))))
+        .on("patch", |ctx| {
+            let item = u64::from(ctx.instance.item.unwrap_or(0));
+            timed(
+                Duration::from_millis(10 * item),
+                Ok(json!({"stage": "patch", "item": item})),
+            )
+        })
 }
 
-/// One implementation for every kind, scripted by stage name. Unscripted stages succeed at
-/// once with `{"stage": NAME, "item": N}`.
-#[derive(Clone, Default)]
-struct Script {
-    behave: HashMap<String, Behave>,
-    log: Arc<Mutex<Vec<Logged>>>,
-}
-
-impl Script {
-    /// `story` produces three scenes; `patch` takes 10 ms per item, so that the scenes reach
-    /// `render` in order (attempts that end at one instant report back in any order).
-    fn new() -> Script {
-        Script::default()
-            .on("story", |_| (Duration::ZERO, Ok(scenes(3))))
-            .on("patch", |ctx| {
-                let item = u64::from(ctx.instance.item.unwrap_or(0));
-                (
-                    Duration::from_millis(10 * item),
-                    Ok(json!({"stage": "patch", "item": item})),
-                )
-            })
-    }
-
-    fn on(
-        mut self,
-        stage: &str,
-        f: impl Fn(&StageContext) -> (Duration, Result<Value, StageFailure>) + Send + Sync + 'static,
-    ) -> Script {
-        self.behave.insert(stage.to_owned(), Arc::new(f));
-        self
-    }
-
-    fn registry(&self) -> Registry {
-        StageKind::ALL
-            .into_iter()
-            .fold(Registry::builtin(), |r, k| {
-                r.with(k, Arc::new(self.clone()))
-            })
-    }
-
-    fn log(&self) -> Vec<Logged> {
-        self.log.lock().expect("log").clone()
-    }
-
-    fn runs_of(&self, id: &str) -> usize {
-        self.log().iter().filter(|l| l.id == id).count()
-    }
-}
-
-impl Stage for Script {
-    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-        Box::pin(Attempt::unrecorded(async move {
-            let (wait, result) = match self.behave.get(&ctx.instance.stage) {
-                Some(f) => f(ctx),
-                None => (
-                    Duration::ZERO,
-                    Ok(json!({"stage": ctx.instance.stage, "item": ctx.instance.item})),
-                ),
-            };
-            let start = Instant::now();
-            let cancelled = tokio::select! {
-                () = tokio::time::sleep(wait) => false,
-                () = ctx.cancel.cancelled() => true,
-            };
-            self.log.lock().expect("log").push(Logged {
-                id: ctx.instance.to_string(),
-                attempt: ctx.attempt,
-                start,
-                end: Instant::now(),
-                cancelled,
-                ctx: ctx.clone(),
-            });
-            if cancelled {
-                return Err(StageFailure::new(FailureClass::Interrupted, "cancelled"));
-            }
-            result
-        }))
-    }
-}
-
-fn scenes(n: usize) -> Value {
-    json!({
-        "title": "t",
-        "story_version": "1",
-        "scenes": (0..n).map(|i| json!({"id": format!("scene-{}", i + 1), "prompt": "p", "mood": "m"})).collect::<Vec<_>>(),
-    })
+/// What one attempt does: takes `wait`, then returns `result`.
+fn timed(wait: Duration, result: Result<Value, StageFailure>) -> Step {
+    Step::with(result).after(wait)
 }
 
 fn fail(class: FailureClass) -> Result<Value, StageFailure> {
@@ -227,7 +147,7 @@ fn opts(jobs: usize, keep_going: bool) -> ExecOptions {
 
 /// Runs the pipeline once, in a fresh run folder.
 async fn run_pipeline(
-    script: &Script,
+    script: &Scripted,
     render_retry: &str,
     comfy: &str,
     opts: ExecOptions,
@@ -264,7 +184,7 @@ fn state(r: &RunReport, id: &str) -> InstanceState {
         .state
 }
 
-fn first(log: &[Logged], id: &str) -> Logged {
+fn first(log: &[LoggedAttempt], id: &str) -> LoggedAttempt {
     log.iter()
         .find(|l| l.id == id)
         .unwrap_or_else(|| panic!("{id} never ran"))
@@ -272,7 +192,7 @@ fn first(log: &[Logged], id: &str) -> Logged {
 }
 
 /// The most attempts of the matching instances that overlapped in time.
-fn max_overlap(log: &[Logged], filter: impl Fn(&str) -> bool) -> usize {
+fn max_overlap(log: &[LoggedAttempt], filter: impl Fn(&str) -> bool) -> usize {
     let mut edges: Vec<(Instant, i32)> = Vec::new();
     for l in log.iter().filter(|l| filter(&l.id)) {
         edges.push((l.start, 1));
@@ -292,12 +212,12 @@ const NO_RETRY: &str = "{ budget = 0 }";
 
 #[tokio::test(start_paused = true)]
 async fn every_instance_runs_once_after_its_needs_item_by_item() {
-    let script = Script::new()
+    let script = base_script()
         .on("patch", |_| {
-            (Duration::from_secs(1), Ok(json!({"patched": true})))
+            timed(Duration::from_secs(1), Ok(json!({"patched": true})))
         })
         .on("render", |_| {
-            (Duration::from_secs(2), Ok(json!({"frames": 25})))
+            timed(Duration::from_secs(2), Ok(json!({"frames": 25})))
         });
     let ran = run_pipeline(&script, NO_RETRY, "", opts(8, false), Interrupt::new()).await;
     assert_eq!(ran.report.outcome, RunOutcome::Succeeded);
@@ -380,9 +300,9 @@ async fn every_instance_runs_once_after_its_needs_item_by_item() {
 
 #[tokio::test(start_paused = true)]
 async fn scene_two_renders_while_scene_one_collects_frames() {
-    let script = Script::new()
-        .on("render", |_| (Duration::from_secs(10), Ok(json!(1))))
-        .on("frames", |_| (Duration::from_secs(10), Ok(json!(1))));
+    let script = base_script()
+        .on("render", |_| timed(Duration::from_secs(10), Ok(json!(1))))
+        .on("frames", |_| timed(Duration::from_secs(10), Ok(json!(1))));
     run_pipeline(&script, NO_RETRY, "", opts(4, false), Interrupt::new()).await;
     let log = script.log();
     let (f0, r1) = (first(&log, "frames[0]"), first(&log, "render[1]"));
@@ -398,10 +318,10 @@ async fn scene_two_renders_while_scene_one_collects_frames() {
 
 #[tokio::test(start_paused = true)]
 async fn jobs_and_service_slots_bound_concurrency() {
-    let slow = |_: &StageContext| (Duration::from_secs(1), Ok(json!(1)));
-    let six = |_: &StageContext| (Duration::ZERO, Ok(scenes(6)));
+    let slow = |_: &StageContext| timed(Duration::from_secs(1), Ok(json!(1)));
+    let six = |_: &StageContext| timed(Duration::ZERO, Ok(story(6)));
     // Global bound: 2 at a time, whatever the stages.
-    let script = Script::new()
+    let script = base_script()
         .on("story", six)
         .on("patch", slow)
         .on("render", slow)
@@ -417,7 +337,7 @@ async fn jobs_and_service_slots_bound_concurrency() {
     assert_eq!(max_overlap(&script.log(), |_| true), 2);
 
     // One ComfyUI server with one slot: renders never overlap, though jobs would allow it.
-    let script = Script::new()
+    let script = base_script()
         .on("story", six)
         .on("patch", slow)
         .on("render", slow)
@@ -431,7 +351,7 @@ async fn jobs_and_service_slots_bound_concurrency() {
     );
 
     // A pool of two servers, two slots each: four renders at once.
-    let script = Script::new()
+    let script = base_script()
         .on("story", six)
         .on("patch", slow)
         .on("render", slow)
@@ -464,13 +384,13 @@ async fn jobs_and_service_slots_bound_concurrency() {
 #[tokio::test(start_paused = true)]
 async fn retries_follow_the_policy_exactly_and_free_their_slot_while_waiting() {
     // Fails three times, then succeeds: exponential from 1 s, capped at 3 s: waits 1, 2, 3.
-    let script = Script::new().on("render", |ctx| {
+    let script = base_script().on("render", |ctx| {
         let r = if ctx.instance.item == Some(0) && ctx.attempt <= 3 {
             fail(FailureClass::Timeout)
         } else {
             Ok(json!("ok"))
         };
-        (Duration::from_millis(500), r)
+        timed(Duration::from_millis(500), r)
     });
     let ran = run_pipeline(
         &script,
@@ -534,13 +454,13 @@ async fn retries_follow_the_policy_exactly_and_free_their_slot_while_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spent_budget_or_an_unlisted_class_fails_the_instance() {
-    let script = Script::new().on("render", |ctx| {
+    let script = base_script().on("render", |ctx| {
         let class = if ctx.instance.item == Some(0) {
             FailureClass::Timeout
         } else {
             FailureClass::NodeError
         };
-        (Duration::ZERO, fail(class))
+        timed(Duration::ZERO, fail(class))
     });
     let ran = run_pipeline(
         &script,
@@ -563,13 +483,13 @@ async fn a_spent_budget_or_an_unlisted_class_fails_the_instance() {
 #[tokio::test(start_paused = true)]
 async fn a_requeue_reruns_the_target_and_spends_its_budget() {
     // frames[1] is short the first time only; frames[2] is always short.
-    let script = Script::new().on("frames", |ctx| {
+    let script = base_script().on("frames", |ctx| {
         let short = match ctx.instance.item {
             Some(1) => ctx.attempt == 1,
             Some(2) => true,
             _ => false,
         };
-        (
+        timed(
             Duration::ZERO,
             if short {
                 fail(FailureClass::ShortFrames)
@@ -651,13 +571,13 @@ async fn a_requeue_reruns_the_target_and_spends_its_budget() {
 #[tokio::test(start_paused = true)]
 async fn the_first_failure_stops_new_work_unless_keep_going() {
     let script = || {
-        Script::new().on("render", |ctx| {
+        base_script().on("render", |ctx| {
             let r = if ctx.instance.item == Some(1) {
                 fail(FailureClass::NodeError)
             } else {
                 Ok(json!(1))
             };
-            (Duration::from_secs(1), r)
+            timed(Duration::from_secs(1), r)
         })
     };
     // One job at a time, downstream first: scene 0 goes all the way, render[1] fails, and
@@ -703,7 +623,7 @@ async fn the_first_failure_stops_new_work_unless_keep_going() {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_past_its_bound_times_out() {
     // story's timeout_s is 5: an answer that takes a minute is a timeout.
-    let script = Script::new().on("story", |_| (Duration::from_secs(60), Ok(scenes(1))));
+    let script = base_script().on("story", |_| timed(Duration::from_secs(60), Ok(story(1))));
     let t0 = Instant::now();
     let ran = run_pipeline(&script, NO_RETRY, "", opts(2, false), Interrupt::new()).await;
     assert_eq!(t0.elapsed(), Duration::from_secs(5));
@@ -721,7 +641,7 @@ async fn an_attempt_past_its_bound_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupt_cancels_running_work_and_records_it() {
-    let script = Script::new().on("render", |_| (Duration::from_secs(3600), Ok(json!(1))));
+    let script = base_script().on("render", |_| timed(Duration::from_secs(3600), Ok(json!(1))));
     let interrupt = Interrupt::new();
     let i2 = interrupt.clone();
     tokio::spawn(async move {
@@ -757,25 +677,19 @@ async fn an_interrupt_cancels_running_work_and_records_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stage_that_ignores_its_cancel_is_dropped_after_the_grace() {
-    struct Deaf;
-    impl Stage for Deaf {
-        fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-            Box::pin(Attempt::unrecorded(async move {
-                if ctx.instance.stage == "story" {
-                    return Ok(scenes(1));
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(Value::Null)
-            }))
-        }
-    }
+    // Every stage but the story sleeps an hour and does not listen for its cancel.
+    let deaf = Scripted::new()
+        .on("story", |_| Step::ok(story(1)))
+        .otherwise(|_| {
+            Step::ok(Value::Null)
+                .after(Duration::from_secs(3600))
+                .ignoring_cancel()
+        });
     let dir = tempfile::tempdir().expect("tempdir");
     let checked = check(&pipeline(dir.path(), NO_RETRY, ""));
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
-    let registry = StageKind::ALL
-        .into_iter()
-        .fold(Registry::builtin(), |r, k| r.with(k, Arc::new(Deaf)));
+    let registry = deaf.registry();
     let exec = Executor::new(
         Plan::new(checked),
         registry,
@@ -808,9 +722,9 @@ async fn a_stage_that_ignores_its_cancel_is_dropped_after_the_grace() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_stage_fails_its_instance_without_retry() {
-    let script = Script::new().on("patch", |ctx| {
+    let script = base_script().on("patch", |ctx| {
         assert!(ctx.instance.item != Some(1), "scripted panic");
-        (Duration::ZERO, Ok(json!(1)))
+        timed(Duration::ZERO, Ok(json!(1)))
     });
     let ran = run_pipeline(&script, NO_RETRY, "", opts(1, true), Interrupt::new()).await;
     assert_eq!(state(&ran.report, "patch[1]"), InstanceState::Failed);
@@ -827,8 +741,8 @@ async fn a_panicking_stage_fails_its_instance_without_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn a_list_source_without_its_list_is_invalid_output() {
-    let script = Script::new().on("story", |_| {
-        (Duration::ZERO, Ok(json!({"title": "no scenes"})))
+    let script = base_script().on("story", |_| {
+        timed(Duration::ZERO, Ok(json!({"title": "no scenes"})))
     });
     let ran = run_pipeline(&script, NO_RETRY, "", opts(1, false), Interrupt::new()).await;
     let a = &ran.report.instances[0].attempts[0];
@@ -845,17 +759,13 @@ async fn a_list_source_without_its_list_is_invalid_output() {
 
 #[tokio::test(start_paused = true)]
 async fn unbuilt_kinds_fail_their_instances_and_the_rest_runs() {
-    let script = Script::new();
+    let script = base_script();
     let dir = tempfile::tempdir().expect("tempdir");
     let checked = check(&pipeline(dir.path(), NO_RETRY, ""));
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     // Not `builtin()`: the test needs kinds without an implementation, whichever are built.
-    let registry = [StageKind::Llm, StageKind::PatchWorkflow, StageKind::Queue]
-        .into_iter()
-        .fold(Registry::default(), |r, k| {
-            r.with(k, Arc::new(script.clone()))
-        });
+    let registry = script.alone(&[StageKind::Llm, StageKind::PatchWorkflow, StageKind::Queue]);
     let exec = Executor::new(Plan::new(checked), registry, opts(2, true));
     let session = Session {
         dir: rd,
@@ -899,7 +809,7 @@ fn spec_file(dir: &Path, render_retry: &str) -> PathBuf {
     p
 }
 
-async fn run_req(script: &Script, mut req: RunRequest) -> RunReport {
+async fn run_req(script: &Scripted, mut req: RunRequest) -> RunReport {
     req.skip_services = true;
     run(req, script.registry(), &Interrupt::new(), vec![])
         .await
@@ -910,13 +820,13 @@ async fn run_req(script: &Script, mut req: RunRequest) -> RunReport {
 async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_file(dir.path(), NO_RETRY);
-    let broken = Script::new().on("frames", |ctx| {
+    let broken = base_script().on("frames", |ctx| {
         let r = if ctx.instance.item == Some(2) {
             fail(FailureClass::NodeError)
         } else {
             Ok(json!({"n": ctx.instance.item}))
         };
-        (Duration::ZERO, r)
+        timed(Duration::ZERO, r)
     });
     let first_run = run_req(
         &broken,
@@ -929,7 +839,7 @@ async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
     .await;
     assert_eq!(first_run.outcome, RunOutcome::Failed);
 
-    let fixed = Script::new();
+    let fixed = base_script();
     let second = run_req(
         &fixed,
         RunRequest {
@@ -961,7 +871,7 @@ async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
     );
 
     // A third resume has nothing left to do.
-    let idle = Script::new();
+    let idle = base_script();
     let third = run_req(
         &idle,
         RunRequest {
@@ -979,13 +889,13 @@ async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
 async fn resume_after_an_interrupt_and_a_torn_journal_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_file(dir.path(), NO_RETRY);
-    let script = Script::new().on("render", |ctx| {
+    let script = base_script().on("render", |ctx| {
         let wait = if ctx.instance.item == Some(2) {
             3600
         } else {
             1
         };
-        (
+        timed(
             Duration::from_secs(wait),
             Ok(json!({"r": ctx.instance.item})),
         )
@@ -1014,7 +924,7 @@ async fn resume_after_an_interrupt_and_a_torn_journal_line() {
     bytes.extend_from_slice(br#"{"ts":"2026-11-21T12:00:00.000Z","event":"succ"#);
     std::fs::write(&events, bytes).expect("torn");
 
-    let second = Script::new();
+    let second = base_script();
     let report = run_req(
         &second,
         RunRequest {
@@ -1040,7 +950,7 @@ async fn resume_after_an_interrupt_and_a_torn_journal_line() {
 async fn resume_refuses_a_changed_spec() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_file(dir.path(), NO_RETRY);
-    let script = Script::new();
+    let script = base_script();
     let first_run = run_req(
         &script,
         RunRequest {
@@ -1085,14 +995,14 @@ fn instance_ids_in_events_parse_back() {
 #[tokio::test(start_paused = true)]
 async fn every_journal_line_matches_the_generated_schema() {
     // A run with retries, a requeue, a failure and skips: most kinds of event.
-    let script = Script::new()
+    let script = base_script()
         .on("render", |ctx| {
             let r = if ctx.instance.item == Some(0) && ctx.attempt == 1 {
                 fail(FailureClass::Timeout)
             } else {
                 Ok(json!(1))
             };
-            (Duration::ZERO, r)
+            timed(Duration::ZERO, r)
         })
         .on("frames", |ctx| {
             let r = match ctx.instance.item {
@@ -1100,7 +1010,7 @@ async fn every_journal_line_matches_the_generated_schema() {
                 Some(2) => fail(FailureClass::NodeError),
                 _ => Ok(json!(1)),
             };
-            (Duration::ZERO, r)
+            timed(Duration::ZERO, r)
         });
     let ran = run_pipeline(
         &script,
