@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cinepipe::exec::{
-    Attempt, BoxFuture, Event, EventKind, ExecOptions, Interrupt, Observer, Registry, RunOutcome,
-    RunRequest, Stage, StageContext,
+    Attempt, BoxFuture, Event, EventKind, ExecOptions, Interrupt, Observer, RunOutcome, RunRequest,
+    Stage, StageContext,
 };
 use cinepipe::spec::model::StageKind;
 use serde_json::{Value, json};
@@ -255,7 +255,7 @@ min_frames = 25
         skip_services: true,
         ..RunRequest::default()
     };
-    let registry = Registry::builtin().with(StageKind::Llm, Arc::new(FixedStory(scenes)));
+    let registry = cinepipe::stages::registry().with(StageKind::Llm, Arc::new(FixedStory(scenes)));
     let report = rt
         .block_on(cinepipe::exec::run(
             req,

@@ -69,7 +69,7 @@ impl Script {
     fn registry(&self) -> Registry {
         StageKind::ALL
             .into_iter()
-            .fold(Registry::builtin(), |r, k| {
+            .fold(crate::stages::registry(), |r, k| {
                 r.with(k, Arc::new(self.clone()))
             })
     }
@@ -775,7 +775,7 @@ async fn a_stage_that_ignores_its_cancel_is_dropped_after_the_grace() {
     let journal = Journal::create(&rd.events()).expect("journal");
     let registry = StageKind::ALL
         .into_iter()
-        .fold(Registry::builtin(), |r, k| r.with(k, Arc::new(Deaf)));
+        .fold(crate::stages::registry(), |r, k| r.with(k, Arc::new(Deaf)));
     let exec = Executor::new(
         Plan::new(checked),
         registry,
