@@ -75,7 +75,7 @@ needs = ["patch"]
 fn registry() -> cinepipe::exec::Registry {
     StageKind::ALL
         .into_iter()
-        .fold(cinepipe::exec::Registry::builtin(), |r, k| {
+        .fold(cinepipe::stages::registry(), |r, k| {
             r.with(k, Arc::new(NoOp))
         })
 }

@@ -11,6 +11,8 @@ pub mod exec;
 pub mod exit;
 pub mod fsutil;
 pub mod history;
+#[cfg(test)]
+mod layers;
 pub mod plan;
 pub mod schema;
 pub mod services;

@@ -196,34 +196,6 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The stage kinds this cinepipe has built; each comes with its own issue and registers
-    /// itself here.
-    pub fn builtin() -> Registry {
-        Registry::default()
-            .with(StageKind::Llm, Arc::new(crate::stages::llm::Llm))
-            .with(
-                StageKind::PatchWorkflow,
-                Arc::new(crate::stages::patch_workflow::PatchWorkflow),
-            )
-            .with(StageKind::Queue, Arc::new(crate::stages::queue::Queue))
-            .with(
-                StageKind::Validate,
-                Arc::new(crate::stages::validate::Validate),
-            )
-            .with(
-                StageKind::AwaitMarker,
-                Arc::new(crate::stages::await_marker::AwaitMarker),
-            )
-            .with(
-                StageKind::CollectFrames,
-                Arc::new(crate::stages::collect_frames::CollectFrames),
-            )
-            .with(
-                StageKind::Quality,
-                Arc::new(crate::stages::quality::Quality),
-            )
-    }
-
     /// Adds (or replaces) the implementation of a kind.
     pub fn with(mut self, kind: StageKind, stage: Arc<dyn Stage>) -> Registry {
         self.kinds.insert(kind, stage);

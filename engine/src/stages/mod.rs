@@ -10,3 +10,27 @@ pub mod patch_workflow;
 pub mod quality;
 pub mod queue;
 pub mod validate;
+
+use std::sync::Arc;
+
+use crate::exec::Registry;
+use crate::spec::model::StageKind;
+
+/// The stage kinds this cinepipe has built; each comes with its own issue and registers itself
+/// here (stages sit above `exec`, so the executor never names a kind).
+pub fn registry() -> Registry {
+    Registry::default()
+        .with(StageKind::Llm, Arc::new(llm::Llm))
+        .with(
+            StageKind::PatchWorkflow,
+            Arc::new(patch_workflow::PatchWorkflow),
+        )
+        .with(StageKind::Queue, Arc::new(queue::Queue))
+        .with(StageKind::Validate, Arc::new(validate::Validate))
+        .with(StageKind::AwaitMarker, Arc::new(await_marker::AwaitMarker))
+        .with(
+            StageKind::CollectFrames,
+            Arc::new(collect_frames::CollectFrames),
+        )
+        .with(StageKind::Quality, Arc::new(quality::Quality))
+}

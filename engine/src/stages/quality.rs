@@ -370,7 +370,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::exec::{ExecOptions, Interrupt, Registry, RunOutcome, RunRequest};
+    use crate::exec::{ExecOptions, Interrupt, RunOutcome, RunRequest};
     use crate::spec::model::QualityThresholds;
     use crate::telemetry::{ArtifactMetadata, METADATA_FILE};
 
@@ -686,7 +686,7 @@ needs = ["quality"]
             skip_services: true,
             ..Default::default()
         };
-        let registry = Registry::builtin()
+        let registry = crate::stages::registry()
             .with(StageKind::Llm, Arc::new(Scripted))
             .with(StageKind::CollectFrames, Arc::new(Scripted));
         let report = crate::exec::run(req, registry, &Interrupt::new(), vec![])

@@ -676,7 +676,7 @@ needs = ["render"]
     }
 
     fn registry() -> Registry {
-        Registry::builtin()
+        crate::stages::registry()
             .with(StageKind::Llm, Arc::new(Scripted))
             .with(StageKind::Queue, Arc::new(Scripted))
     }

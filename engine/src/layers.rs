@@ -1,0 +1,253 @@
+//! The layering test: every `crate::` path in engine/src points down (or sideways), never up.
+//!
+//! Layers, lowest first (a file may import its own layer and any lower one):
+//!  0 leaf utilities  `fsutil`, `toml_fmt`, `exit`
+//!  1 spec            `spec`, `workflow`, `story`
+//!  2 plan            `plan`
+//!  3 run folder      `exec::rundir`, `exec::journal`, `exec::event`, `history`
+//!  4 exec            `exec` (the Stage trait, retries, scheduling)
+//!  5 clients         `clients`
+//!  6 services        `services`
+//!  7 stages          `stages`
+//!  8 telemetry       `telemetry`, `verify`
+//!  9 composition     `exec::run`, `custom_nodes`
+//! 10 presentation    `show`, `cli`, `schema` (the list of every generated schema file)
+//! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, or below a
+//!                    `#[cfg(test)]`) may import it
+//!
+//! The run-folder and composition-root modules still live under `exec/`; they are mapped by their
+//! path so the test already judges them by the layer they belong to. `#[cfg(test)]` code is
+//! covered too: a test beside lower-layer code that needs a higher layer's fake is an upward
+//! edge all the same, and belongs in `KNOWN_UPWARD` (or in tests/) rather than going unseen.
+//! Comment lines are skipped: an intra-doc link is not a dependency.
+
+use std::path::{Path, PathBuf};
+
+/// Module path prefixes and their layer; the longest matching prefix wins.
+const LAYERS: &[(&str, usize, &str)] = &[
+    ("fsutil", 0, "leaf utilities"),
+    ("toml_fmt", 0, "leaf utilities"),
+    ("exit", 0, "leaf utilities"),
+    ("spec", 1, "spec"),
+    ("workflow", 1, "spec"),
+    ("story", 1, "spec"),
+    ("plan", 2, "plan"),
+    ("exec::rundir", 3, "run folder"),
+    ("exec::journal", 3, "run folder"),
+    ("exec::event", 3, "run folder"),
+    ("history", 3, "run folder"),
+    ("exec", 4, "exec"),
+    ("clients", 5, "clients"),
+    ("services", 6, "services"),
+    ("stages", 7, "stages"),
+    ("telemetry", 8, "telemetry"),
+    ("verify", 8, "telemetry"),
+    ("exec::run", 9, "composition root"),
+    ("custom_nodes", 9, "composition root"),
+    ("show", 10, "presentation"),
+    ("cli", 10, "presentation"),
+    ("schema", 10, "presentation"),
+    ("main", 11, "binary"),
+    ("layers", 11, "this test"),
+    // Test support: it may import any layer, and any layer's tests may import it (only tests).
+    ("testkit", 12, "test support"),
+];
+
+/// Upward imports that are known and still to be moved (issue 13, item 3), as
+/// `(file, imported path prefix)`. A NEW upward import fails the test; so does an entry here
+/// that no longer matches anything, so the list only shrinks.
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    // Clients and stages use the artifact-metadata types (Timestamp, Frames, quality results)
+    // that live in telemetry; they belong in a lower module of their own.
+    ("clients/comfyui/follow.rs", "telemetry"),
+    ("clients/gpu.rs", "telemetry"),
+    ("stages/await_marker/marker_file.rs", "telemetry"),
+    ("stages/collect_frames.rs", "telemetry"),
+    ("stages/output/frames.rs", "telemetry"),
+    ("stages/output/marker.rs", "telemetry"),
+    ("stages/output/mod.rs", "telemetry"),
+    ("stages/output/quality.rs", "telemetry"),
+    ("stages/output/queue.rs", "telemetry"),
+    ("stages/quality/score.rs", "telemetry"),
+    ("stages/quality.rs", "telemetry"),
+    ("stages/validate.rs", "telemetry"),
+    // Schema generation lives in the top-level `schema` module: the run-spec, story and
+    // event schemas belong in the layers that own those types.
+    ("exec/tests.rs", "schema"),
+    ("spec/check/llm.rs", "schema"),
+    ("spec/structure.rs", "schema"),
+    ("stages/llm.rs", "schema"),
+    ("telemetry/verify/schema.rs", "schema"),
+    // The run folder still reads the executor's event types through `exec`.
+    ("history.rs", "exec"),
+    // Tests that drive whole runs through exec/run.rs (the composition root, still under exec/).
+    ("stages/quality.rs", "exec::run"),
+    ("telemetry/build.rs", "exec::run"),
+];
+
+/// One `crate::` path found in a source file.
+struct Import {
+    file: String,
+    line: usize,
+    path: String,
+    /// In test code: a `tests.rs` file, or after the file's first `#[cfg(test)]`.
+    in_tests: bool,
+}
+
+fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).expect("engine/src is readable");
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The module path of a file relative to engine/src: `exec/scheduler/mod.rs` → `exec::scheduler`.
+fn module_of(relative: &str) -> String {
+    let without_ext = relative.trim_end_matches(".rs");
+    let without_mod = without_ext.trim_end_matches("/mod");
+    without_mod.replace('/', "::")
+}
+
+fn layer_of(module: &str) -> Option<(usize, &'static str, &'static str)> {
+    LAYERS
+        .iter()
+        .filter(|(prefix, _, _)| {
+            module == *prefix
+                || module
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
+        .max_by_key(|(prefix, _, _)| prefix.len())
+        .map(|(prefix, layer, name)| (*layer, *name, *prefix))
+}
+
+/// Every `crate::a::b` path on one line, as `a::b` (identifiers and `::` only).
+fn crate_paths(line: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().next_back();
+        let after = &rest[at + "crate::".len()..];
+        rest = after;
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let path: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        // `crate::exec::{A, B}` is judged by `exec`: the group's members sit inside that module.
+        paths.push(path.trim_end_matches(':').to_string());
+    }
+    paths
+}
+
+fn all_imports() -> Vec<Import> {
+    let root = source_root();
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    files.sort();
+    let mut imports = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("a source file is readable");
+        let relative = file
+            .strip_prefix(&root)
+            .expect("under engine/src")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let mut in_tests = relative == "tests.rs" || relative.ends_with("/tests.rs");
+        for (index, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            in_tests |= line.trim_start().starts_with("#[cfg(test)]");
+            for path in crate_paths(line) {
+                imports.push(Import {
+                    file: relative.clone(),
+                    line: index + 1,
+                    path,
+                    in_tests,
+                });
+            }
+        }
+    }
+    imports
+}
+
+#[test]
+fn every_crate_path_points_down_the_layers() {
+    let mut violations = Vec::new();
+    let mut known_used = vec![false; KNOWN_UPWARD.len()];
+    let imports = all_imports();
+    assert!(
+        imports.len() > 100,
+        "found only {} crate:: paths: is the scan broken?",
+        imports.len()
+    );
+    for import in &imports {
+        if import.file == "lib.rs" || import.file == "layers.rs" {
+            // The crate root declares every module and re-exports; this file only names paths.
+            continue;
+        }
+        if import.path.is_empty() {
+            violations.push(format!(
+                "{}:{}: `crate::{{...}}`: a group at the crate root is not checked; name the module",
+                import.file, import.line
+            ));
+            continue;
+        }
+        let module = module_of(&import.file);
+        let Some((from_layer, from_name, _)) = layer_of(&module) else {
+            violations.push(format!(
+                "{}: module `{module}` has no layer in LAYERS",
+                import.file
+            ));
+            continue;
+        };
+        let Some((to_layer, to_name, to_prefix)) = layer_of(&import.path) else {
+            violations.push(format!(
+                "{}:{}: `crate::{}` has no layer in LAYERS",
+                import.file, import.line, import.path
+            ));
+            continue;
+        };
+        if to_layer <= from_layer || (to_prefix == "testkit" && import.in_tests) {
+            continue;
+        }
+        if let Some(index) = KNOWN_UPWARD
+            .iter()
+            .position(|(file, prefix)| *file == import.file && *prefix == to_prefix)
+        {
+            known_used[index] = true;
+            continue;
+        }
+        violations.push(format!(
+            "{}:{}: `crate::{}` imports {to_name} (layer {to_layer}) from {from_name} (layer {from_layer})",
+            import.file, import.line, import.path
+        ));
+    }
+    for (index, used) in known_used.iter().enumerate() {
+        if !used {
+            let (file, prefix) = KNOWN_UPWARD[index];
+            violations.push(format!(
+                "KNOWN_UPWARD ({file}, {prefix}) no longer happens: remove it from the list"
+            ));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "{} layering violation(s), lowest layer first is: {}\n{}",
+        violations.len(),
+        "fsutil/toml_fmt/exit < spec < plan < run folder < exec < clients < services < stages < telemetry < composition root < show/cli",
+        violations.join("\n")
+    );
+}
