@@ -252,9 +252,9 @@ impl ComfyClient {
 
     async fn fetch_object_info(&self) -> Result<ObjectInfo, ComfyError> {
         let v = self.get_json("/object_info").await?;
-        object_info::parse_object_info(&v).map_err(|message| ComfyError::Protocol {
+        object_info::parse_object_info(&v).map_err(|e| ComfyError::Protocol {
             url: self.url("/object_info"),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -344,18 +344,18 @@ impl ComfyClient {
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ComfyError> {
         let path = format!("/history/{prompt_id}");
         let v = self.get_json(&path).await?;
-        messages::parse_history(&v, prompt_id).map_err(|message| ComfyError::Protocol {
+        messages::parse_history(&v, prompt_id).map_err(|e| ComfyError::Protocol {
             url: self.url(&path),
-            message,
+            message: e.to_string(),
         })
     }
 
     /// `GET /queue`.
     pub async fn queue(&self) -> Result<QueueState, ComfyError> {
         let v = self.get_json("/queue").await?;
-        messages::parse_queue(&v).map_err(|message| ComfyError::Protocol {
+        messages::parse_queue(&v).map_err(|e| ComfyError::Protocol {
             url: self.url("/queue"),
-            message,
+            message: e.to_string(),
         })
     }
 
