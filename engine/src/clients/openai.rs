@@ -134,9 +134,9 @@ impl OpenAiClient {
             ),
             None => None,
         };
-        let http = super::http().map_err(|message| LlmError::Transport {
+        let http = super::http().map_err(|e| LlmError::Transport {
             url: service.base_url.clone(),
-            message,
+            message: e.to_string(),
         })?;
         Ok(OpenAiClient {
             http,

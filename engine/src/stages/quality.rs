@@ -318,7 +318,7 @@ async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Re
         return Err(format!("`{service}` is not an `openai` service"));
     };
     let url = format!("{}/embeddings", s.base_url.trim_end_matches('/'));
-    let client = crate::clients::http()?;
+    let client = crate::clients::http().map_err(|e| e.to_string())?;
     let mut req = client
         .post(&url)
         .timeout(std::time::Duration::try_from_secs_f64(s.timeout_s).unwrap_or_default())

@@ -84,9 +84,9 @@ pub struct ComfyClient {
 impl ComfyClient {
     pub fn new(base_url: &str, timeout: Duration) -> Result<ComfyClient, ComfyError> {
         let base = base_url.trim_end_matches('/').to_owned();
-        let http = crate::clients::http().map_err(|message| ComfyError::Transport {
+        let http = crate::clients::http().map_err(|e| ComfyError::Transport {
             url: base.clone(),
-            message,
+            message: e.to_string(),
         })?;
         Ok(ComfyClient {
             http,
