@@ -35,8 +35,8 @@ mod marker_file;
 mod wait;
 
 use forced::{Forced, forced_copy, forced_copy_over_http};
-pub use marker_file::parse_marker;
 use marker_file::read_marker;
+pub use marker_file::{MarkerError, parse_marker};
 pub use wait::{ViewWaitOutcome, WaitOutcome, wait_for_file, wait_for_view};
 
 use super::comfy_files::{self, Output, Remote, Upstream};
@@ -319,7 +319,7 @@ mod tests {
             ),
         ] {
             let e = parse_marker(bad).expect_err(why);
-            assert!(e.contains(why), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
         }
     }
 
