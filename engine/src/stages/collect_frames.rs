@@ -184,9 +184,9 @@ async fn attempt(
 ) -> Result<FramesOutput, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
     let up = Upstream::find(ctx)?;
-    comfy_files::check_relative("prefix", &up.render.prefix).map_err(invalid)?;
+    comfy_files::check_relative("prefix", &up.render.prefix).map_err(|e| invalid(e.to_string()))?;
     let pattern = frame_glob(stage.pattern.as_deref(), &up.render.prefix);
-    comfy_files::check_relative("pattern", &pattern).map_err(invalid)?;
+    comfy_files::check_relative("pattern", &pattern).map_err(|e| invalid(e.to_string()))?;
     let matcher = globset::GlobBuilder::new(&pattern)
         .literal_separator(true)
         .build()
