@@ -1,12 +1,12 @@
 //! Tests of the quality stage: frame scores, diversity, and `enforce` over a scripted run.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::*;
-use crate::exec::{ExecOptions, Interrupt, Registry, RunOutcome, RunRequest};
+use crate::exec::{ExecOptions, Interrupt, RunOutcome, RunRequest};
 use crate::spec::model::QualityThresholds;
 use crate::telemetry::{ArtifactMetadata, METADATA_FILE};
+use crate::testkit::{Scripted, SpecBuilder, Step};
 
 /// Writes an 8-bit RGB PNG of `w`×`h` filled by `pixel(x, y)`.
 fn write_png(path: &Path, w: u32, h: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) {
@@ -219,97 +219,60 @@ fn cosine_of_vectors() {
 /// story (scripted llm) → frames (scripted collect-frames, per scene, writing PNGs) →
 /// quality (the real stage) → validate (the real stage).
 fn spec(dir: &Path, enforce: bool) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("engine/ has a parent")
-        .to_path_buf();
-    let text = format!(
-        r#"
-[run]
-name = "q"
-base_dir = "{root}"
-output_dir = "{out}"
+    SpecBuilder::chain("q", &["story", "frames", "quality", "validate"])
+        .output_dir(&dir.join("runs"))
+        .scenes(2)
+        .set("stages.quality", "enforce", enforce)
+        .write(dir, "q.toml")
+}
 
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "m"
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 2, tone = "calm", premise = "" }}
-
-[stages.frames]
-kind = "collect-frames"
-needs = ["story"]
-for_each = "story.scenes"
-
-[stages.quality]
-kind = "quality"
-needs = ["frames"]
-enforce = {enforce}
-
-[stages.validate]
-kind = "validate"
-needs = ["quality"]
-"#,
-        root = root.display(),
-        out = dir.join("runs").display(),
-    );
-    let p = dir.join("q.toml");
-    std::fs::write(&p, text).expect("spec");
-    p
+/// The frames of one scene instance: 25 written PNGs, scene `b`'s (item 1) black.
+fn frames_step(ctx: &StageContext) -> Step {
+    let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let paths = if ctx.instance.item == Some(1) {
+        flat(&dir, 25, [0, 0, 0])
+    } else {
+        moving_square(&dir, 25)
+    };
+    let rel: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&ctx.run_dir)
+                .expect("inside")
+                .display()
+                .to_string()
+        })
+        .collect();
+    let frames = crate::telemetry::Frames {
+        count: 25,
+        min_frames: 25,
+        short: false,
+        directory: None,
+        paths: rel,
+        best_attempt: Some(1),
+    };
+    Step::with(Attempt::output(&FramesOutput {
+        render: crate::stages::output::RenderRef::new("p"),
+        frames,
+        frames_collected_this_attempt: 25,
+        system: crate::stages::output::StageSystem::default(),
+    }))
 }
 
 /// The story has two scenes; scene `b`'s frames are black.
-struct Scripted;
-
-impl Stage for Scripted {
-    fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            if ctx.instance.stage == "story" {
-                return Attempt::from(Ok(json!({
-                    "title": "T", "story_version": "1",
-                    "scenes": [
-                        {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
-                        {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
-                    ],
-                })));
-            }
-            let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
-            std::fs::create_dir_all(&dir).expect("mkdir");
-            let paths = if ctx.instance.item == Some(1) {
-                flat(&dir, 25, [0, 0, 0])
-            } else {
-                moving_square(&dir, 25)
-            };
-            let rel: Vec<String> = paths
-                .iter()
-                .map(|p| {
-                    p.strip_prefix(&ctx.run_dir)
-                        .expect("inside")
-                        .display()
-                        .to_string()
-                })
-                .collect();
-            let frames = crate::telemetry::Frames {
-                count: 25,
-                min_frames: 25,
-                short: false,
-                directory: None,
-                paths: rel,
-                best_attempt: Some(1),
-            };
-            Attempt::from(Attempt::output(&FramesOutput {
-                render: crate::stages::output::RenderRef::new("p"),
-                frames,
-                frames_collected_this_attempt: 25,
-                system: crate::stages::output::StageSystem::default(),
+fn scripted() -> Scripted {
+    Scripted::new()
+        .on("story", |_| {
+            Step::ok(json!({
+                "title": "T", "story_version": "1",
+                "scenes": [
+                    {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
+                    {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
+                ],
             }))
         })
-    }
+        .otherwise(frames_step)
 }
 
 async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
@@ -320,9 +283,7 @@ async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfi
         skip_services: true,
         ..Default::default()
     };
-    let registry = Registry::builtin()
-        .with(StageKind::Llm, Arc::new(Scripted))
-        .with(StageKind::CollectFrames, Arc::new(Scripted));
+    let registry = scripted().over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
     let report = crate::exec::run(req, registry, &Interrupt::new(), vec![])
         .await
         .expect("runs");
