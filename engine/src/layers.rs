@@ -70,18 +70,19 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("stages/output/queue.rs", "telemetry"),
     ("stages/quality/score.rs", "telemetry"),
     ("stages/quality.rs", "telemetry"),
+    ("stages/quality/tests.rs", "telemetry"),
     ("stages/validate.rs", "telemetry"),
     // Schema generation lives in the top-level `schema` module: the run-spec, story and
     // event schemas belong in the layers that own those types.
     ("exec/tests.rs", "schema"),
     ("spec/check/llm.rs", "schema"),
     ("spec/structure.rs", "schema"),
-    ("stages/llm.rs", "schema"),
+    ("stages/llm/prompt.rs", "schema"),
     ("telemetry/verify/schema.rs", "schema"),
     // The run folder still reads the executor's event types through `exec`.
     ("history.rs", "exec"),
     // Tests that drive whole runs through exec/run.rs (the composition root, still under exec/).
-    ("stages/quality.rs", "exec::run"),
+    ("stages/quality/tests.rs", "exec::run"),
     ("telemetry/build.rs", "exec::run"),
 ];
 

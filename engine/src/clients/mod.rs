@@ -15,7 +15,7 @@ pub mod openai;
 /// dropped the dispatch task") once the first is gone, as it is between tests or benches that
 /// each run a runtime of their own. The `cinepipe` binary runs one runtime, so it has one
 /// client. Outside a runtime a new client is built each time.
-pub fn http() -> Result<reqwest::Client, String> {
+pub fn http() -> Result<reqwest::Client, HttpClientError> {
     /// Clients of the most recent runtimes; older ones are dropped (their runtimes, in a
     /// process that makes many, are usually gone).
     const KEPT: usize = 8;
@@ -25,7 +25,7 @@ pub fn http() -> Result<reqwest::Client, String> {
         reqwest::Client::builder()
             .no_proxy()
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))
+            .map_err(|e| HttpClientError(e.to_string()))
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current().map(|h| h.id()) else {
         return build();
@@ -45,6 +45,12 @@ pub fn http() -> Result<reqwest::Client, String> {
     Ok(client)
 }
 
+/// An HTTP client could not be built (no TLS roots, say). It keeps the cause as text, so that
+/// it can be cloned like the rest of a stage's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot build an HTTP client: {0}")]
+pub struct HttpClientError(String);
+
 #[cfg(test)]
 mod tests {
     fn runtime() -> tokio::runtime::Runtime {
@@ -58,7 +64,8 @@ mod tests {
     /// instead of hanging the test.
     fn get(rt: &tokio::runtime::Runtime, url: &str) -> Result<u16, String> {
         rt.block_on(async {
-            let response = super::http()?
+            let response = super::http()
+                .map_err(|e| e.to_string())?
                 .get(url)
                 .timeout(std::time::Duration::from_secs(5))
                 .send()

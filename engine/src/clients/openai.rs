@@ -134,9 +134,9 @@ impl OpenAiClient {
             ),
             None => None,
         };
-        let http = super::http().map_err(|message| LlmError::Transport {
+        let http = super::http().map_err(|e| LlmError::Transport {
             url: service.base_url.clone(),
-            message,
+            message: e.to_string(),
         })?;
         Ok(OpenAiClient {
             http,
@@ -225,13 +225,19 @@ impl OpenAiClient {
                 secs: self.timeout.as_secs_f64(),
             })??;
         if stream {
-            parse_sse(&bytes).map_err(|message| LlmError::Protocol { url, message })
+            parse_sse(&bytes).map_err(|e| LlmError::Protocol {
+                url,
+                message: e.to_string(),
+            })
         } else {
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| LlmError::Protocol {
                 url: url.clone(),
                 message: format!("not JSON: {e}"),
             })?;
-            parse_completion(&v).map_err(|message| LlmError::Protocol { url, message })
+            parse_completion(&v).map_err(|e| LlmError::Protocol {
+                url,
+                message: e.to_string(),
+            })
         }
     }
 
@@ -341,15 +347,34 @@ fn usage(v: &Value, answer: &mut ChatAnswer) {
     }
 }
 
+/// Why a chat completion's body is not an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the answer has no `choices[0]`")]
+    NoChoice,
+    #[error("`choices[0].message.content` is not a string")]
+    ContentNotText,
+    #[error("the stream is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("event {number} is not JSON ({error}): {data:.80}")]
+    EventNotJson {
+        number: usize,
+        error: serde_json::Error,
+        data: String,
+    },
+    #[error("the server sent an error mid-stream: {0}")]
+    ServerError(Value),
+    #[error("the stream ended after {events} events without a finish_reason or [DONE]")]
+    Unfinished { events: usize },
+}
+
 /// A non-streamed chat completion.
-pub fn parse_completion(v: &Value) -> Result<ChatAnswer, String> {
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or("the answer has no `choices[0]`")?;
+pub fn parse_completion(v: &Value) -> Result<ChatAnswer, AnswerError> {
+    let choice = v.pointer("/choices/0").ok_or(AnswerError::NoChoice)?;
     let content = choice
         .pointer("/message/content")
         .and_then(Value::as_str)
-        .ok_or("`choices[0].message.content` is not a string")?;
+        .ok_or(AnswerError::ContentNotText)?;
     let mut answer = ChatAnswer {
         content: content.to_string(),
         finish_reason: choice
@@ -368,8 +393,8 @@ pub fn parse_completion(v: &Value) -> Result<ChatAnswer, String> {
 /// A streamed chat completion: the `data:` events of an SSE body, up to `[DONE]`. Content is
 /// the concatenation of the `delta.content` pieces; the usage chunk (sent after the
 /// `finish_reason` chunk, with empty `choices`) gives the token counts.
-pub fn parse_sse(body: &[u8]) -> Result<ChatAnswer, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("the stream is not UTF-8: {e}"))?;
+pub fn parse_sse(body: &[u8]) -> Result<ChatAnswer, AnswerError> {
+    let text = std::str::from_utf8(body).map_err(AnswerError::NotUtf8)?;
     let mut answer = ChatAnswer {
         content: String::new(),
         finish_reason: None,
@@ -395,11 +420,14 @@ pub fn parse_sse(body: &[u8]) -> Result<ChatAnswer, String> {
             done = true;
             break;
         }
-        let v: Value = serde_json::from_str(&data)
-            .map_err(|e| format!("event {} is not JSON ({e}): {data:.80}", events + 1))?;
+        let v: Value = serde_json::from_str(&data).map_err(|error| AnswerError::EventNotJson {
+            number: events + 1,
+            error,
+            data: data.clone(),
+        })?;
         events += 1;
         if let Some(err) = v.get("error") {
-            return Err(format!("the server sent an error mid-stream: {err}"));
+            return Err(AnswerError::ServerError(err.clone()));
         }
         if answer.model.is_none() {
             answer.model = v.get("model").and_then(Value::as_str).map(str::to_owned);
@@ -415,9 +443,7 @@ pub fn parse_sse(body: &[u8]) -> Result<ChatAnswer, String> {
         usage(&v, &mut answer);
     }
     if !done && answer.finish_reason.is_none() {
-        return Err(format!(
-            "the stream ended after {events} events without a finish_reason or [DONE]"
-        ));
+        return Err(AnswerError::Unfinished { events });
     }
     Ok(answer)
 }

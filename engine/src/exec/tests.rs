@@ -18,8 +18,7 @@ use super::stage::{StageContext, StageFailure};
 use super::{RunRequest, run};
 use crate::plan::Plan;
 use crate::spec::model::{FailureClass, StageKind};
-use crate::spec::{CheckedSpec, SpecSource};
-use crate::testkit::{LoggedAttempt, Scripted, Step, story};
+use crate::testkit::{LoggedAttempt, Scripted, SpecBuilder, Step, story};
 
 /// The tests' script (the shared [`Scripted`] stage, for every kind): `story` produces three
 /// scenes; `patch` takes 10 ms per item, so that the scenes reach `render` in order (attempts
@@ -46,80 +45,16 @@ fn fail(class: FailureClass) -> Result<Value, StageFailure> {
     Err(StageFailure::new(class, format!("scripted {class:?}")))
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("engine/ has a parent")
-        .to_path_buf()
-}
-
 /// The pipeline of the tests: story → patch (per scene) → render (comfy) → frames → validate
-/// (gathers). `render_retry` and `comfy` are spliced in.
-fn pipeline(out: &Path, render_retry: &str, comfy: &str) -> String {
-    format!(
-        r#"
-[run]
-name = "t"
-base_dir = "{root}"
-output_dir = "{out}"
-
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "m"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["http://127.0.0.1:9"]
-{comfy}
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 3, tone = "calm", premise = "" }}
-timeout_s = 5
-retry = {{ budget = 0 }}
-
-[stages.patch]
-kind = "patch-workflow"
-needs = ["story"]
-for_each = "story.scenes"
-workflow = "workflows/model-free/frames.json"
-set = {{ "save.filename_prefix" = "{{{{prefix}}}}" }}
-
-[stages.render]
-kind = "queue"
-needs = ["patch"]
-service = "comfy"
-retry = {render_retry}
-
-[stages.frames]
-kind = "collect-frames"
-needs = ["render"]
-on_short = {{ requeue = "render" }}
-
-[stages.validate]
-kind = "validate"
-needs = ["frames"]
-"#,
-        root = root().display(),
-        out = out.display(),
-    )
-}
-
-fn check(text: &str) -> CheckedSpec {
-    let source = SpecSource::from_str("t.toml", text);
-    match crate::spec::check(&source, None) {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "test spec is invalid: {:?}",
-            e.diagnostics
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-        ),
-    }
+/// (gathers). `render_retry` and `comfy` (more of the comfy service's table) are spliced in.
+fn pipeline(out: &Path, render_retry: &str, comfy: &str) -> SpecBuilder {
+    SpecBuilder::chain("t", &["story", "patch", "render", "frames", "validate"])
+        .output_dir(out)
+        .toml("services.comfy", comfy)
+        .set("stages.story", "timeout_s", 5)
+        .set("stages.story", "retry", json!({"budget": 0}))
+        .toml("stages.render", &format!("retry = {render_retry}"))
+        .set("stages.frames", "on_short", json!({"requeue": "render"}))
 }
 
 #[derive(Clone, Default)]
@@ -154,7 +89,7 @@ async fn run_pipeline(
     interrupt: Interrupt,
 ) -> Ran {
     let dir = tempfile::tempdir().expect("tempdir");
-    let checked = check(&pipeline(dir.path(), render_retry, comfy));
+    let checked = pipeline(dir.path(), render_retry, comfy).check();
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     let events = Collect::default();
@@ -356,17 +291,11 @@ async fn jobs_and_service_slots_bound_concurrency() {
         .on("patch", slow)
         .on("render", slow)
         .on("frames", slow);
-    let pool = "max_concurrent = 2\nurls = [\"http://127.0.0.1:9\", \"http://127.0.0.1:10\"]";
-    let text = pipeline(Path::new("/tmp"), NO_RETRY, pool).replacen(
-        "urls = [\"http://127.0.0.1:9\"]\n",
-        "",
-        1,
-    );
     let dir = tempfile::tempdir().expect("tempdir");
-    let checked = check(&text.replace(
-        "output_dir = \"/tmp\"",
-        &format!("output_dir = \"{}\"", dir.path().display()),
-    ));
+    let checked = pipeline(dir.path(), NO_RETRY, "")
+        .comfy_urls(&["http://127.0.0.1:9", "http://127.0.0.1:10"])
+        .set("services.comfy", "max_concurrent", 2)
+        .check();
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     let exec = Executor::new(Plan::new(checked), script.registry(), opts(16, false));
@@ -686,7 +615,7 @@ async fn a_stage_that_ignores_its_cancel_is_dropped_after_the_grace() {
                 .ignoring_cancel()
         });
     let dir = tempfile::tempdir().expect("tempdir");
-    let checked = check(&pipeline(dir.path(), NO_RETRY, ""));
+    let checked = pipeline(dir.path(), NO_RETRY, "").check();
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     let registry = deaf.registry();
@@ -761,7 +690,7 @@ async fn a_list_source_without_its_list_is_invalid_output() {
 async fn unbuilt_kinds_fail_their_instances_and_the_rest_runs() {
     let script = base_script();
     let dir = tempfile::tempdir().expect("tempdir");
-    let checked = check(&pipeline(dir.path(), NO_RETRY, ""));
+    let checked = pipeline(dir.path(), NO_RETRY, "").check();
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     // Not `builtin()`: the test needs kinds without an implementation, whichever are built.
@@ -804,9 +733,7 @@ async fn unbuilt_kinds_fail_their_instances_and_the_rest_runs() {
 
 /// Writes the pipeline spec to a file so that `run` (and its resume) can read it.
 fn spec_file(dir: &Path, render_retry: &str) -> PathBuf {
-    let p = dir.join("t.toml");
-    std::fs::write(&p, pipeline(&dir.join("runs"), render_retry, "")).expect("spec");
-    p
+    pipeline(&dir.join("runs"), render_retry, "").write(dir, "t.toml")
 }
 
 async fn run_req(script: &Scripted, mut req: RunRequest) -> RunReport {
@@ -962,7 +889,7 @@ async fn resume_refuses_a_changed_spec() {
     .await;
     std::fs::write(
         &spec,
-        pipeline(&dir.path().join("runs"), "{ budget = 3 }", ""),
+        pipeline(&dir.path().join("runs"), "{ budget = 3 }", "").text(),
     )
     .expect("edit");
     let e = run(

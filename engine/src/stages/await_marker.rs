@@ -35,8 +35,8 @@ mod marker_file;
 mod wait;
 
 use forced::{Forced, forced_copy, forced_copy_over_http};
-pub use marker_file::parse_marker;
 use marker_file::read_marker;
+pub use marker_file::{MarkerError, parse_marker};
 pub use wait::{ViewWaitOutcome, WaitOutcome, wait_for_file, wait_for_view};
 
 use super::comfy_files::{self, Output, Remote, Upstream};
@@ -87,9 +87,9 @@ async fn attempt(
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
     let up = Upstream::find(ctx)?;
     // Before anything is asked of a disk or a server.
-    comfy_files::check_relative("prefix", &up.render.prefix).map_err(invalid)?;
+    comfy_files::check_relative("prefix", &up.render.prefix).map_err(|e| invalid(e.to_string()))?;
     comfy_files::check_relative("marker_suffix", &format!("x{}", stage.marker_suffix))
-        .map_err(invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
     let timeout = Duration::try_from_secs_f64(stage.timeout_s).unwrap_or(Duration::from_secs(60));
     let poll =
         Duration::try_from_secs_f64(stage.poll_interval_s).unwrap_or(Duration::from_millis(250));
@@ -319,7 +319,7 @@ mod tests {
             ),
         ] {
             let e = parse_marker(bad).expect_err(why);
-            assert!(e.contains(why), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
         }
     }
 

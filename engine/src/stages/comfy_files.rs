@@ -103,33 +103,58 @@ pub fn attempt_in_prefix(prefix: &str) -> Option<u32> {
     parent.strip_prefix('a')?.parse().ok()
 }
 
+/// Why a path from the spec or a server is not a relative path inside the output folder; `what`
+/// names it (`prefix`, `pattern`, `subfolder`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafePath {
+    #[error("{what} is empty")]
+    Empty { what: String },
+    #[error("{what} {rel:?} contains a NUL byte")]
+    Nul { what: String, rel: String },
+    #[error("{what} `{rel}` contains `..`; it must stay inside the ComfyUI output folder")]
+    ParentDir { what: String, rel: String },
+    #[error("{what} `{rel}` is absolute; it must be relative to the ComfyUI output folder")]
+    Absolute { what: String, rel: String },
+    #[error("{what} `{rel}` contains `\\`; use `/`")]
+    Backslash { what: String, rel: String },
+}
+
 /// Checks that `rel` is a relative path that stays inside the folder it is joined to: not
 /// absolute, no `..`, no drive or root, not empty.
-pub fn check_relative(what: &str, rel: &str) -> Result<(), String> {
+pub fn check_relative(what: &str, rel: &str) -> Result<(), UnsafePath> {
+    let (what, rel_owned) = (what.to_owned(), rel.to_owned());
     if rel.trim().is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(UnsafePath::Empty { what });
     }
     if rel.contains('\0') {
-        return Err(format!("{what} {rel:?} contains a NUL byte"));
+        return Err(UnsafePath::Nul {
+            what,
+            rel: rel_owned,
+        });
     }
     let p = Path::new(rel);
     for c in p.components() {
         match c {
             Component::Normal(_) | Component::CurDir => {}
             Component::ParentDir => {
-                return Err(format!(
-                    "{what} `{rel}` contains `..`; it must stay inside the ComfyUI output folder"
-                ));
+                return Err(UnsafePath::ParentDir {
+                    what,
+                    rel: rel_owned,
+                });
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "{what} `{rel}` is absolute; it must be relative to the ComfyUI output folder"
-                ));
+                return Err(UnsafePath::Absolute {
+                    what,
+                    rel: rel_owned,
+                });
             }
         }
     }
     if rel.contains('\\') {
-        return Err(format!("{what} `{rel}` contains `\\`; use `/`"));
+        return Err(UnsafePath::Backslash {
+            what,
+            rel: rel_owned,
+        });
     }
     Ok(())
 }
@@ -316,7 +341,7 @@ mod tests {
             ("a\0b", "NUL"),
         ] {
             let e = check_relative("prefix", bad).expect_err(bad);
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
     }
 

@@ -5,26 +5,32 @@
 //! One call of [`run`] is one attempt. Its failure carries a [`FailureClass`], and the
 //! executor's retry policy decides whether another attempt follows. Answers that pass every
 //! check are cached on disk (errors never are), keyed by everything that shapes the answer.
+//!
+//! The prompt is built in `prompt`, the cache keyed in `cache`, an answer checked in `answer`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::output::{LlmAttempt, LlmRecord, RecordOutcome};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
-use crate::clients::openai::{
-    ChatAnswer, ChatRequest, LlmError, Message, OpenAiClient, extract_json,
-};
+use crate::clients::openai::{ChatAnswer, ChatRequest, LlmError, OpenAiClient};
 use crate::fsutil::write_atomic;
-use crate::spec::model::{FailureClass, LlmStage, ResponseFormat, Service};
-use crate::spec::templates::prompt_meta;
+use crate::spec::model::{FailureClass, LlmStage, Service};
 
-/// Bumped when the cache entry's shape or the key's recipe changes: old entries then miss.
-const CACHE_FORMAT: u32 = 1;
+mod answer;
+mod cache;
+mod prompt;
+
+use answer::{
+    check_answer, forget_healthy, mark_healthy, recently_healthy, tokens_per_second, validator_for,
+};
+use cache::{CACHE_FORMAT, CacheEntry, cache_key, cache_path};
+pub use prompt::chat_request;
+use prompt::prepare;
 
 /// What one attempt needs besides the stage's own config.
 pub struct LlmInput<'a> {
@@ -90,146 +96,6 @@ impl LlmFailure {
             answer: None,
         }
     }
-}
-
-/// The rendered prompt and everything that shapes the answer.
-struct Prepared {
-    messages: Vec<Message>,
-    schema: Value,
-    response_format: Option<Value>,
-    template_version: Option<String>,
-}
-
-fn read(base: &Path, rel: &str) -> Result<String, LlmFailure> {
-    let p = base.join(rel);
-    std::fs::read_to_string(&p).map_err(|e| {
-        LlmFailure::new(
-            FailureClass::InvalidOutput,
-            format!("cannot read {}: {e}", p.display()),
-        )
-    })
-}
-
-fn render(text: &str, vars: &IndexMap<String, Value>, name: &str) -> Result<String, LlmFailure> {
-    let mut hb = handlebars::Handlebars::new();
-    // Prompts are plain text: HTML escaping would turn quotes into `&quot;`.
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.set_strict_mode(true);
-    hb.render_template(text, vars)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| {
-            LlmFailure::new(
-                FailureClass::InvalidOutput,
-                format!("cannot render {name}: {e}"),
-            )
-        })
-}
-
-fn prepare(input: &LlmInput<'_>) -> Result<Prepared, LlmFailure> {
-    let stage = input.stage;
-    let prompt_text = read(input.base_dir, &stage.prompt)?;
-    let template_version = prompt_meta(&prompt_text)
-        .ok()
-        .flatten()
-        .and_then(|m| m.version);
-    let mut messages = Vec::new();
-    if let Some(sys) = &stage.system_prompt {
-        let text = read(input.base_dir, sys)?;
-        messages.push(Message {
-            role: "system".into(),
-            content: render(&text, &stage.vars, sys)?,
-        });
-    }
-    messages.push(Message {
-        role: "user".into(),
-        content: render(&prompt_text, &stage.vars, &stage.prompt)?,
-    });
-    let schema = match &stage.output_schema {
-        Some(rel) => serde_json::from_str(&read(input.base_dir, rel)?).map_err(|e| {
-            LlmFailure::new(
-                FailureClass::InvalidOutput,
-                format!("{rel} is not JSON: {e}"),
-            )
-        })?,
-        None => {
-            let mut s = crate::schema::story_schema();
-            // With the default story schema, `vars.scenes = N` means exactly N scenes: the
-            // grammar then holds a small model to the count, and the check catches any other.
-            if let Some(n) = stage.vars.get("scenes").and_then(Value::as_u64)
-                && let Some(scenes) = s.pointer_mut("/properties/scenes")
-            {
-                scenes["minItems"] = json!(n);
-                scenes["maxItems"] = json!(n);
-            }
-            s
-        }
-    };
-    let response_format = match stage.response_format {
-        ResponseFormat::JsonSchema => Some(json!({
-            "type": "json_schema",
-            "json_schema": { "name": "answer", "strict": true, "schema": schema },
-        })),
-        ResponseFormat::JsonObject => Some(json!({ "type": "json_object" })),
-        ResponseFormat::None => None,
-    };
-    Ok(Prepared {
-        messages,
-        schema,
-        response_format,
-        template_version,
-    })
-}
-
-/// The request an attempt sends to a provider serving `model`: the rendered prompts and the
-/// stage's parameters (for benchmarks that compare the stage with a bare request).
-pub fn chat_request(input: &LlmInput<'_>, model: &str) -> Result<ChatRequest, LlmFailure> {
-    let prepared = prepare(input)?;
-    Ok(ChatRequest {
-        model: model.to_string(),
-        messages: prepared.messages,
-        max_tokens: input.stage.max_tokens,
-        temperature: input.stage.temperature,
-        seed: input.stage.seed,
-        response_format: prepared.response_format,
-    })
-}
-
-/// The cache key: a SHA-256 over everything that shapes the answer (not `stream`: a streamed
-/// and a plain answer to the same request are the same answer).
-fn cache_key(
-    base_url: &str,
-    req: &ChatRequest,
-    template_version: Option<&str>,
-    salt: Option<&str>,
-) -> String {
-    let material = json!({
-        "format": CACHE_FORMAT,
-        "base_url": base_url,
-        "model": req.model,
-        "messages": req.messages,
-        "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "seed": req.seed,
-        "response_format": req.response_format,
-        "template_version": template_version,
-        "salt": salt,
-    });
-    let digest = Sha256::digest(material.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A cache entry on disk.
-#[derive(Debug, Serialize, Deserialize)]
-struct CacheEntry {
-    format: u32,
-    service: String,
-    model: String,
-    answer: ChatAnswer,
-    output: Value,
-}
-
-fn cache_path(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!("{key}.json"))
 }
 
 /// One attempt of the stage.
@@ -431,141 +297,6 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
     f.providers = providers;
     f.fallback_notes = notes;
     Err(f)
-}
-
-/// How long a passed health check (`/models` lists the model) stands for the same server and
-/// model: the check costs a round trip per attempt, and a sweep of many scenes would pay it
-/// every time. A failed request clears it, so the next attempt checks again.
-const HEALTH_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The compiled validator for `schema`, kept per process: every attempt of a run asks for the
-/// same schema, and compiling it again each time was about 15% of a cache hit's time.
-fn validator_for(schema: &Value) -> Result<std::sync::Arc<jsonschema::Validator>, LlmFailure> {
-    type Memo =
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>;
-    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
-    let key = schema.to_string();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(v) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(v);
-    }
-    let compiled = jsonschema::validator_for(schema).map_err(|e| {
-        LlmFailure::new(
-            FailureClass::InvalidOutput,
-            format!("the output schema is not a valid JSON Schema: {e}"),
-        )
-    })?;
-    let compiled = std::sync::Arc::new(compiled);
-    if let Ok(mut m) = memo.lock() {
-        // Specs name a handful of schemas; a long-lived process fed many is bounded anyway.
-        if m.len() >= 64 {
-            m.clear();
-        }
-        m.insert(key, compiled.clone());
-    }
-    Ok(compiled)
-}
-
-fn health_memo() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>
-{
-    static MEMO: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<(String, String), Instant>>,
-    > = std::sync::OnceLock::new();
-    MEMO.get_or_init(Default::default)
-}
-
-fn recently_healthy(base_url: &str, model: &str) -> bool {
-    health_memo()
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&(base_url.to_string(), model.to_string())).copied())
-        .is_some_and(|t| t.elapsed() < HEALTH_TTL)
-}
-
-fn mark_healthy(base_url: &str, model: &str) {
-    if let Ok(mut m) = health_memo().lock() {
-        m.insert((base_url.to_string(), model.to_string()), Instant::now());
-    }
-}
-
-fn forget_healthy(base_url: &str, model: &str) {
-    if let Ok(mut m) = health_memo().lock() {
-        m.remove(&(base_url.to_string(), model.to_string()));
-    }
-}
-
-fn tokens_per_second(a: &ChatAnswer) -> Option<f64> {
-    let n = a.completion_tokens? as f64;
-    let ms = a.server_ms?;
-    (ms > 0.0).then(|| n * 1000.0 / ms)
-}
-
-/// The seeds' checks, in the order that gives the most useful message: a truncated answer is
-/// reported as truncated, not as the invalid JSON it also is.
-fn check_answer(
-    stage: &LlmStage,
-    validator: &jsonschema::Validator,
-    answer: &ChatAnswer,
-    secs: f64,
-) -> Result<Value, LlmFailure> {
-    if answer.finish_reason.as_deref() == Some("length") {
-        return Err(LlmFailure::new(
-            FailureClass::Truncated,
-            format!(
-                "the answer was cut off at max_tokens = {} (finish_reason \"length\")",
-                stage.max_tokens
-            ),
-        ));
-    }
-    let Some(output) = extract_json(&answer.content) else {
-        let head: String = answer.content.chars().take(120).collect();
-        return Err(LlmFailure::new(
-            FailureClass::InvalidOutput,
-            format!("the answer holds no JSON object: {head:?}"),
-        ));
-    };
-    let violations: Vec<String> = validator
-        .iter_errors(&output)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            format!("{}: {e}", if at.is_empty() { "/" } else { &at })
-        })
-        .collect();
-    if !violations.is_empty() {
-        let mut f = LlmFailure::new(
-            FailureClass::InvalidOutput,
-            format!(
-                "the answer does not match the output schema ({} problem{}): {}",
-                violations.len(),
-                if violations.len() == 1 { "" } else { "s" },
-                violations[0]
-            ),
-        );
-        f.violations = violations;
-        return Err(f);
-    }
-    if let Some(n) = answer.completion_tokens {
-        let (lo, hi) = (
-            u64::from(stage.min_completion_tokens),
-            u64::from(stage.max_completion_tokens),
-        );
-        if n < lo || n > hi {
-            return Err(LlmFailure::new(
-                FailureClass::TokenRange,
-                format!("{n} completion tokens, outside {lo}..={hi}"),
-            ));
-        }
-    }
-    if secs > stage.max_latency_s {
-        return Err(LlmFailure::new(
-            FailureClass::Slow,
-            format!(
-                "answered in {secs:.1} s, over max_latency_s = {}",
-                stage.max_latency_s
-            ),
-        ));
-    }
-    Ok(output)
 }
 
 /// The `llm` kind for the executor.

@@ -538,147 +538,106 @@ pub fn peak_rss_mb() -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
-    use std::sync::Arc;
 
     use serde_json::{Value, json};
 
     use super::*;
     use crate::exec::{
-        Attempt, BoxFuture, ExecOptions, Interrupt, Registry, RunRequest, Stage, StageContext,
-        StageFailure,
+        Attempt, ExecOptions, Interrupt, Registry, RunRequest, StageContext, StageFailure,
     };
     use crate::spec::model::FailureClass;
     use crate::stages::output::{
         LlmAttempt, LlmRecord, ProviderReport, QueueOutput, QueueTelemetry, RecordOutcome,
         RenderRef,
     };
-
-    fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("engine/ has a parent")
-            .to_path_buf()
-    }
+    use crate::testkit::{Scripted, SpecBuilder, Step};
 
     /// story (llm) → render (queue, per scene) → validate (gathers; the real stage).
     fn spec(dir: &Path) -> PathBuf {
-        let text = format!(
-            r#"
-[run]
-name = "t"
-base_dir = "{root}"
-output_dir = "{out}"
-
-[services.llm]
-kind = "openai"
-base_url = "http://127.0.0.1:9/v1"
-model = "m"
-
-[services.comfy]
-kind = "comfyui"
-urls = ["http://127.0.0.1:9"]
-
-[stages.story]
-kind = "llm"
-service = "llm"
-prompt = "prompts/story/v1/sci-fi.hbs"
-vars = {{ scenes = 3, tone = "calm", premise = "" }}
-
-[stages.render]
-kind = "queue"
-needs = ["story"]
-for_each = "story.scenes"
-service = "comfy"
-max_wait_s = 100
-poll_interval_s = 4
-retry = {{ budget = 2 }}
-
-[stages.validate]
-kind = "validate"
-needs = ["render"]
-"#,
-            root = root().display(),
-            out = dir.join("runs").display(),
-        );
-        let p = dir.join("t.toml");
-        std::fs::write(&p, text).expect("spec");
-        p
+        SpecBuilder::chain("t", &["story", "render", "validate"])
+            .output_dir(&dir.join("runs"))
+            .toml(
+                "stages.render",
+                "max_wait_s = 100\npoll_interval_s = 4\nretry = { budget = 2 }",
+            )
+            .write(dir, "t.toml")
     }
 
-    /// The llm and queue kinds, scripted: a story whose last scene repeats an id; `render[1]`
-    /// fails once; every render reports queue telemetry the way a queue stage does.
-    struct Scripted;
+    /// The story: its last scene repeats an id; the attempt's LLM record is written as the
+    /// `llm` stage writes it.
+    fn story_step(ctx: &StageContext) -> Step {
+        let story = json!({
+            "title": "T", "story_version": "2",
+            "scenes": [
+                {"id": "a", "prompt": "p1", "mood": "m1"},
+                {"id": "b", "prompt": "p2", "mood": "m2", "keyframe": "k.png"},
+                {"id": "b", "prompt": "p3", "mood": "m3"},
+            ],
+        });
+        let record = LlmRecord {
+            attempt: ctx.attempt,
+            outcome: RecordOutcome::Succeeded,
+            failure_class: None,
+            error: None,
+            body: LlmAttempt {
+                service: Some("llm".into()),
+                model: Some("m".into()),
+                response_time_s: Some(1.5),
+                prompt_tokens: Some(10),
+                completion_tokens: Some(20),
+                finish_reason: Some("stop".into()),
+                providers: vec![ProviderReport {
+                    service: "llm".into(),
+                    base_url: "http://127.0.0.1:1".into(),
+                    model: "m".into(),
+                    health: "reachable".into(),
+                    error: None,
+                }],
+                fallback_notes: vec!["llm: a note".into()],
+                ..LlmAttempt::default()
+            },
+        };
+        let dir = ctx.run_dir.join(&ctx.instance_dir);
+        std::fs::create_dir_all(&dir).expect("instance folder");
+        let bytes = serde_json::to_vec_pretty(&record).expect("record");
+        crate::fsutil::write_atomic(&dir.join(format!("attempt-{}.json", ctx.attempt)), &bytes)
+            .expect("attempt record");
+        Step::ok(story)
+    }
 
-    impl Stage for Scripted {
-        fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-            Box::pin(async move {
-                if ctx.instance.stage == "story" {
-                    let story = json!({
-                        "title": "T", "story_version": "2",
-                        "scenes": [
-                            {"id": "a", "prompt": "p1", "mood": "m1"},
-                            {"id": "b", "prompt": "p2", "mood": "m2", "keyframe": "k.png"},
-                            {"id": "b", "prompt": "p3", "mood": "m3"},
-                        ],
-                    });
-                    let record = LlmRecord {
-                        attempt: ctx.attempt,
-                        outcome: RecordOutcome::Succeeded,
-                        failure_class: None,
-                        error: None,
-                        body: LlmAttempt {
-                            service: Some("llm".into()),
-                            model: Some("m".into()),
-                            response_time_s: Some(1.5),
-                            prompt_tokens: Some(10),
-                            completion_tokens: Some(20),
-                            finish_reason: Some("stop".into()),
-                            providers: vec![ProviderReport {
-                                service: "llm".into(),
-                                base_url: "http://127.0.0.1:1".into(),
-                                model: "m".into(),
-                                health: "reachable".into(),
-                                error: None,
-                            }],
-                            fallback_notes: vec!["llm: a note".into()],
-                            ..LlmAttempt::default()
-                        },
-                    };
-                    return Attempt::recorded(Ok(story), &record);
-                }
-                if ctx.instance.item == Some(1) && ctx.attempt == 1 {
-                    return Attempt::from(Err(StageFailure::new(
-                        FailureClass::Transport,
-                        "refused",
-                    )));
-                }
-                let Some(SpecStage::Queue(stage)) = ctx.stage() else {
-                    return Attempt::from(Err(StageFailure::new(
-                        FailureClass::InvalidOutput,
-                        "not a queue stage",
-                    )));
-                };
-                let mut out = QueueOutput::start(QueueTelemetry::configured(stage));
-                out.telemetry.history_exit_reason = HistoryExitReason::Success;
-                out.telemetry.execution_success_detected = true;
-                out.gpu = Some(GpuTelemetry {
-                    source: GpuReadingSource::Nvml,
-                    vram_before_mb: Some(100),
-                    vram_after_mb: Some(150),
-                    ..GpuTelemetry::none()
-                });
-                let mut render = RenderRef::new("cinepipe/r/s/a1/frame");
-                render.prompt_id = Some(format!("p-{}", ctx.instance.item.unwrap_or(0)));
-                out.render = Some(render);
-                Attempt::from(Attempt::output(&out))
-            })
+    /// A render: `render[1]` fails once; every other reports queue telemetry the way a queue
+    /// stage does.
+    fn render_step(ctx: &StageContext) -> Step {
+        if ctx.instance.item == Some(1) && ctx.attempt == 1 {
+            return Step::with(Err(StageFailure::new(FailureClass::Transport, "refused")));
         }
+        let Some(SpecStage::Queue(stage)) = ctx.stage() else {
+            return Step::with(Err(StageFailure::new(
+                FailureClass::InvalidOutput,
+                "not a queue stage",
+            )));
+        };
+        let mut out = QueueOutput::start(QueueTelemetry::configured(stage));
+        out.telemetry.history_exit_reason = HistoryExitReason::Success;
+        out.telemetry.execution_success_detected = true;
+        out.gpu = Some(GpuTelemetry {
+            source: GpuReadingSource::Nvml,
+            vram_before_mb: Some(100),
+            vram_after_mb: Some(150),
+            ..GpuTelemetry::none()
+        });
+        let mut render = RenderRef::new("cinepipe/r/s/a1/frame");
+        render.prompt_id = Some(format!("p-{}", ctx.instance.item.unwrap_or(0)));
+        out.render = Some(render);
+        Step::with(Attempt::output(&out))
     }
 
+    /// The llm and queue kinds, scripted.
     fn registry() -> Registry {
-        crate::stages::registry()
-            .with(StageKind::Llm, Arc::new(Scripted))
-            .with(StageKind::Queue, Arc::new(Scripted))
+        Scripted::new()
+            .on("story", story_step)
+            .otherwise(render_step)
+            .over_builtin(&[StageKind::Llm, StageKind::Queue])
     }
 
     fn metadata(dir: &Path) -> ArtifactMetadata {

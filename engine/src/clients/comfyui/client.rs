@@ -1,23 +1,24 @@
 //! HTTP requests to one ComfyUI server: health, `/object_info` (cached), `POST /prompt`,
 //! `/history/{id}`, `/queue`, cancelling one prompt, opening the WebSocket, and reading a file
-//! of the output folder with `/view` (for a server on another host).
+//! of the output folder with `/view` (for a server on another host, in `view`).
 //!
 //! Every request is bounded by the service's `timeout_s`, and every body by
 //! [`MAX_BODY_BYTES`] (a `/view` body by the bound its caller gives), so a stalled or runaway
 //! server cannot hang or fill a run.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 use super::error::ComfyError;
 use super::messages::{self, HistoryEntry, QueueState};
 use super::object_info::{self, ObjectInfo};
+
+mod view;
+
+pub use view::{ViewPathError, check_view_name, check_view_subfolder};
 
 /// Largest body read from ComfyUI (upstream's full `/object_info` is a few MB).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
@@ -27,55 +28,6 @@ const ERROR_BODY_LIMIT: usize = 400;
 
 /// Most bytes of an error body read (the rest is not waited for).
 const ERROR_BODY_READ: usize = 4096;
-
-/// Checks a file name for `/view`: one plain name, never a path. ComfyUI's `/view` would take
-/// the base name of a path, and reads a trailing ` [output]`/` [input]`/` [temp]` as another
-/// folder; neither is left to it.
-pub fn check_view_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("a file name is empty".into());
-    }
-    if name.contains(['/', '\\', '\0']) {
-        return Err(format!(
-            "{name:?} is not a plain file name (it holds `/`, `\\` or NUL)"
-        ));
-    }
-    if name.contains("..") {
-        return Err(format!("{name:?} is not a plain file name (it holds `..`)"));
-    }
-    if name.trim() == "." || name.trim().is_empty() {
-        return Err(format!("{name:?} is not a file name"));
-    }
-    if name.ends_with(']') {
-        return Err(format!(
-            "{name:?} ends with `]`, which ComfyUI's /view reads as a folder annotation"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a subfolder for `/view`: empty (the output folder itself) or a relative path with
-/// `/` separators and no `.`/`..` part, no `\\`, no NUL.
-pub fn check_view_subfolder(subfolder: &str) -> Result<(), String> {
-    if subfolder.is_empty() {
-        return Ok(());
-    }
-    if subfolder.contains(['\\', '\0']) {
-        return Err(format!("subfolder {subfolder:?} holds `\\` or NUL"));
-    }
-    if subfolder.starts_with('/') {
-        return Err(format!("subfolder {subfolder:?} is absolute"));
-    }
-    if subfolder
-        .split('/')
-        .any(|part| part.is_empty() || part == "." || part == "..")
-    {
-        return Err(format!(
-            "subfolder {subfolder:?} has an empty, `.` or `..` part"
-        ));
-    }
-    Ok(())
-}
 
 /// The WebSocket to `/ws?clientId=`.
 pub type WsStream =
@@ -132,9 +84,9 @@ pub struct ComfyClient {
 impl ComfyClient {
     pub fn new(base_url: &str, timeout: Duration) -> Result<ComfyClient, ComfyError> {
         let base = base_url.trim_end_matches('/').to_owned();
-        let http = crate::clients::http().map_err(|message| ComfyError::Transport {
+        let http = crate::clients::http().map_err(|e| ComfyError::Transport {
             url: base.clone(),
-            message,
+            message: e.to_string(),
         })?;
         Ok(ComfyClient {
             http,
@@ -300,9 +252,9 @@ impl ComfyClient {
 
     async fn fetch_object_info(&self) -> Result<ObjectInfo, ComfyError> {
         let v = self.get_json("/object_info").await?;
-        object_info::parse_object_info(&v).map_err(|message| ComfyError::Protocol {
+        object_info::parse_object_info(&v).map_err(|e| ComfyError::Protocol {
             url: self.url("/object_info"),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -392,186 +344,19 @@ impl ComfyClient {
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ComfyError> {
         let path = format!("/history/{prompt_id}");
         let v = self.get_json(&path).await?;
-        messages::parse_history(&v, prompt_id).map_err(|message| ComfyError::Protocol {
+        messages::parse_history(&v, prompt_id).map_err(|e| ComfyError::Protocol {
             url: self.url(&path),
-            message,
+            message: e.to_string(),
         })
     }
 
     /// `GET /queue`.
     pub async fn queue(&self) -> Result<QueueState, ComfyError> {
         let v = self.get_json("/queue").await?;
-        messages::parse_queue(&v).map_err(|message| ComfyError::Protocol {
+        messages::parse_queue(&v).map_err(|e| ComfyError::Protocol {
             url: self.url("/queue"),
-            message,
+            message: e.to_string(),
         })
-    }
-
-    /// The request for `GET /view?filename=&subfolder=&type=output`, the values URL-encoded.
-    /// The name and subfolder are checked first ([`check_view_name`],
-    /// [`check_view_subfolder`]): nothing that is not a plain name in a relative folder is
-    /// ever asked for.
-    fn view_request(
-        &self,
-        filename: &str,
-        subfolder: &str,
-    ) -> Result<reqwest::Request, ComfyError> {
-        let url = self.url("/view");
-        let bad = |message: String| ComfyError::Protocol {
-            url: url.clone(),
-            message,
-        };
-        check_view_name(filename).map_err(bad)?;
-        check_view_subfolder(subfolder).map_err(bad)?;
-        self.http
-            .get(&url)
-            .query(&[
-                ("filename", filename),
-                ("subfolder", subfolder),
-                ("type", "output"),
-            ])
-            .build()
-            .map_err(|e| bad(format!("cannot build the request: {e}")))
-    }
-
-    /// The `/view` URL of a file of the output folder, as [`ComfyClient::view`] asks for it.
-    pub fn view_url(&self, filename: &str, subfolder: &str) -> Result<String, ComfyError> {
-        Ok(self.view_request(filename, subfolder)?.url().to_string())
-    }
-
-    /// Sends a `/view` request and reads its answer's head: `None` on 404, the response on
-    /// 200, an error otherwise (the start of the body quoted) or when the announced length is
-    /// over `max_bytes`.
-    async fn view_response(
-        &self,
-        filename: &str,
-        subfolder: &str,
-        max_bytes: u64,
-    ) -> Result<Option<(String, reqwest::Response)>, ComfyError> {
-        let req = self.view_request(filename, subfolder)?;
-        let url = req.url().to_string();
-        let mut resp = self
-            .http
-            .execute(req)
-            .await
-            .map_err(|e| self.transport(&url, &e))?;
-        let status = resp.status().as_u16();
-        match status {
-            200 => {}
-            404 => return Ok(None),
-            _ => {
-                let mut body = Vec::new();
-                while body.len() < ERROR_BODY_READ {
-                    match resp.chunk().await {
-                        Ok(Some(c)) => body.extend_from_slice(&c),
-                        _ => break,
-                    }
-                }
-                return Err(ComfyError::Http {
-                    url,
-                    status,
-                    body: short(&body),
-                });
-            }
-        }
-        if let Some(len) = resp.content_length().filter(|l| *l > max_bytes) {
-            return Err(too_large(&url, max_bytes, Some(len)));
-        }
-        Ok(Some((url, resp)))
-    }
-
-    /// Runs `work` bounded by the client's timeout and ended by `cancel`.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        cancel: &CancellationToken,
-        work: impl Future<Output = Result<T, ComfyError>>,
-    ) -> Result<T, ComfyError> {
-        tokio::select! {
-            r = tokio::time::timeout(self.timeout, work) => r.unwrap_or_else(|_| {
-                Err(ComfyError::Timeout { url: what.to_owned(), secs: self.timeout.as_secs_f64() })
-            }),
-            () = cancel.cancelled() => Err(ComfyError::Cancelled { cancel_note: None }),
-        }
-    }
-
-    /// `GET /view` of `subfolder/filename` in the server's output folder: `None` when the
-    /// server has no such file (404), its bytes on 200. A body over `max_bytes` is refused as
-    /// it streams in, not after; any other status is an [`ComfyError::Http`]. Bounded by the
-    /// client's timeout; `cancel` ends it at once ([`ComfyError::Cancelled`]).
-    pub async fn view(
-        &self,
-        filename: &str,
-        subfolder: &str,
-        max_bytes: u64,
-        cancel: &CancellationToken,
-    ) -> Result<Option<Vec<u8>>, ComfyError> {
-        let what = self.url("/view");
-        self.bounded(&what, cancel, async {
-            let Some((url, mut resp)) = self.view_response(filename, subfolder, max_bytes).await?
-            else {
-                return Ok(None);
-            };
-            let mut buf = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(&url, &e))? {
-                if buf.len() as u64 + chunk.len() as u64 > max_bytes {
-                    return Err(too_large(&url, max_bytes, None));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(Some(buf))
-        })
-        .await
-    }
-
-    /// [`ComfyClient::view`] streamed into a new file `dest` (created only once the server
-    /// answered 200; refused when something is already there, a symbolic link included).
-    /// Returns the open file and its length, written but not flushed to the disk (the caller
-    /// flushes a batch together); `None` on 404. On any error the partial file is removed.
-    pub async fn view_to_file(
-        &self,
-        filename: &str,
-        subfolder: &str,
-        dest: &Path,
-        max_bytes: u64,
-        cancel: &CancellationToken,
-    ) -> Result<Option<(std::fs::File, u64)>, ComfyError> {
-        let what = self.url("/view");
-        let mut created = false;
-        let result = self
-            .bounded(&what, cancel, async {
-                let Some((url, mut resp)) =
-                    self.view_response(filename, subfolder, max_bytes).await?
-                else {
-                    return Ok(None);
-                };
-                let file_err = |e: std::io::Error| ComfyError::Protocol {
-                    url: url.clone(),
-                    message: format!("cannot write {}: {e}", dest.display()),
-                };
-                let mut out = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(dest)
-                    .await
-                    .map_err(file_err)?;
-                created = true;
-                let mut n: u64 = 0;
-                while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(&url, &e))? {
-                    n += chunk.len() as u64;
-                    if n > max_bytes {
-                        return Err(too_large(&url, max_bytes, None));
-                    }
-                    out.write_all(&chunk).await.map_err(file_err)?;
-                }
-                out.flush().await.map_err(file_err)?;
-                Ok(Some((out.into_std().await, n)))
-            })
-            .await;
-        if result.is_err() && created {
-            let _ = std::fs::remove_file(dest);
-        }
-        result
     }
 
     async fn post_empty(&self, path: &str, body: &Value) -> Result<(), ComfyError> {
@@ -647,16 +432,6 @@ impl ComfyClient {
     }
 }
 
-fn too_large(url: &str, max: u64, announced: Option<u64>) -> ComfyError {
-    ComfyError::Protocol {
-        url: url.to_owned(),
-        message: match announced {
-            Some(len) => format!("the file is {len} bytes, more than the {max} allowed"),
-            None => format!("the file is larger than the {max} bytes allowed"),
-        },
-    }
-}
-
 /// A body as one short line for an error message.
 fn short(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -671,58 +446,4 @@ fn short(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn view_urls_encode_their_values() {
-        let c = ComfyClient::new("http://127.0.0.1:8188/", Duration::from_secs(1)).expect("client");
-        assert_eq!(
-            c.view_url("frame_00001_.png", "cinepipe/run-1/scene-1/a1")
-                .expect("url"),
-            "http://127.0.0.1:8188/view?filename=frame_00001_.png&subfolder=cinepipe%2Frun-1%2Fscene-1%2Fa1&type=output"
-        );
-        // Spaces, `&`, `=`, `#`, `+` and non-ASCII cannot change the query.
-        let u = c.view_url("a b&type=temp#+é.png", "").expect("url");
-        assert_eq!(
-            u,
-            "http://127.0.0.1:8188/view?filename=a+b%26type%3Dtemp%23%2B%C3%A9.png&subfolder=&type=output"
-        );
-    }
-
-    #[test]
-    fn view_names_that_are_not_plain_are_refused_before_any_request() {
-        for ok in ["frame_00001_.png", "frame.done", "a b.png", ".hidden.png"] {
-            assert_eq!(check_view_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x.png",
-            "a/b.png",
-            "/etc/passwd",
-            "a\\b.png",
-            "x..png",
-            "a\0b",
-            "frame.png [temp]",
-        ] {
-            assert!(check_view_name(bad).is_err(), "{bad:?}");
-        }
-        for ok in ["", "a", "cinepipe/r/s/a1"] {
-            assert_eq!(check_view_subfolder(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "/abs", "../up", "a/../b", "a//b", "./a", "a/", "a\\b", "a\0",
-        ] {
-            assert!(check_view_subfolder(bad).is_err(), "{bad:?}");
-        }
-        let c = ComfyClient::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("client");
-        let e = c.view_url("../x.png", "").expect_err("refused");
-        assert!(
-            matches!(&e, ComfyError::Protocol { message, .. } if message.contains("plain file name")),
-            "{e}"
-        );
-        assert_eq!(e.class(), crate::spec::model::FailureClass::InvalidOutput);
-    }
-}
+mod tests;

@@ -208,11 +208,24 @@ impl HistoryEntry {
     }
 }
 
+/// Why an answer of `/history`, `/queue` or `/object_info` does not have the shape it should.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("/history is not a JSON object")]
+    HistoryNotObject,
+    #[error("`outputs` of the history entry is not an object")]
+    OutputsNotObject,
+    #[error("/queue has no `{0}` list")]
+    NoQueueList(String),
+    #[error("/object_info is not a JSON object")]
+    ObjectInfoNotObject,
+}
+
 /// Reads `/history/{id}`: `{}` while the prompt is not finished (`Ok(None)`), else
 /// `{id: {prompt, outputs, status[, meta]}}`.
-pub fn parse_history(v: &Value, prompt_id: &str) -> Result<Option<HistoryEntry>, String> {
+pub fn parse_history(v: &Value, prompt_id: &str) -> Result<Option<HistoryEntry>, ShapeError> {
     let Some(obj) = v.as_object() else {
-        return Err("/history is not a JSON object".into());
+        return Err(ShapeError::HistoryNotObject);
     };
     let Some(entry) = obj.get(prompt_id) else {
         return Ok(None);
@@ -220,7 +233,7 @@ pub fn parse_history(v: &Value, prompt_id: &str) -> Result<Option<HistoryEntry>,
     let outputs = match entry.get("outputs") {
         Some(Value::Object(m)) => m.clone(),
         None | Some(Value::Null) => Map::new(),
-        Some(_) => return Err("`outputs` of the history entry is not an object".into()),
+        Some(_) => return Err(ShapeError::OutputsNotObject),
     };
     let status_v = entry.get("status");
     let messages: &[Value] = status_v
@@ -318,10 +331,10 @@ impl QueueState {
 }
 
 /// Reads `/queue`: items are `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
-pub fn parse_queue(v: &Value) -> Result<QueueState, String> {
-    let ids = |key: &str| -> Result<Vec<String>, String> {
+pub fn parse_queue(v: &Value) -> Result<QueueState, ShapeError> {
+    let ids = |key: &str| -> Result<Vec<String>, ShapeError> {
         let Some(list) = v.get(key).and_then(Value::as_array) else {
-            return Err(format!("/queue has no `{key}` list"));
+            return Err(ShapeError::NoQueueList(key.to_owned()));
         };
         Ok(list
             .iter()

@@ -11,7 +11,7 @@ pub mod messages;
 pub mod object_info;
 
 pub use client::{
-    CancelAction, ComfyClient, MAX_BODY_BYTES, Queued, WsStream, check_view_name,
+    CancelAction, ComfyClient, MAX_BODY_BYTES, Queued, ViewPathError, WsStream, check_view_name,
     check_view_subfolder,
 };
 pub use error::ComfyError;

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::messages::ShapeError;
+
 /// The declared type of one input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputType {
@@ -89,9 +91,9 @@ fn inputs(v: Option<&Value>) -> IndexMap<String, InputType> {
 
 /// Reads `/object_info` (or `/object_info/{class}`): `{class: {input: {required, optional,
 /// hidden}, output: [...], ...}}`. Classes whose entry is not an object are skipped.
-pub fn parse_object_info(v: &Value) -> Result<ObjectInfo, String> {
+pub fn parse_object_info(v: &Value) -> Result<ObjectInfo, ShapeError> {
     let Some(obj) = v.as_object() else {
-        return Err("/object_info is not a JSON object".into());
+        return Err(ShapeError::ObjectInfoNotObject);
     };
     let mut classes = HashMap::with_capacity(obj.len());
     for (name, def) in obj {

@@ -304,7 +304,7 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
     let client = match crate::clients::http() {
         Ok(c) => c,
         Err(e) => {
-            let why = json!({ "error": e });
+            let why = json!({ "error": e.to_string() });
             return (why.clone(), why);
         }
     };
