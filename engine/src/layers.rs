@@ -83,7 +83,7 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("history.rs", "exec"),
     // Tests that drive whole runs through exec/run.rs (the composition root, still under exec/).
     ("stages/quality/tests.rs", "exec::run"),
-    ("telemetry/build.rs", "exec::run"),
+    ("telemetry/build/tests.rs", "exec::run"),
 ];
 
 /// One `crate::` path found in a source file.
