@@ -179,6 +179,21 @@ impl StageContext {
             .find(|(n, _)| n == stage)
             .map(|(_, v)| v.as_ref())
     }
+
+    /// The first needed stage of `kind` and its output: how a stage finds the upstream whose
+    /// typed output it reads.
+    pub fn input_of_kind(&self, kind: StageKind) -> Option<(&str, &Arc<Value>)> {
+        self.inputs
+            .iter()
+            .find(|(name, _)| {
+                self.spec
+                    .spec
+                    .stages
+                    .get(name)
+                    .is_some_and(|s| s.kind() == kind)
+            })
+            .map(|(name, v)| (name.as_str(), v))
+    }
 }
 
 /// Stage kinds and their implementations.

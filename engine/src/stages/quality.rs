@@ -277,15 +277,7 @@ fn scenes_from_inputs(
         }
     };
     let (name, input) = ctx
-        .inputs
-        .iter()
-        .find(|(name, _)| {
-            ctx.spec
-                .spec
-                .stages
-                .get(name)
-                .is_some_and(|s| s.kind() == StageKind::CollectFrames)
-        })
+        .input_of_kind(StageKind::CollectFrames)
         .ok_or("the quality stage needs a `collect-frames` stage (no input has `Frames`)")?;
     let unreadable = |e: serde_json::Error| {
         format!("the output of `{name}` is not a collect-frames output: {e}")

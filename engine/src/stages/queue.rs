@@ -77,22 +77,12 @@ pub fn reprefix(graph: &mut Value, patch_prefix: Option<&str>, new_prefix: &str,
 /// needs.
 fn patch_input(ctx: &StageContext) -> Result<PatchOutput, StageFailure> {
     let invalid = |m: String| StageFailure::new(FailureClass::InvalidOutput, m);
-    let (name, value) = ctx
-        .inputs
-        .iter()
-        .find(|(name, _)| {
-            ctx.spec
-                .spec
-                .stages
-                .get(name)
-                .is_some_and(|s| s.kind() == StageKind::PatchWorkflow)
-        })
-        .ok_or_else(|| {
-            invalid(
-                "no needed stage gave a patched workflow (`queue` needs a `patch-workflow` stage)"
-                    .into(),
-            )
-        })?;
+    let (name, value) = ctx.input_of_kind(StageKind::PatchWorkflow).ok_or_else(|| {
+        invalid(
+            "no needed stage gave a patched workflow (`queue` needs a `patch-workflow` stage)"
+                .into(),
+        )
+    })?;
     serde_json::from_value(value.as_ref().clone()).map_err(|e| {
         invalid(format!(
             "the output of `{name}` is not a patch-workflow output: {e}"
