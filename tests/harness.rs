@@ -68,6 +68,24 @@ fn require(what: &str, r: &'static Result<Server, String>) -> Option<&'static Se
     }
 }
 
+/// The end of the shared LLM server's log, for a failure message: what the server did while
+/// a request went unanswered is otherwise lost with the scratch folder.
+pub fn llm_log_tail() -> String {
+    let log = scratch().join("llm.log");
+    match std::fs::read_to_string(&log) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(40);
+            format!(
+                "the end of {}:\n{}",
+                log.display(),
+                lines[from..].join("\n")
+            )
+        }
+        Err(e) => format!("(no server log at {}: {e})", log.display()),
+    }
+}
+
 /// A name no other test in this binary (or an earlier run of it) uses: for output folders.
 pub fn unique(name: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -96,6 +114,13 @@ pub fn scratch() -> &'static Path {
     })
 }
 
+/// Test servers run llama.cpp on one thread. Several of them generate at once here (the shared
+/// one and tests' own, beside ComfyUI), and llama.cpp's threads of one server meet at a busy-wait
+/// barrier per graph node: on 2 cores, three 2-thread servers gave 8 tokens/s each, three
+/// 1-thread servers 23.5 each, and a 23-token answer waited over a minute. See
+/// docs/operations.md ("Several llama.cpp servers on few cores").
+const LLM_THREADS: &str = "1";
+
 fn start_llm() -> Result<Server, String> {
     if let Ok(url) = std::env::var("LLM_BASE_URL") {
         let model = std::env::var("LLM_MODEL").unwrap_or_else(|_| LLM_MODEL.to_string());
@@ -110,7 +135,8 @@ fn start_llm() -> Result<Server, String> {
     let port = free_port();
     let log = scratch().join("llm.log");
     let mut cmd = Command::new(root().join("scripts/start-llm-server"));
-    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL]);
+    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL])
+        .args(["--threads", LLM_THREADS]);
     let child = spawn_server(cmd, &log)?;
     let pid = child.id() as i32;
     let url = format!("http://127.0.0.1:{port}/v1");
@@ -372,7 +398,8 @@ pub fn own_llm(extra: &[&str]) -> Option<OwnLlm> {
     let port = free_port();
     let log = scratch().join(format!("{}.log", unique("own-llm")));
     let mut cmd = Command::new(root().join("scripts/start-llm-server"));
-    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL, "--"])
+    cmd.args(["--port", &port.to_string(), "--alias", LLM_MODEL])
+        .args(["--threads", LLM_THREADS, "--"])
         .args(extra);
     let child = spawn_server(cmd, &log).expect("start a dedicated LLM server");
     let pid = child.id() as i32;
