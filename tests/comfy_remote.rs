@@ -102,8 +102,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 /// Asserts that every file of `got` is byte-identical to the file of that name in the
 /// server's output folder `server_folder` (when the harness knows where that is).
 fn assert_same_bytes(server: &Server, server_folder: &str, got: &Path, names: &[String]) {
-    let Some(out) = &server.output_dir else {
-        eprintln!("note: byte comparison skipped: COMFYUI_OUTPUT_DIR is not set for COMFYUI_URL");
+    let Some(out) = harness::output_dir(server) else {
         return;
     };
     for n in names {

@@ -611,7 +611,7 @@ fn a_scene_goes_through_patch_and_queue_on_a_real_server() {
     assert_eq!(files.len(), 3, "{out}");
     let sub = files[0]["subfolder"].as_str().expect("subfolder");
     assert_eq!(sub, format!("cinepipe/{}/scene-1/a1", s.run_id));
-    if let Some(outdir) = &server.output_dir {
+    if let Some(outdir) = harness::output_dir(server) {
         assert_eq!(pngs_in(&outdir.join(sub)), 3);
     }
     assert_eq!(s.attempt_record(1)["outcome"], json!("succeeded"));
@@ -622,7 +622,7 @@ fn an_identical_graph_is_cached_and_writes_nothing_so_each_attempt_has_its_own_p
     let Some(server) = harness::comfyui() else {
         return;
     };
-    let Some(outdir) = server.output_dir.clone() else {
+    let Some(outdir) = harness::output_dir(server).map(Path::to_path_buf) else {
         return;
     };
     let _turn = turn();
@@ -877,7 +877,7 @@ fn a_bad_prefix_is_refused_before_anything_is_queued() {
     assert_eq!(e.class, FailureClass::NodeError);
     let rec = ok.attempt_record(1);
     assert!(rec.get("prompt_id").is_none(), "never queued: {rec}");
-    if let Some(out) = &server.output_dir {
+    if let Some(out) = harness::output_dir(server) {
         assert!(!out.join("../escape").exists());
     }
 }

@@ -186,11 +186,7 @@ fn taplo_checks_specs_against_the_schema() {
     let taplo = std::env::var("TAPLO").unwrap_or_else(|_| "taplo".to_owned());
     let probe = std::process::Command::new(&taplo).arg("--version").output();
     if probe.is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "taplo is required in CI (scripts/install-taplo)"
-        );
-        eprintln!("note: taplo not installed; skipping the editor check");
+        crate::harness::skip("taplo is not installed (scripts/install-taplo)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
