@@ -475,3 +475,96 @@ fn run_logs_are_text_or_json_lines_and_cinepipe_log_filters_them() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "");
 }
+
+/// `plan --profile P --format json`: the `render` stage's values, keyed by name, as
+/// `(value, origin)`.
+fn render_values(
+    spec: &std::path::Path,
+    profile: &str,
+) -> Vec<(String, serde_json::Value, String)> {
+    let out = cinepipe(&[
+        "plan",
+        spec.to_str().expect("utf-8"),
+        "--profile",
+        profile,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan is JSON");
+    assert_eq!(plan["profile"], profile);
+    plan["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "render")
+        .expect("render")["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| {
+            (
+                v["key"].as_str().expect("key").to_owned(),
+                v["value"].clone(),
+                v["origin"].as_str().expect("origin").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_inherits_chain_lays_ancestors_first_and_names_who_set_each_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::read_to_string(root().join("specs/story-to-video.toml")).expect("spec");
+    let text = format!(
+        "{}\n{}",
+        base.replace(
+            "base_dir = \"..\"",
+            &format!("base_dir = {:?}", root().display().to_string())
+        ),
+        r#"
+[profiles.grand]
+kinds.queue.poll_interval_s = 2
+kinds.queue.post_execution_timeout_s = 5
+stages.render.max_wait_s = 50
+
+[profiles.parent]
+inherits = "grand"
+kinds.queue.poll_interval_s = 3
+
+[profiles.child]
+inherits = "parent"
+stages.render.max_wait_s = 60
+"#
+    );
+    let spec = dir.path().join("chain.toml");
+    std::fs::write(&spec, text).expect("write");
+    let get = |values: &[(String, serde_json::Value, String)], key: &str| {
+        values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, o)| (v.as_f64().expect("a number"), o.clone()))
+            .unwrap_or_else(|| panic!("no {key} in {values:?}"))
+    };
+    let child = render_values(&spec, "child");
+    // The nearest profile that sets a value wins; each value names that profile.
+    assert_eq!(get(&child, "max_wait_s"), (60.0, "profile:child".into()));
+    assert_eq!(
+        get(&child, "poll_interval_s"),
+        (3.0, "profile:parent".into())
+    );
+    assert_eq!(
+        get(&child, "post_execution_timeout_s"),
+        (5.0, "profile:grand".into())
+    );
+    let parent = render_values(&spec, "parent");
+    assert_eq!(get(&parent, "max_wait_s"), (50.0, "profile:grand".into()));
+    assert_eq!(
+        get(&parent, "poll_interval_s"),
+        (3.0, "profile:parent".into())
+    );
+    // Without a profile the spec's own values stand.
+    let standard = render_values(&spec, "standard");
+    assert_eq!(get(&standard, "max_wait_s").1, "spec");
+    assert_eq!(get(&standard, "poll_interval_s").1, "spec");
+}

@@ -1,5 +1,5 @@
 //! `kill -9` at several points of a real run (the `llm` stage against the real LLM server,
-//! then `validate`), then `--resume`: every stage instance that completed ran exactly once,
+//! then `validate`; and the ComfyUI stages of a scene on the real ComfyUI), then `--resume`: every stage instance that completed ran exactly once,
 //! every JSON file parses, and the finished run keeps the telemetry contract. The kills are
 //! timed by the journal (the test polls `events.jsonl`), not by sleeps.
 
@@ -254,5 +254,127 @@ fn kill_9_at_any_point_then_resume_runs_each_completed_instance_once() {
         assert!(lines[1].contains(" succeeded "), "{text}");
         assert!(lines[1].contains("2 ok"), "{text}");
         assert!(lines[1].ends_with(" kill"), "{text}");
+    }
+}
+
+/// The whole scene chain on the harness's servers: a one-scene story, then patch, render (the
+/// model-free workflow with the done-marker node), marker, frames and quality for scene 0.
+fn scene_spec_in(
+    dir: &Path,
+    llm: &crate::harness::Server,
+    comfy: &crate::harness::Server,
+) -> PathBuf {
+    let out = comfy
+        .output_dir
+        .as_ref()
+        .expect("the caller checked the output folder");
+    SpecBuilder::chain(
+        "kill-scene",
+        &["story", "patch", "render", "marker", "frames", "quality"],
+    )
+    .output_dir(&dir.join("runs"))
+    .llm_url(&llm.url)
+    .set("services.llm", "model", llm.model.as_str())
+    .comfy_urls(&[&comfy.url])
+    .set("services.comfy", "output_dir", out.display().to_string())
+    .small_model_story()
+    .scenes(1)
+    .toml(
+        "stages.story",
+        "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
+    )
+    .set(
+        "stages.patch",
+        "workflow",
+        "workflows/model-free/moving-square-done-marker.json",
+    )
+    .toml("stages.render", "poll_interval_s = 1\nmax_wait_s = 300")
+    .toml("stages.frames", "min_frames = 25")
+    .write(dir, "kill-scene.toml")
+}
+
+/// Kills during the ComfyUI stages (the render in flight, right after the marker, frames being
+/// collected), then resumes: each completed instance ran once (the story too: it was done
+/// before every kill point), the scene's frames are the render's, and the finished run keeps the contract.
+#[test]
+fn kill_9_during_the_comfyui_stages_then_resume_finishes_the_scene_once() {
+    let (Some(llm), Some(comfy)) = (crate::harness::llm(), crate::harness::comfyui()) else {
+        return;
+    };
+    if crate::harness::output_dir(comfy).is_none() {
+        return;
+    }
+    type When = fn(&[Event]) -> bool;
+    let points: [(&str, When); 3] = [
+        ("while the render is in flight", |ev| {
+            ev.iter().any(|e| is(e, "attempt-started", "render[0]"))
+        }),
+        ("right after the marker is seen", |ev| {
+            ev.iter().any(|e| is(e, "succeeded", "marker[0]"))
+        }),
+        ("while the frames are collected", |ev| {
+            ev.iter().any(|e| is(e, "attempt-started", "frames[0]"))
+        }),
+    ];
+    let top = tempfile::tempdir().expect("tempdir");
+    for (n, (what, when)) in points.into_iter().enumerate() {
+        let dir = top.path().join(format!("scene-case-{n}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let spec = scene_spec_in(&dir, llm, comfy);
+        let (run, _killed) = run_and_kill(&dir, &spec, when);
+        assert_json_files_parse(&run);
+        let before = events(&run);
+
+        resume(&dir, &run);
+        assert_json_files_parse(&run);
+        let after = events(&run);
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "{what}: the journal is appended to"
+        );
+        for id in [
+            "story",
+            "patch[0]",
+            "render[0]",
+            "marker[0]",
+            "frames[0]",
+            "quality[0]",
+        ] {
+            let done: Vec<usize> = after
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| is(e, "succeeded", id))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(done.len(), 1, "{what}: {id} succeeded once: {after:#?}");
+            let later = after[done[0]..]
+                .iter()
+                .filter(|e| is(e, "attempt-started", id))
+                .count();
+            assert_eq!(later, 0, "{what}: {id} ran again after it completed");
+        }
+        assert_eq!(
+            cinepipe::verify::verify_run(&run).expect("reads"),
+            [],
+            "{what}"
+        );
+        let m: cinepipe::telemetry::ArtifactMetadata = serde_json::from_str(
+            &std::fs::read_to_string(run.join("artifact-metadata.json")).expect("metadata"),
+        )
+        .expect("parses");
+        assert_eq!(m.outcome, cinepipe::telemetry::Outcome::Success, "{what}");
+        assert_eq!(m.scenes.len(), 1, "{what}");
+        let frames = &m.scenes[0].frames;
+        assert!(frames.count >= 25 && !frames.short, "{what}: {frames:?}");
+        assert_eq!(frames.paths.len(), frames.count as usize, "{what}");
+        for p in &frames.paths {
+            assert!(run.join(p).is_file(), "{what}: {p} is in the run folder");
+        }
+        let sessions = after
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::RunStarted { .. }))
+            .count();
+        assert_eq!(sessions, 2, "{what}");
     }
 }

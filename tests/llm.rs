@@ -528,3 +528,39 @@ fn cinepipe_run_sends_the_api_key_and_writes_it_nowhere() {
     assert!(!err.contains(&key));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&key));
 }
+
+#[test]
+fn an_answer_slower_than_max_latency_is_the_slow_class() {
+    let Some(server) = harness::llm() else { return };
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&server.url, &server.model, None) }));
+    // No real server answers within a microsecond; the answer itself is valid.
+    let err = attempt(
+        &tiny(json!({ "max_latency_s": 0.000_001 })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect_err("too slow");
+    assert_eq!(
+        err.class,
+        FailureClass::Slow,
+        "{}\n{}",
+        err.message,
+        harness::llm_log_tail()
+    );
+    assert!(
+        err.message.contains("over max_latency_s = 0.000001"),
+        "{}",
+        err.message
+    );
+    let answer = err.answer.as_ref().expect("the answer is kept");
+    assert_eq!(answer.finish_reason.as_deref(), Some("stop"));
+    // A slow answer is not cached: a rerun asks again.
+    assert_eq!(
+        std::fs::read_dir(cache.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
