@@ -4,7 +4,7 @@
 //! `tests/comfyui_nodes/`). Every wait is bounded: a test that would hang fails instead.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinepipe::clients::comfyui::ComfyClient;
@@ -437,12 +437,7 @@ fn a_queue_retry_gets_its_own_prefix() {
 // Against the real ComfyUI
 // ---------------------------------------------------------------------------------------
 
-/// The live tests share one server whose cache any prompt changes: they take turns.
-fn turn() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use harness::comfy_turn as turn;
 
 struct Scene {
     dir: tempfile::TempDir,

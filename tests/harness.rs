@@ -91,6 +91,14 @@ fn require(what: &str, r: &'static Result<Server, String>) -> Option<&'static Se
     }
 }
 
+/// Tests that time the shared ComfyUI, or fill its queue with a long prompt, take turns: the
+/// server runs one prompt at a time and its cache is shared by every prompt.
+pub fn comfy_turn() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The end of the shared LLM server's log, for a failure message: what the server did while
 /// a request went unanswered is otherwise lost with the scratch folder.
 pub fn llm_log_tail() -> String {

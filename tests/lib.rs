@@ -16,4 +16,5 @@ mod properties;
 mod run;
 mod schemas;
 mod services;
+mod signals;
 mod verify;

@@ -365,11 +365,7 @@ impl crate::exec::Stage for Llm {
             };
             let record = LlmRecord {
                 attempt: ctx.attempt,
-                outcome: if result.is_ok() {
-                    RecordOutcome::Succeeded
-                } else {
-                    RecordOutcome::Failed
-                },
+                outcome: RecordOutcome::of_failure(result.as_ref().err().map(|f| f.class)),
                 failure_class: result.as_ref().err().map(|f| f.class),
                 error: result.as_ref().err().map(|f| f.message.clone()),
                 body,

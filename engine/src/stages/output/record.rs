@@ -12,6 +12,25 @@ use crate::spec::model::FailureClass;
 pub enum RecordOutcome {
     Succeeded,
     Failed,
+    /// The run was interrupted during the attempt (the stage saw its cancel): what the
+    /// journal records for it too.
+    Cancelled,
+}
+
+impl RecordOutcome {
+    /// How an attempt that ended with `result` is recorded.
+    pub fn of<T>(result: &Result<T, StageFailure>) -> RecordOutcome {
+        RecordOutcome::of_failure(result.as_ref().err().map(|f| f.class))
+    }
+
+    /// How an attempt is recorded that failed with `class` (None: it succeeded).
+    pub fn of_failure(class: Option<FailureClass>) -> RecordOutcome {
+        match class {
+            None => RecordOutcome::Succeeded,
+            Some(FailureClass::Interrupted) => RecordOutcome::Cancelled,
+            Some(_) => RecordOutcome::Failed,
+        }
+    }
 }
 
 /// One attempt's record (`attempt-<n>.json`): the shared head, then the kind's own fields
@@ -32,14 +51,31 @@ impl<B> AttemptRecord<B> {
         let failure = result.as_ref().err();
         AttemptRecord {
             attempt,
-            outcome: if failure.is_some() {
-                RecordOutcome::Failed
-            } else {
-                RecordOutcome::Succeeded
-            },
+            outcome: RecordOutcome::of(result),
             failure_class: failure.map(|f| f.class),
             error: failure.map(|f| f.message.clone()),
             body,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_that_saw_the_interrupt_is_recorded_cancelled_as_the_journal_has_it() {
+        let ok: Result<(), StageFailure> = Ok(());
+        assert_eq!(RecordOutcome::of(&ok), RecordOutcome::Succeeded);
+        let failed: Result<(), _> = Err(StageFailure::new(FailureClass::Timeout, "late"));
+        assert_eq!(RecordOutcome::of(&failed), RecordOutcome::Failed);
+        let cancelled: Result<(), _> =
+            Err(StageFailure::new(FailureClass::Interrupted, "cancelled"));
+        let record = AttemptRecord::new(2, &cancelled, ());
+        assert_eq!(record.outcome, RecordOutcome::Cancelled);
+        assert_eq!(
+            serde_json::to_value(&record).expect("json")["outcome"],
+            "cancelled"
+        );
     }
 }
