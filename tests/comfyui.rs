@@ -1156,3 +1156,55 @@ fn a_client_knows_whether_its_server_answered_a_moment_ago() {
     bounded(&rt, 20, dead.system_stats()).expect_err("nothing listens there");
     assert!(!dead.answered_within(Duration::from_secs(5)));
 }
+
+#[test]
+fn a_prompt_that_succeeds_without_outputs_ends_postexecution_after_its_window() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    // An output node that shows nothing: ComfyUI reports success and /history never lists an
+    // output. A fresh input per run, so the server's cache cannot answer instead.
+    let fresh_color = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 0xFF_FFFF);
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": fresh_color}},
+        "2": {"class_type": "CinepipeTestNothing", "inputs": {"images": ["1", 0]}},
+    });
+    let s = scene_spec(&server.url, &wf, "", "post_execution_timeout_s = 2");
+    let patch = s.patch(&rt, 1).expect("patched");
+    let started = Instant::now();
+    let out = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("ok, without outputs");
+    let took = started.elapsed();
+    let t = &out["telemetry"];
+    assert_eq!(t["HistoryExitReason"], json!("postExecution"), "{out}");
+    assert_eq!(
+        t["HistoryPostExecutionTimeoutReached"],
+        json!(true),
+        "{out}"
+    );
+    assert_eq!(t["ExecutionSuccessDetected"], json!(true), "{out}");
+    assert_eq!(t["PostExecutionTimeoutSeconds"], json!(2.0), "{out}");
+    assert_eq!(out["files"], json!([]), "{out}");
+    // It waited out the window, and not much more.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    assert!(
+        out["fallback_notes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n
+                .as_str()
+                .is_some_and(|n| n.contains("post_execution_timeout_s = 2")))),
+        "{out}"
+    );
+    let rec = s.attempt_record(1);
+    assert_eq!(rec["outcome"], json!("succeeded"), "{rec}");
+    assert_eq!(
+        rec["telemetry"]["HistoryExitReason"],
+        json!("postExecution")
+    );
+}

@@ -1,6 +1,8 @@
 """Test-only ComfyUI nodes for cinepipe's integration tests (loaded by tests/harness.rs).
 
 - CinepipeTestRaise: always raises RuntimeError(message) -> a runtime `execution_error`.
+- CinepipeTestNothing: an output node that returns no UI outputs: the prompt succeeds and its
+  `/history` entry never lists outputs (the `postExecution` end).
 - CinepipeTestSleep: passes images through after sleeping `seconds`, checking for
   /interrupt every 50 ms so that an interrupt stops it promptly.
 
@@ -25,6 +27,20 @@ class CinepipeTestRaise:
 
     def boom(self, images, message):
         raise RuntimeError(message)
+
+
+class CinepipeTestNothing:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "nothing"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def nothing(self, images):
+        return {}
 
 
 class CinepipeTestSleep:
@@ -52,8 +68,10 @@ class CinepipeTestSleep:
 NODE_CLASS_MAPPINGS = {
     "CinepipeTestRaise": CinepipeTestRaise,
     "CinepipeTestSleep": CinepipeTestSleep,
+    "CinepipeTestNothing": CinepipeTestNothing,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CinepipeTestRaise": "Raise (cinepipe test)",
     "CinepipeTestSleep": "Sleep (cinepipe test)",
+    "CinepipeTestNothing": "Nothing (cinepipe test)",
 }
