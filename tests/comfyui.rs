@@ -447,6 +447,11 @@ struct Scene {
 
 /// A spec (story → patch per scene → render) around `workflow`, checked for real.
 fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Scene {
+    pool_scene_spec(&[url], workflow, set, render_extra)
+}
+
+/// [`scene_spec`] on a pool of ComfyUI servers.
+fn pool_scene_spec(urls: &[&str], workflow: &Value, set: &str, render_extra: &str) -> Scene {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("wf.json"),
@@ -457,7 +462,7 @@ fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Sce
     let path = SpecBuilder::chain("comfy-test", &["story", "patch", "render"])
         .remove("run", "base_dir")
         .set("run", "seed", 7)
-        .comfy_urls(&[url])
+        .comfy_urls(urls)
         .set("services.comfy", "timeout_s", 10)
         .set(
             "stages.story",
@@ -1207,4 +1212,32 @@ fn a_prompt_that_succeeds_without_outputs_ends_postexecution_after_its_window() 
         rec["telemetry"]["HistoryExitReason"],
         json!("postExecution")
     );
+}
+
+#[test]
+fn a_pool_whose_first_server_is_down_renders_on_the_second_and_says_so() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let dead = format!("http://127.0.0.1:{}", harness::free_port());
+    // Scene 0 starts at the pool's first server (`item % len`): the dead one.
+    let s = pool_scene_spec(
+        &[&dead, &server.url],
+        &frames_wf(2),
+        r#""save.filename_prefix" = "{{prefix}}""#,
+        "",
+    );
+    let patch = s.patch(&rt, 1).expect("patched");
+    let out = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
+    assert_eq!(out["server"], json!(server.url), "{out}");
+    assert_eq!(out["files"].as_array().map(Vec::len), Some(2), "{out}");
+    let notes = out["fallback_notes"].to_string();
+    assert!(
+        notes.contains(&dead),
+        "a note names the server that was skipped: {out}"
+    );
+    let rec = s.attempt_record(1);
+    assert_eq!(rec["server"], json!(server.url), "{rec}");
 }
