@@ -17,4 +17,5 @@ mod run;
 mod schemas;
 mod services;
 mod signals;
+mod sweep;
 mod verify;

@@ -20,6 +20,7 @@ pub mod show;
 pub mod spec;
 pub mod stages;
 pub mod story;
+pub mod sweep;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testkit;

@@ -156,6 +156,8 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("story.schema.json", story_schema()),
         ("artifact-metadata.schema.json", artifact_metadata_schema()),
         ("run-events.schema.json", run_events_schema()),
+        ("suite.schema.json", crate::sweep::suite_schema()),
+        ("sweep.schema.json", crate::sweep::sweep_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())

@@ -55,6 +55,9 @@ pub enum Command {
     },
     /// Run a spec into a new run folder, or finish an interrupted or failed run with `--resume`.
     Run(RunArgs),
+    /// Run a suite of specs repeatedly (each spec under each profile, N times): verdicts per
+    /// spec and profile, the seeds' KPIs, gates that decide the exit code, JUnit for CI.
+    Sweep(SweepArgs),
     /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
     Runs {
         /// The output folder (`run.output_dir` of the specs).
@@ -152,6 +155,45 @@ pub struct RunArgs {
     /// per log line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The flags of `cinepipe sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// A suite folder (specs and an optional `suite.toml`), or spec files.
+    #[arg(required_unless_present = "resume")]
+    pub inputs: Vec<PathBuf>,
+    /// Runs of each (spec, profile) [default: the suite's `repeat`, else 1].
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
+    /// Profile to sweep; repeat the flag for several [default: the suite's `profiles`, else
+    /// `standard`].
+    #[arg(long = "profile", short = 'p', value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Run only this shard of the work list: `hash:K/N` (by a hash of each run's key: a run
+    /// stays in its shard when specs are added) or `count:K/N` (round-robin); K may be
+    /// `index-env` to read the 0-based `JOB_COMPLETION_INDEX`.
+    #[arg(long, value_name = "hash:K/N|count:K/N")]
+    pub partition: Option<crate::sweep::Partition>,
+    /// Runs at the same time.
+    #[arg(long, short, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: u32,
+    /// In each run, let the work that does not depend on a failure finish.
+    #[arg(long, short)]
+    pub keep_going: bool,
+    /// The sweep folder to make [default: `sweeps/<UTC time>-<suite>`].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Finish the sweep in this folder: finished runs are kept, interrupted ones resumed, the
+    /// rest run.
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["inputs", "repeat", "profiles", "partition", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Also write the sweep as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print only the result.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,6 +17,7 @@ pub mod logging;
 mod output;
 mod run;
 mod spec_commands;
+mod sweep;
 
 pub use args::{Cli, Color, Command, GraphFormat, LogFormat, PlanFormat, RunArgs, Shell};
 
@@ -45,6 +46,7 @@ where
     };
     let (log_format, quiet) = match &cli.command {
         Command::Run(run) => (run.log_format, run.quiet),
+        Command::Sweep(s) => (LogFormat::Text, s.quiet),
         _ => (LogFormat::Text, false),
     };
     logging::init(log_format, quiet);
@@ -57,6 +59,7 @@ where
         } => spec_commands::plan(&spec, profile.as_deref(), format, color),
         Command::Graph { spec, format } => spec_commands::graph(&spec, format, color),
         Command::Run(args) => run::run(args, color),
+        Command::Sweep(args) => sweep::sweep(args, color),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),

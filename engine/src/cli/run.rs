@@ -27,6 +27,7 @@ pub(crate) fn run(args: RunArgs, color: bool) -> ExitCode {
         profile: args.profile,
         resume: args.resume,
         options,
+        output_dir: None,
         skip_services: false,
     };
     let observers: Vec<Box<dyn Observer>> = match args.log_format {

@@ -25,6 +25,9 @@ pub struct RunRequest {
     /// A run folder to finish (`--resume`).
     pub resume: Option<PathBuf>,
     pub options: ExecOptions,
+    /// Where the run folder is made, instead of the spec's `[run] output_dir` (a sweep keeps
+    /// its runs under its own folder). Ignored with `resume`.
+    pub output_dir: Option<PathBuf>,
     /// Neither probe nor launch the services (the executor's own tests, whose test stages
     /// talk to no server).
     pub skip_services: bool,
@@ -37,6 +40,7 @@ impl std::fmt::Debug for RunRequest {
             .field("profile", &self.profile)
             .field("resume", &self.resume)
             .field("options", &self.options)
+            .field("output_dir", &self.output_dir)
             .field("skip_services", &self.skip_services)
             .finish()
     }
@@ -95,12 +99,21 @@ pub async fn run(
                         .unwrap_or_else(|| "the resolved specs differ".into()),
                 });
             }
-            let replay = journal::replay(&dir.events())?;
-            let journal = Journal::append_to(&dir.events(), replay.valid_len)?;
+            // A run killed between making its folder and starting its journal did nothing:
+            // it starts now, in its own folder.
+            let (journal, replay) = if dir.events().exists() {
+                let replay = journal::replay(&dir.events())?;
+                (
+                    Journal::append_to(&dir.events(), replay.valid_len)?,
+                    Some(replay),
+                )
+            } else {
+                (Journal::create(&dir.events())?, None)
+            };
             let session = Session {
                 dir,
                 journal,
-                replay: Some(replay),
+                replay,
                 spec_label: spec_path.display().to_string(),
             };
             (checked, session)
@@ -108,7 +121,10 @@ pub async fn run(
         None => {
             let spec_path = req.spec.clone().ok_or(RunError::NoSpec)?;
             let checked = spec::load(&spec_path, req.profile.as_deref())?;
-            let out = checked.resolve_path(&checked.spec.run.output_dir);
+            let out = req
+                .output_dir
+                .clone()
+                .unwrap_or_else(|| checked.resolve_path(&checked.spec.run.output_dir));
             let dir = RunDir::create(&out, &checked, &spec_path)?;
             let journal = Journal::create(&dir.events())?;
             let session = Session {

@@ -105,7 +105,9 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// Opens an existing run folder and reads its manifest.
+    /// Opens an existing run folder and reads its manifest. A folder whose journal was never
+    /// started (a kill right after it was made) is a run folder too: resuming it starts the
+    /// run in it.
     pub fn open(path: &Path) -> Result<(RunDir, Manifest), RunDirError> {
         let not_a_run = |message: String| RunDirError::NotARun {
             path: path.to_owned(),
@@ -115,9 +117,6 @@ impl RunDir {
             .map_err(|e| not_a_run(format!("cannot read {MANIFEST}: {e}")))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| not_a_run(format!("{MANIFEST} does not parse: {e}")))?;
-        if !path.join(EVENTS).is_file() {
-            return Err(not_a_run(format!("it has no {EVENTS}")));
-        }
         Ok((
             RunDir {
                 id: manifest.run_id.clone(),

@@ -744,6 +744,31 @@ async fn run_req(script: &Scripted, mut req: RunRequest) -> RunReport {
 }
 
 #[tokio::test(start_paused = true)]
+async fn resume_of_a_run_killed_before_its_journal_began_runs_it_in_its_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec_file(dir.path(), NO_RETRY);
+    // What a kill right after the folder was made leaves: its manifest, no journal.
+    let checked = crate::spec::load(&spec, None).expect("spec");
+    let made = super::rundir::RunDir::create(&dir.path().join("runs"), &checked, &spec)
+        .expect("run folder");
+    assert!(!made.events().exists());
+    let script = base_script();
+    let resumed = run_req(
+        &script,
+        RunRequest {
+            resume: Some(made.path.clone()),
+            options: opts(2, true),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(resumed.outcome, RunOutcome::Succeeded);
+    assert_eq!(resumed.dir, made.path);
+    assert_eq!(resumed.session, 1);
+    assert!(made.events().is_file());
+}
+
+#[tokio::test(start_paused = true)]
 async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec_file(dir.path(), NO_RETRY);
@@ -836,6 +861,7 @@ async fn resume_after_an_interrupt_and_a_torn_journal_line() {
     let req = RunRequest {
         spec: Some(spec.clone()),
         options: opts(4, false),
+        output_dir: None,
         skip_services: true,
         ..Default::default()
     };

@@ -3,6 +3,9 @@
 - CinepipeTestRaise: always raises RuntimeError(message) -> a runtime `execution_error`.
 - CinepipeTestNothing: an output node that returns no UI outputs: the prompt succeeds and its
   `/history` entry never lists outputs (the `postExecution` end).
+- CinepipeTestFailOnce: raises the first time it runs with a given `key` (a file under the
+  system temp dir remembers it), then passes images through: a workflow that fails on its first
+  attempt and passes on the retry.
 - CinepipeTestSleep: passes images through after sleeping `seconds`, checking for
   /interrupt every 50 ms so that an interrupt stops it promptly.
 
@@ -10,6 +13,9 @@ Never installed by `cinepipe install-node`; the names are prefixed so they canno
 the project's own nodes in comfyui_nodes/.
 """
 
+import hashlib
+import os
+import tempfile
 import time
 
 import comfy.model_management
@@ -27,6 +33,32 @@ class CinepipeTestRaise:
 
     def boom(self, images, message):
         raise RuntimeError(message)
+
+
+class CinepipeTestFailOnce:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "key": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "fail_once"
+    CATEGORY = "testing"
+
+    @classmethod
+    def IS_CHANGED(cls, images, key):
+        # Never served from the cache: the second attempt must run the node again.
+        return float("nan")
+
+    def fail_once(self, images, key):
+        folder = os.path.join(tempfile.gettempdir(), "cinepipe-fail-once")
+        os.makedirs(folder, exist_ok=True)
+        seen = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest())
+        try:
+            with open(seen, "x"):
+                pass
+        except FileExistsError:
+            return (images,)
+        raise RuntimeError(f"deliberate first-attempt failure for key {key!r}")
 
 
 class CinepipeTestNothing:
@@ -69,9 +101,11 @@ NODE_CLASS_MAPPINGS = {
     "CinepipeTestRaise": CinepipeTestRaise,
     "CinepipeTestSleep": CinepipeTestSleep,
     "CinepipeTestNothing": CinepipeTestNothing,
+    "CinepipeTestFailOnce": CinepipeTestFailOnce,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CinepipeTestRaise": "Raise (cinepipe test)",
     "CinepipeTestSleep": "Sleep (cinepipe test)",
     "CinepipeTestNothing": "Nothing (cinepipe test)",
+    "CinepipeTestFailOnce": "Fail once (cinepipe test)",
 }

@@ -280,6 +280,7 @@ async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfi
     let req = RunRequest {
         spec: Some(spec(tmp.path(), enforce)),
         options: ExecOptions::default(),
+        output_dir: None,
         skip_services: true,
         ..Default::default()
     };

@@ -114,6 +114,7 @@ async fn a_finished_run_writes_telemetry_that_keeps_the_contract() {
     let req = RunRequest {
         spec: Some(spec(tmp.path())),
         options: ExecOptions::default(),
+        output_dir: None,
         skip_services: true,
         ..Default::default()
     };
@@ -199,6 +200,7 @@ async fn a_killed_run_is_incomplete_and_its_unfinished_attempt_cancelled() {
     let path = spec(tmp.path());
     let req = RunRequest {
         spec: Some(path.clone()),
+        output_dir: None,
         skip_services: true,
         ..Default::default()
     };

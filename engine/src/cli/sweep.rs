@@ -1,0 +1,151 @@
+//! `cinepipe sweep`: the flags become a sweep request, a line per finished run (on stderr), the
+//! verdict table (on stdout), JUnit when asked, and the exit code from the gates.
+
+use super::args::SweepArgs;
+use super::output::{exit_for, outln, render};
+use crate::exec::{self, Interrupt};
+use crate::exit::ExitCode;
+use crate::sweep::verdict::RunSummary;
+use crate::sweep::{self, SweepError, SweepRequest};
+
+/// Runs (or finishes) the sweep the flags name.
+pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
+    let req = SweepRequest {
+        inputs: args.inputs,
+        repeat: args.repeat,
+        profiles: args.profiles,
+        partition: args.partition,
+        jobs: args.jobs as usize,
+        keep_going: args.keep_going,
+        out: args.out,
+        resume: args.resume,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("error: cannot start the async runtime: {e}");
+            return ExitCode::Io;
+        }
+    };
+    let interrupt = Interrupt::new();
+    let quiet = args.quiet;
+    let progress = move |r: &RunSummary, done: usize, total: usize| {
+        if !quiet {
+            let how = match (r.passed(), r.retried) {
+                (true, false) => "pass".to_owned(),
+                (true, true) => "pass after retry".to_owned(),
+                (false, _) => format!(
+                    "FAIL ({})",
+                    r.failures.last().map_or(r.outcome.as_str(), String::as_str)
+                ),
+            };
+            eprintln!(
+                "[{done}/{total}] {} [{}] #{}: {how}{}",
+                r.spec,
+                r.profile,
+                r.repeat,
+                r.seconds
+                    .map(|s| format!(" in {s:.1}s"))
+                    .unwrap_or_default()
+            );
+        }
+    };
+    let result = rt.block_on(async {
+        if let Err(e) = exec::signals::listen(interrupt.clone()) {
+            tracing::warn!("warning: cannot listen for Ctrl-C: {e}");
+        }
+        sweep::sweep(req, &interrupt, &progress).await
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let outcome = match result {
+        Ok(o) => o,
+        Err(SweepError::Spec(errors)) => {
+            eprint!("{}", render(&errors, color));
+            return exit_for(&errors);
+        }
+        Err(SweepError::Suite(sweep::suite::SuiteError::Invalid(errors))) => {
+            eprint!("{}", render(&errors, color));
+            return ExitCode::InvalidSpec;
+        }
+        Err(e) => {
+            tracing::error!("error: {e}");
+            return match e {
+                SweepError::Service(_) if interrupt.is_interrupted() => ExitCode::Interrupted,
+                SweepError::Service(_) => ExitCode::ServiceUnavailable,
+                SweepError::Io { .. } => ExitCode::Io,
+                SweepError::Suite(_)
+                | SweepError::MixedInputs
+                | SweepError::NoInput
+                | SweepError::Exists { .. }
+                | SweepError::NotASweep { .. }
+                | SweepError::EmptyShard { .. } => ExitCode::Usage,
+                SweepError::Run { .. } | SweepError::Spec(_) => ExitCode::Failure,
+            };
+        }
+    };
+    let report = &outcome.report;
+    outln!(
+        "sweep {}{}: {} ({}/{} runs; {} this session)",
+        report.suite,
+        report
+            .partition
+            .as_ref()
+            .map(|p| format!(" shard {p}"))
+            .unwrap_or_default(),
+        report.result,
+        report.finished,
+        report.planned,
+        outcome.ran
+    );
+    for v in &report.verdicts {
+        outln!(
+            "  {:<7} {} [{}]: {}/{} passed ({} after a retry), pass rate {:.0} % (95 % CI {:.0}–{:.0} %)",
+            v.status,
+            v.spec,
+            v.profile,
+            v.passed,
+            v.runs,
+            v.retried,
+            v.pass_rate * 100.0,
+            v.pass_rate_low * 100.0,
+            v.pass_rate_high * 100.0
+        );
+        for g in &v.gate_failures {
+            outln!("          gate: {g}");
+        }
+        for w in &v.warnings {
+            outln!("          warning: {w}");
+        }
+    }
+    outln!("sweep folder: {}", outcome.dir.display());
+    if let Some(path) = &args.junit {
+        let runs = sweep::execute::read_runs(&outcome.dir.join("runs.jsonl"));
+        match sweep::junit::junit(report, &runs) {
+            Ok(xml) => {
+                if let Err(e) = crate::fsutil::write_atomic(path, xml.as_bytes()) {
+                    tracing::error!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::Io;
+                }
+            }
+            Err(e) => {
+                tracing::error!("error: cannot make the JUnit report: {e}");
+                return ExitCode::Io;
+            }
+        }
+    }
+    if outcome.interrupted || report.result == "incomplete" {
+        tracing::warn!(
+            "interrupted; finish it with: cinepipe sweep --resume {}",
+            outcome.dir.display()
+        );
+        return ExitCode::Interrupted;
+    }
+    if report.result == "pass" {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
+}

@@ -1,0 +1,429 @@
+//! Running a sweep: the work list into a sweep folder, services brought up once for every
+//! run, each job a normal run folder (resumed when a killed sweep left one), a summary line per
+//! finished run, and `sweep.json` from those lines.
+//!
+//! The sweep folder:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `sweep-manifest.json` | the suite, the shard, the work list, the options: what `--resume` reads |
+//! | `runs/<job>/<run id>/` | each job's run folder (`cinepipe show`, `verify`, `run --resume` work on it) |
+//! | `runs.jsonl` | one [`RunSummary`] per finished run, appended as each ends |
+//! | `sweep.json` | the verdicts ([`SweepReport`]), written at the end (also when interrupted) |
+//! | `.services/` | state of servers the sweep launched |
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::jobs::{self, Job, Partition};
+use super::suite::{self, Suite, SuiteError};
+use super::verdict::{self, REPORT_FORMAT, RunSummary, SweepReport};
+use crate::exec::{ExecOptions, Interrupt, RunError, RunRequest};
+use crate::fsutil::write_atomic;
+use crate::services::{EnsureError, ServiceOptions, Services};
+use crate::spec::{self, SpecErrors};
+
+const MANIFEST: &str = "sweep-manifest.json";
+const RUNS_LOG: &str = "runs.jsonl";
+const REPORT: &str = "sweep.json";
+const MANIFEST_FORMAT: u32 = 1;
+
+/// What to sweep.
+#[derive(Debug, Clone, Default)]
+pub struct SweepRequest {
+    /// A suite folder, or spec files.
+    pub inputs: Vec<PathBuf>,
+    /// Runs of each (spec, profile), over the suite's.
+    pub repeat: Option<u32>,
+    /// Profiles, over the suite's.
+    pub profiles: Vec<String>,
+    pub partition: Option<Partition>,
+    /// Runs at a time.
+    pub jobs: usize,
+    /// Each run goes on past a failed stage with what does not depend on it.
+    pub keep_going: bool,
+    /// The sweep folder to make (it must not exist, or be empty).
+    pub out: Option<PathBuf>,
+    /// A sweep folder to finish.
+    pub resume: Option<PathBuf>,
+}
+
+/// `sweep-manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub version: String,
+    pub suite: Suite,
+    pub partition: Option<Partition>,
+    pub keep_going: bool,
+    pub jobs: Vec<Job>,
+}
+
+/// How the sweep went, for the command line.
+#[derive(Debug)]
+pub struct SweepOutcome {
+    pub dir: PathBuf,
+    pub report: SweepReport,
+    /// Runs done in this session (the rest were done by an earlier one).
+    pub ran: u32,
+    pub interrupted: bool,
+    pub service_notes: Vec<String>,
+}
+
+/// Why a sweep could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{0}")]
+    Suite(#[from] SuiteError),
+    #[error("{0}")]
+    Spec(SpecErrors),
+    #[error("give a suite folder, or spec files, not both a folder and other inputs")]
+    MixedInputs,
+    #[error("nothing to sweep: give a suite folder or spec files, or `--resume SWEEP_DIR`")]
+    NoInput,
+    #[error(
+        "the sweep folder {path} exists and is not empty (choose another `--out`, or `--resume` it)"
+    )]
+    Exists { path: PathBuf },
+    #[error("{path} is not a sweep folder: {why}")]
+    NotASweep { path: PathBuf, why: String },
+    #[error("shard {partition} has no run of this suite's {total}")]
+    EmptyShard { partition: String, total: usize },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Service(Box<EnsureError>),
+    #[error("{job}: {error}")]
+    Run { job: String, error: Box<RunError> },
+}
+
+/// Runs (or finishes) a sweep. `progress` hears of every run that ends.
+pub async fn sweep(
+    req: SweepRequest,
+    interrupt: &Interrupt,
+    progress: &(dyn Fn(&RunSummary, usize, usize) + Sync),
+) -> Result<SweepOutcome, SweepError> {
+    let (dir, manifest) = match &req.resume {
+        Some(dir) => (dir.clone(), read_manifest(dir)?),
+        None => create(&req)?,
+    };
+    let mut done: Vec<RunSummary> = read_runs(&dir.join(RUNS_LOG));
+    let finished: HashSet<String> = done.iter().map(|r| r.key.clone()).collect();
+    let pending: Vec<Job> = manifest
+        .jobs
+        .iter()
+        .filter(|j| !finished.contains(&j.key))
+        .cloned()
+        .collect();
+
+    // Every spec under every profile it runs with, checked before the first run starts.
+    let mut kinds: std::collections::HashMap<PathBuf, verdict::SpecKinds> = Default::default();
+    let mut checked = Vec::new();
+    let mut problems: Vec<SpecErrors> = Vec::new();
+    let mut seen = HashSet::new();
+    for job in &pending {
+        if seen.insert((job.spec_path.clone(), job.profile.clone())) {
+            match spec::load(&job.spec_path, Some(&job.profile)) {
+                Ok(c) => {
+                    kinds.insert(job.spec_path.clone(), verdict::SpecKinds::of(&c.spec));
+                    checked.push(c);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    if let Some(first) = problems.into_iter().next() {
+        return Err(SweepError::Spec(first));
+    }
+
+    // Services: once for the whole sweep, not once per run.
+    let registry = crate::stages::registry();
+    let opts = ServiceOptions::new(dir.join(".services"));
+    let mut services = Vec::new();
+    let mut notes = Vec::new();
+    // A service that several specs name alike (same name, same settings) is brought up once.
+    let mut ensured: HashSet<String> = HashSet::new();
+    for c in &checked {
+        let names: Vec<String> =
+            crate::services::services_of(&c.spec, |s| registry.get(s.kind()).is_some())
+                .into_iter()
+                .filter(|n| {
+                    let settings = c
+                        .spec
+                        .services
+                        .get(n)
+                        .and_then(|s| serde_json::to_string(s).ok())
+                        .unwrap_or_default();
+                    ensured.insert(format!("{n}\u{0}{settings}"))
+                })
+                .collect();
+        if names.is_empty() {
+            continue;
+        }
+        match Services::ensure(c, &names, &opts, interrupt.token()).await {
+            Ok(s) => {
+                notes.extend(s.notes().iter().cloned());
+                services.push(s);
+            }
+            Err(e) => {
+                for s in services {
+                    s.shutdown().await;
+                }
+                return Err(SweepError::Service(Box::new(e)));
+            }
+        }
+    }
+
+    let total = manifest.jobs.len();
+    let no_cache = manifest.suite.no_cache;
+    let keep_going = manifest.keep_going;
+    let log = dir.join(RUNS_LOG);
+    let mut ran = 0u32;
+    let mut first_error: Option<SweepError> = None;
+    {
+        let dir = &dir;
+        let kinds = &kinds;
+        let mut results = futures_util::stream::iter(pending.into_iter().map(|job| async move {
+            let k = kinds.get(&job.spec_path).copied().unwrap_or_default();
+            let summary = run_job(dir, &job, k, no_cache, keep_going, interrupt).await;
+            (job, summary)
+        }))
+        .buffer_unordered(req.jobs.max(1));
+        while let Some((job, result)) = results.next().await {
+            match result {
+                Ok(Some(summary)) => {
+                    if let Err(source) = append_line(&log, &summary) {
+                        first_error.get_or_insert(SweepError::Io {
+                            path: log.clone(),
+                            source,
+                        });
+                        interrupt.interrupt(None);
+                        continue;
+                    }
+                    ran += 1;
+                    done.push(summary);
+                    if let Some(last) = done.last() {
+                        progress(last, done.len(), total);
+                    }
+                }
+                // Interrupted: its folder is resumed by `--resume`.
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(SweepError::Run {
+                        job: job.key.clone(),
+                        error: Box::new(error),
+                    });
+                    interrupt.interrupt(None);
+                }
+            }
+        }
+    }
+    for s in services {
+        notes.extend(s.shutdown().await);
+    }
+    let report = report(&manifest, &done);
+    let bytes = serde_json::to_vec_pretty(&report).map_err(|e| SweepError::Io {
+        path: dir.join(REPORT),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&dir.join(REPORT), &bytes).map_err(|source| SweepError::Io {
+        path: dir.join(REPORT),
+        source,
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(SweepOutcome {
+        dir,
+        interrupted: interrupt.is_interrupted(),
+        report,
+        ran,
+        service_notes: notes,
+    })
+}
+
+/// The report of the runs done so far.
+pub fn report(manifest: &Manifest, done: &[RunSummary]) -> SweepReport {
+    // Only this folder's jobs, each once (a log line written twice by a crash between the
+    // append and the next run counts once).
+    let wanted: HashSet<&str> = manifest.jobs.iter().map(|j| j.key.as_str()).collect();
+    let mut seen = HashSet::new();
+    let runs: Vec<RunSummary> = done
+        .iter()
+        .filter(|r| wanted.contains(r.key.as_str()) && seen.insert(r.key.clone()))
+        .cloned()
+        .collect();
+    let verdicts = verdict::judge(&manifest.suite, &runs);
+    let planned = u32::try_from(manifest.jobs.len()).unwrap_or(u32::MAX);
+    let finished = u32::try_from(runs.len()).unwrap_or(u32::MAX);
+    let result = if finished < planned {
+        "incomplete"
+    } else if verdicts.iter().any(|v| !v.gate_failures.is_empty()) {
+        "fail"
+    } else {
+        "pass"
+    };
+    SweepReport {
+        format: REPORT_FORMAT,
+        suite: manifest.suite.name.clone(),
+        partition: manifest.partition.map(|p| p.to_string()),
+        planned,
+        finished,
+        result: result.to_owned(),
+        verdicts,
+    }
+}
+
+/// One job: its run folder made or resumed, run, and read back. `Ok(None)` when the run was
+/// interrupted (it is resumed by the next session).
+async fn run_job(
+    dir: &Path,
+    job: &Job,
+    kinds: verdict::SpecKinds,
+    no_cache: bool,
+    keep_going: bool,
+    interrupt: &Interrupt,
+) -> Result<Option<RunSummary>, RunError> {
+    if interrupt.is_interrupted() {
+        return Ok(None);
+    }
+    let job_dir = dir.join("runs").join(job.folder());
+    let existing = run_folder_in(&job_dir);
+    let req = RunRequest {
+        spec: Some(job.spec_path.clone()),
+        profile: Some(job.profile.clone()),
+        resume: existing,
+        options: ExecOptions {
+            keep_going,
+            no_cache,
+            ..Default::default()
+        },
+        output_dir: Some(job_dir.clone()),
+        skip_services: true,
+    };
+    let report = crate::exec::run(req, crate::stages::registry(), interrupt, Vec::new()).await?;
+    if report.outcome == crate::exec::RunOutcome::Interrupted {
+        return Ok(None);
+    }
+    let rel = report
+        .dir
+        .strip_prefix(dir)
+        .unwrap_or(&report.dir)
+        .display()
+        .to_string();
+    // A few small files: read in place.
+    Ok(Some(RunSummary::read(job, kinds, &report.dir, &rel)))
+}
+
+/// The run folder a job's folder holds, if an earlier session made one (with or without a
+/// journal: a run killed right after its folder was made resumes from nothing, in it).
+fn run_folder_in(job_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(job_dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| crate::exec::rundir::RunDir::open(p).is_ok())
+}
+
+fn create(req: &SweepRequest) -> Result<(PathBuf, Manifest), SweepError> {
+    let suite = match req.inputs.as_slice() {
+        [] => return Err(SweepError::NoInput),
+        [one] => suite::load(one)?,
+        many if many.iter().any(|p| p.is_dir()) => return Err(SweepError::MixedInputs),
+        many => {
+            for p in many {
+                if !p.is_file() {
+                    return Err(SuiteError::NotFound { path: p.clone() }.into());
+                }
+            }
+            suite::from_specs(many)
+        }
+    };
+    let all = jobs::jobs(&suite, req.repeat, &req.profiles);
+    let total = all.len();
+    let selected = match req.partition {
+        Some(p) => p.select(all),
+        None => all,
+    };
+    if selected.is_empty() {
+        return Err(SweepError::EmptyShard {
+            partition: req.partition.map(|p| p.to_string()).unwrap_or_default(),
+            total,
+        });
+    }
+    let dir = match &req.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("sweeps").join(format!(
+            "{}-{}",
+            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+            suite.name
+        )),
+    };
+    let io = |path: &Path, source| SweepError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(SweepError::Exists { path: dir });
+    }
+    std::fs::create_dir_all(dir.join("runs")).map_err(|e| io(&dir, e))?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        suite,
+        partition: req.partition,
+        keep_going: req.keep_going,
+        jobs: selected,
+    };
+    let bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| io(&dir, std::io::Error::other(e)))?;
+    write_atomic(&dir.join(MANIFEST), &bytes).map_err(|e| io(&dir.join(MANIFEST), e))?;
+    Ok((dir, manifest))
+}
+
+/// Reads a sweep folder's manifest.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, SweepError> {
+    let not = |why: String| SweepError::NotASweep {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let bytes = std::fs::read(dir.join(MANIFEST)).map_err(|e| not(format!("{MANIFEST}: {e}")))?;
+    let m: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| not(format!("{MANIFEST}: {e}")))?;
+    if m.format != MANIFEST_FORMAT {
+        return Err(not(format!(
+            "{MANIFEST} has format {}, this cinepipe reads {MANIFEST_FORMAT}",
+            m.format
+        )));
+    }
+    Ok(m)
+}
+
+/// The summaries of `runs.jsonl`: whole lines only (a line torn by a kill is dropped; its run
+/// is read again from its folder when the sweep resumes).
+pub fn read_runs(path: &Path) -> Vec<RunSummary> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
+    whole
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn append_line(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(summary).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(&line)?;
+    f.sync_data()
+}

@@ -1,0 +1,360 @@
+//! `cinepipe sweep` through the real binary against the harness's real servers: a suite of a
+//! steady spec, one made flaky for real (a node that fails on its first attempt) and one that
+//! always fails; verdicts, KPIs against the run folders, the schema, JUnit read back, the
+//! exit code, and a killed sweep resumed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cinepipe::testkit::SpecBuilder;
+use serde_json::{Value, json};
+
+use crate::common::{cinepipe_in, root, stderr, stdout};
+use crate::harness::{self, Server};
+
+/// A one-scene chain on the harness's servers; `render` renders `workflow`.
+fn spec(name: &str, llm: &Server, comfy: &Server, workflow: &Path, marker: bool) -> SpecBuilder {
+    let stages: &[&str] = if marker {
+        &["story", "patch", "render", "marker", "frames"]
+    } else {
+        &["story", "patch", "render"]
+    };
+    let mut b = SpecBuilder::chain(name, stages)
+        .llm_url(&llm.url)
+        .set("services.llm", "model", llm.model.as_str())
+        .comfy_urls(&[&comfy.url])
+        .small_model_story()
+        .scenes(1)
+        .toml(
+            "stages.story",
+            "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
+        )
+        // One story whatever the CPU: the verdicts are about the renders.
+        .set(
+            "stages.story",
+            "output_schema",
+            root()
+                .join("tests/fixtures/schemas/fixed-story.schema.json")
+                .display()
+                .to_string(),
+        )
+        .set("stages.story", "min_completion_tokens", 1)
+        .set("stages.patch", "workflow", workflow.display().to_string())
+        .toml("stages.render", "poll_interval_s = 0.5\nmax_wait_s = 120");
+    if marker {
+        let out = comfy.output_dir.as_ref().expect("checked by the caller");
+        b = b
+            .set("services.comfy", "output_dir", out.display().to_string())
+            .toml("stages.frames", "min_frames = 25");
+    }
+    b
+}
+
+/// The suite: `steady.toml` (the demo's workflow, done-marker and frames), `flaky.toml` (fails
+/// its first render attempt, passes the retry), `broken.toml` (a node that always raises).
+fn suite(dir: &Path, llm: &Server, comfy: &Server) -> PathBuf {
+    let suite = dir.join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    let image = json!({"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}});
+    let save = |from: &str| json!({"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": [from, 0], "filename_prefix": "x"}});
+    let flaky_wf = json!({
+        "1": image,
+        "2": {"class_type": "CinepipeTestFailOnce", "_meta": {"title": "once"}, "inputs": {"images": ["1", 0], "key": "k"}},
+        "3": save("2"),
+    });
+    let broken_wf = json!({
+        "1": image,
+        "2": {"class_type": "CinepipeTestRaise", "inputs": {"images": ["1", 0], "message": "always"}},
+        "3": save("1"),
+    });
+    for (name, wf) in [("flaky.json", flaky_wf), ("broken.json", broken_wf)] {
+        std::fs::write(suite.join(name), wf.to_string()).expect("workflow");
+    }
+    let demo_wf = root().join("workflows/model-free/moving-square-done-marker.json");
+    spec("steady", llm, comfy, &demo_wf, true).write(&suite, "steady.toml");
+    spec("flaky", llm, comfy, &suite.join("flaky.json"), false)
+        // A key per run: each run's first attempt fails, its retry passes.
+        .set(
+            "stages.patch",
+            "set",
+            json!({"save.filename_prefix": "{{prefix}}", "once.key": "{{run.id}}"}),
+        )
+        .set("stages.patch", "check_object_info", false)
+        .toml(
+            "stages.render",
+            "retry = { budget = 1, on = [\"execution-error\"] }",
+        )
+        .write(&suite, "flaky.toml");
+    spec("broken", llm, comfy, &suite.join("broken.json"), false)
+        .set("stages.patch", "check_object_info", false)
+        .write(&suite, "broken.toml");
+    std::fs::write(
+        suite.join("suite.toml"),
+        r#"#:schema ../../../schemas/suite.schema.json
+name = "test-suite"
+repeat = 2
+# The story is the same request every time: answered once, then from the cache.
+no_cache = false
+"#,
+    )
+    .expect("suite.toml");
+    suite
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reads")).expect("JSON")
+}
+
+fn verdict<'a>(report: &'a Value, spec: &str) -> &'a Value {
+    report["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .find(|v| v["spec"] == spec)
+        .unwrap_or_else(|| panic!("no verdict for {spec}: {report}"))
+}
+
+#[test]
+fn a_sweep_tells_stable_flaky_and_broken_apart_and_gates_the_exit_code() {
+    let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+        return;
+    };
+    if harness::output_dir(comfy).is_none() {
+        return;
+    }
+    let _turn = harness::comfy_turn();
+    let top = tempfile::tempdir().expect("tempdir");
+    let suite = suite(top.path(), llm, comfy);
+    let out_dir = top.path().join("sweep");
+    let junit = top.path().join("junit.xml");
+    let out = cinepipe_in(
+        top.path(),
+        &[
+            "sweep",
+            suite.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--junit",
+            junit.to_str().expect("utf-8"),
+        ],
+    );
+    let (o, e) = (stdout(&out), stderr(&out));
+    // `broken` fails its pass-rate gate: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{o}{e}");
+    assert!(
+        o.starts_with("sweep test-suite: fail (6/6 runs; 6 this session)"),
+        "{o}"
+    );
+    let progress =
+        |l: &&str| l.starts_with('[') && l[1..].starts_with(|c: char| c.is_ascii_digit());
+    assert_eq!(e.lines().filter(progress).count(), 6, "{e}");
+    // Each service is probed once for the whole sweep, not once per spec or run.
+    assert_eq!(e.matches("service `llm`: reusing").count(), 1, "{e}");
+
+    let report = read(&out_dir.join("sweep.json"));
+    let schema = read(&root().join("schemas/sweep.schema.json"));
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let problems: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        (report["planned"].as_u64(), report["finished"].as_u64()),
+        (Some(6), Some(6))
+    );
+    assert_eq!(report["result"], "fail");
+
+    let steady = verdict(&report, "steady.toml");
+    assert_eq!(steady["status"], "stable", "{steady}");
+    assert_eq!(
+        (steady["runs"].as_u64(), steady["passed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(steady["pass_all"], true);
+    assert_eq!(steady["gate_failures"], json!([]), "{steady}");
+    // The KPIs are what the run folders say.
+    let mut scenes = 0;
+    let mut markers = 0;
+    for rel in steady["run_dirs"].as_array().expect("run dirs") {
+        let run = out_dir.join(rel.as_str().expect("a path"));
+        assert_eq!(
+            cinepipe::verify::verify_run(&run).expect("reads"),
+            [],
+            "{}",
+            run.display()
+        );
+        let m = read(&run.join("artifact-metadata.json"));
+        for s in m["Scenes"].as_array().expect("scenes") {
+            scenes += 1;
+            markers += u32::from(s["Telemetry"]["DoneMarkerDetected"] == true);
+        }
+    }
+    assert_eq!(steady["kpis"]["scenes"].as_u64(), Some(scenes));
+    assert_eq!(
+        steady["kpis"]["done_marker_rate"].as_f64(),
+        Some(f64::from(markers) / scenes as f64)
+    );
+    assert_eq!(steady["kpis"]["telemetry_complete"].as_f64(), Some(1.0));
+    assert!(
+        steady["kpis"]["scene_seconds"]["p50"].as_f64() > Some(0.0),
+        "{steady}"
+    );
+
+    let flaky = verdict(&report, "flaky.toml");
+    assert_eq!(flaky["status"], "flaky", "{flaky}");
+    assert_eq!(
+        (flaky["passed"].as_u64(), flaky["retried"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        flaky["failures"]["render: execution-error"].as_u64(),
+        Some(2),
+        "{flaky}"
+    );
+    assert_eq!(
+        flaky["gate_failures"],
+        json!([]),
+        "flaky warns by default: {flaky}"
+    );
+    assert_eq!(
+        flaky["warnings"].as_array().map(Vec::len),
+        Some(1),
+        "{flaky}"
+    );
+
+    let broken = verdict(&report, "broken.toml");
+    assert_eq!(broken["status"], "broken", "{broken}");
+    assert_eq!(
+        (broken["passed"].as_u64(), broken["failed"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(
+        broken["failures"]["render: execution-error"].as_u64(),
+        Some(2),
+        "{broken}"
+    );
+    assert_eq!(
+        broken["gate_failures"][0], "pass rate 0/2 (0.0 %) is below min_pass_rate 100.0 %",
+        "{broken}"
+    );
+    // Failing (spec, profile) first.
+    assert_eq!(report["verdicts"][0]["spec"], "broken.toml");
+
+    // JUnit, read back: a suite per (spec, profile), a case per repeat; the flaky runs are
+    // successes with a flakyFailure, the broken ones failures.
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    let doc = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit parses");
+    assert_eq!(doc.test_suites.len(), 3);
+    for ts in &doc.test_suites {
+        assert_eq!(ts.test_cases.len(), 2, "{:?}", ts.name);
+        for case in &ts.test_cases {
+            match (ts.name.as_str(), &case.status) {
+                ("flaky.toml [standard]", quick_junit::TestCaseStatus::Success { flaky_runs }) => {
+                    assert_eq!(flaky_runs.len(), 1);
+                }
+                ("steady.toml [standard]", quick_junit::TestCaseStatus::Success { flaky_runs }) => {
+                    assert!(flaky_runs.is_empty());
+                }
+                ("broken.toml [standard]", quick_junit::TestCaseStatus::NonSuccess { .. }) => {}
+                (name, status) => panic!("{name}: {status:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_killed_sweep_resumes_and_redoes_no_finished_run() {
+    let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+        return;
+    };
+    let _turn = harness::comfy_turn();
+    let top = tempfile::tempdir().expect("tempdir");
+    let suite = top.path().join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "CinepipeTestSleep", "inputs": {"images": ["1", 0], "seconds": 1.0}},
+        "3": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
+    });
+    std::fs::write(suite.join("slow.json"), wf.to_string()).expect("workflow");
+    spec("slow", llm, comfy, &suite.join("slow.json"), false)
+        .set("stages.patch", "check_object_info", false)
+        .write(&suite, "slow.toml");
+    let out_dir = top.path().join("sweep");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .args(["sweep", "--repeat", "4", "--out"])
+        .arg(&out_dir)
+        .arg(&suite)
+        .current_dir(top.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    // Killed once two runs are recorded.
+    let log = out_dir.join("runs.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "two runs never finished");
+        let lines = std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 2 {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sweep ended ({status}) before the kill");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let before: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+
+    let out = cinepipe_in(
+        top.path(),
+        &["sweep", "--resume", out_dir.to_str().expect("utf-8")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let after: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole line"))
+        .collect();
+    // The lines before the kill are kept as they were; each job is recorded once.
+    for (i, line) in before
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| serde_json::from_str::<Value>(l).is_ok())
+    {
+        assert_eq!(
+            serde_json::to_string(&after[i]).ok().as_deref(),
+            Some(line.as_str())
+        );
+    }
+    let mut keys: Vec<&str> = after.iter().filter_map(|r| r["key"].as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 4, "{after:?}");
+    assert_eq!(after.len(), 4, "{after:?}");
+    // One run folder per job: nothing was started twice.
+    for job in std::fs::read_dir(out_dir.join("runs")).expect("runs") {
+        let job = job.expect("entry").path();
+        let runs = std::fs::read_dir(&job).expect("job dir").count();
+        assert_eq!(runs, 1, "{}", job.display());
+    }
+    let report = read(&out_dir.join("sweep.json"));
+    assert_eq!(report["result"], "pass", "{report}");
+    assert_eq!(verdict(&report, "slow.toml")["passed"].as_u64(), Some(4));
+}
