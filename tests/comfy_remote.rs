@@ -199,7 +199,7 @@ fn a_remote_scene_goes_end_to_end_over_view() {
     let prefix = render["prefix"].as_str().expect("prefix").to_owned();
     assert_eq!(
         prefix,
-        format!("cinepipe/{}/scene-1/a1/frame", run.run_id),
+        format!("cinepipe/{}/render/0-scene-1/a1/frame", run.run_id),
         "{render}"
     );
     assert_eq!(render["server"], json!(server.url.trim_end_matches('/')));
