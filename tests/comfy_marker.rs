@@ -361,48 +361,78 @@ fn the_marker_never_written_forces_a_copy_or_fails() {
 }
 
 #[test]
-fn zero_frames_requeue_then_the_best_attempt_is_kept() {
+fn a_scene_still_short_after_its_requeues_fails_unless_the_spec_keeps_the_best() {
     let Some(server) = harness::comfyui() else {
         return;
     };
     let Some(out) = output_dir(server) else {
         return;
     };
+    let frames_extra = "stability_s = 0.2\nstability_retries = 2\nmin_frames = 25";
+    let scene = harness::unique("short");
+    // Render attempt 1 makes 3 frames; render attempt 2 made nothing at all (never rendered).
+    let p1 = format!("{scene}/a1/frame");
+    let p2 = format!("{scene}/a2/frame");
+    harness::comfy_run(server, &workflow("frames-done-marker.json", &p1, 3));
+
+    let short_then_zero = |spec: &Arc<cinepipe::spec::CheckedSpec>, run: &Path| {
+        let c = ctx(
+            spec,
+            run,
+            "frames",
+            1,
+            ("render", queue_output(server, &p1, "x", 1)),
+        );
+        let e: StageFailure = block(CollectFrames.run(&c)).expect_err("short");
+        assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+        assert!(
+            e.message.contains("3 of 25 frames") && e.message.contains("requeueing into `render`"),
+            "{e}"
+        );
+        let mut c = ctx(
+            spec,
+            run,
+            "frames",
+            2,
+            ("render", queue_output(server, &p2, "y", 2)),
+        );
+        c.requeues_left = Some(0);
+        block(CollectFrames.run(&c))
+    };
+    let kept_frames = |run: &Path| {
+        std::fs::read_dir(run.join("stages/frames/0/frames"))
+            .expect("frames")
+            .count()
+    };
+
+    // By default a scene below its floor once the requeues are spent is a failed scene, not
+    // a success with its best (short) attempt.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "", frames_extra);
+    let e = short_then_zero(&spec, run.path()).expect_err("still short: fails");
+    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+    assert!(
+        e.message.contains("0 of 25 frames")
+            && e.message.contains("requeue budget of `render` is spent")
+            && e.message
+                .contains("best attempt: 3 frames from render attempt 1"),
+        "{e}"
+    );
+    assert_eq!(
+        kept_frames(run.path()),
+        3,
+        "the best attempt's frames stay on disk"
+    );
+
+    // `keep_best_short = true` says so explicitly: the best attempt is kept, marked short.
     let run = tempfile::tempdir().expect("run dir");
     let spec = checked_spec(
         server,
         out,
         "",
-        "stability_s = 0.2\nstability_retries = 2\nmin_frames = 25",
+        &format!("{frames_extra}\nkeep_best_short = true"),
     );
-    let scene = harness::unique("short");
-    // Render attempt 1 makes 3 frames: short, with a requeue left.
-    let p1 = format!("{scene}/a1/frame");
-    harness::comfy_run(server, &workflow("frames-done-marker.json", &p1, 3));
-    let mut c = ctx(
-        &spec,
-        run.path(),
-        "frames",
-        1,
-        ("render", queue_output(server, &p1, "x", 1)),
-    );
-    let e: StageFailure = block(CollectFrames.run(&c)).expect_err("short");
-    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
-    assert!(
-        e.message.contains("3 of 25 frames") && e.message.contains("requeueing into `render`"),
-        "{e}"
-    );
-    // Render attempt 2 made nothing at all (never rendered): zero frames, no requeue left.
-    let p2 = format!("{scene}/a2/frame");
-    c = ctx(
-        &spec,
-        run.path(),
-        "frames",
-        2,
-        ("render", queue_output(server, &p2, "y", 2)),
-    );
-    c.requeues_left = Some(0);
-    let kept = block(CollectFrames.run(&c)).expect("keeps the best");
+    let kept = short_then_zero(&spec, run.path()).expect("keeps the best");
     let f = &kept["Frames"];
     assert_eq!(
         (
@@ -417,15 +447,24 @@ fn zero_frames_requeue_then_the_best_attempt_is_kept() {
     assert!(
         kept["System"]["FallbackNotes"][0]
             .as_str()
-            .is_some_and(|n| n.contains("kept the best attempt")),
+            .is_some_and(|n| n.contains("kept the best attempt (keep_best_short = true)")),
         "{kept}"
     );
-    assert_eq!(
-        std::fs::read_dir(run.path().join("stages/frames/0/frames"))
-            .expect("frames")
-            .count(),
-        3
+    assert_eq!(kept_frames(run.path()), 3);
+
+    // Even then, an attempt with no frame is nothing to keep.
+    let run = tempfile::tempdir().expect("run dir");
+    let mut c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", queue_output(server, &p2, "y", 2)),
     );
+    c.requeues_left = Some(0);
+    let e = block(CollectFrames.run(&c)).expect_err("no frame at all");
+    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+    assert!(e.message.contains("best attempt: 0 frames"), "{e}");
 }
 
 #[test]

@@ -27,8 +27,11 @@
 //! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
 //!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
 //!   `short-frames` while the target has requeues left (the executor then runs `render` and
-//!   the stages after it again) and, once none are left, keeps the best attempt.
-//! - **The best attempt** is the one with the most frames copied; a tie goes to the later
+//!   the stages after it again); once none are left the scene is still short and fails with
+//!   `short-frames`, unless `keep_best_short = true` keeps its best attempt (one with at least
+//!   one frame) as a short scene.
+//! - **The best attempt** is the one that meets the floor, else (short attempts, kept only
+//!   with `keep_best_short`) the one with the most frames copied; a tie goes to the later
 //!   attempt (its frames are the newest render of the same scene). `frames/` in the instance
 //!   folder always holds the best attempt so far, so no requeue loses frames that were
 //!   collected before it; `frames.json` beside it says which attempt they are.
@@ -311,9 +314,10 @@ async fn attempt(
                 FailureClass::ShortFrames,
                 format!("short scene: {what}; requeueing into `{target}` ({n} left)"),
             )),
-            _ => {
+            // The spec asked for the best of the short attempts: keep it when it has frames.
+            _ if stage.keep_best_short && !kept.files.is_empty() => {
                 notes.push(format!(
-                    "requeue budget of `{target}` spent with {what}; kept the best attempt: {} frames from render attempt {}",
+                    "requeue budget of `{target}` spent with {what}; kept the best attempt (keep_best_short = true): {} frames from render attempt {}",
                     kept.files.len(),
                     kept.render_attempt
                 ));
@@ -323,6 +327,16 @@ async fn attempt(
                     notes,
                 ))
             }
+            // Below the floor after the budget: a failed scene, never a success with fewer
+            // frames (or none).
+            _ => Err(StageFailure::new(
+                FailureClass::ShortFrames,
+                format!(
+                    "short scene: {what}; the requeue budget of `{target}` is spent (best attempt: {} frames from render attempt {})",
+                    kept.files.len(),
+                    kept.render_attempt
+                ),
+            )),
         },
     }
 }

@@ -254,6 +254,11 @@ stage_kind! {
         /// `{ requeue = "STAGE" }` to queue it again within that stage's retry budget.
         #[serde(default)]
         on_short: OnShort,
+        /// With `on_short = { requeue = "STAGE" }`: once the requeue budget is spent and the
+        /// scene is still short, keep its best attempt (the most frames; at least one) as a
+        /// short scene instead of failing it. Ignored with `fail` and `accept`.
+        #[serde(default)]
+        keep_best_short: bool,
         /// Seconds a frame's size and mtime must stay unchanged before it is copied. Frames a
         /// detected done marker lists, and those of a remote server (listed by the marker or
         /// `/history`, finished files only), are not waited for.
@@ -352,7 +357,8 @@ pub enum OnShort {
     /// Keep the scene and record that it is short.
     Accept,
     /// Queue the scene again through the named `queue` stage, spending its retry budget;
-    /// when the budget runs out the best attempt's frames are kept.
+    /// a scene still short when the budget runs out fails (`short-frames`), unless
+    /// `keep_best_short = true` keeps its best attempt.
     Requeue(String),
 }
 
