@@ -467,6 +467,157 @@ fn a_scene_still_short_after_its_requeues_fails_unless_the_spec_keeps_the_best()
     assert!(e.message.contains("best attempt: 0 frames"), "{e}");
 }
 
+/// The files `/history` listed per node, as the queue stage records them.
+fn history_files(entry: &Value) -> Value {
+    let mut files = Vec::new();
+    for (node, out) in entry["outputs"].as_object().expect("outputs") {
+        for f in out["images"].as_array().into_iter().flatten() {
+            files.push(json!({"node": node, "key": "images", "filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]}));
+        }
+    }
+    Value::Array(files)
+}
+
+#[test]
+fn a_second_save_node_under_the_prefix_is_not_collected() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let side = |w: &mut Value, prefix: &str, class: &str, frames: u32| {
+        w["8"] = json!({"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": frames, "color": 0}, "_meta": {"title": "side"}});
+        w["9"] =
+            json!({"class_type": class, "inputs": {"images": ["8", 0], "filename_prefix": prefix}});
+    };
+
+    // The marker's node writes 25 frames, a side SaveImage 3 more under the same prefix (which
+    // runs first is up to the server): the frames are exactly the 25 the marker lists.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "timeout_s = 60", "min_frames = 25");
+    let prefix = format!("{}/a1/frame", harness::unique("two-savers"));
+    let mut w = workflow("frames-done-marker.json", &prefix, 25);
+    side(&mut w, &prefix, "SaveImage", 3);
+    harness::comfy_run(server, &w);
+    let render = queue_output(server, &prefix, "unknown", 1);
+    let marker = block(AwaitMarker.run(&ctx(&spec, run.path(), "marker", 1, ("render", render))))
+        .expect("marker found");
+    let mut listed: Vec<String> = marker["Marker"]["Files"]
+        .as_array()
+        .expect("the marker lists its files")
+        .iter()
+        .map(|f| f.as_str().expect("name").to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 25, "{marker}");
+    let frames = block(CollectFrames.run(&ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("marker", marker.clone()),
+    )))
+    .expect("frames");
+    let f = &frames["Frames"];
+    assert_eq!(f["Count"], 25, "{frames}");
+    let kept: Vec<String> = f["Paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("path")
+                .rsplit('/')
+                .next()
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kept, listed, "the marker's files, in name order");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(run.path().join("stages/frames/0/attempt-1.json")).expect("record"),
+    )
+    .expect("JSON");
+    assert_eq!(record["source"], "marker", "{record}");
+
+    // A marker that states its count without listing its files: 28 matches where it counts
+    // 25 is a problem nothing here can resolve (which 3 are not the scene's?): the attempt
+    // fails and says why.
+    let mut no_files = marker.clone();
+    no_files["Marker"]
+        .as_object_mut()
+        .expect("marker body")
+        .remove("Files");
+    let run2 = tempfile::tempdir().expect("run dir");
+    let e = block(CollectFrames.run(&ctx(&spec, run2.path(), "frames", 1, ("marker", no_files))))
+        .expect_err("more frames than the marker counts");
+    assert_eq!(e.class, FailureClass::InvalidOutput, "{e}");
+    assert!(
+        e.message
+            .contains("the done marker counts 25 frames but 28 were collected"),
+        "{e}"
+    );
+    // Fewer frames than it counts (one it lists is gone): collected, with notes saying so.
+    let mut gone = marker.clone();
+    gone["Marker"]["FrameCount"] = json!(26);
+    gone["Marker"]["Files"]
+        .as_array_mut()
+        .expect("files")
+        .push(json!("frame_00099_.png"));
+    let run3 = tempfile::tempdir().expect("run dir");
+    let frames = block(CollectFrames.run(&ctx(&spec, run3.path(), "frames", 1, ("marker", gone))))
+        .expect("frames");
+    assert_eq!(frames["Frames"]["Count"], 25, "{frames}");
+    let notes = frames["System"]["FallbackNotes"].to_string();
+    assert!(
+        notes.contains("1 frames the marker names were not found")
+            && notes.contains("the done marker counts 26 frames but 25 were collected"),
+        "{notes}"
+    );
+
+    // No marker: two SaveImage nodes under one prefix; `node` names the one whose frames
+    // these are, and only its files (as `/history` lists them) are taken, in name order.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(
+        server,
+        out,
+        "",
+        "min_frames = 4\nstability_s = 0.2\nnode = \"3\"",
+    );
+    let prefix = format!("{}/a1/frame", harness::unique("two-saveimage"));
+    let mut w = workflow("frames.json", &prefix, 4);
+    side(&mut w, &prefix, "SaveImage", 3);
+    let entry = harness::comfy_run(server, &w);
+    let mut render = queue_output(server, &prefix, "x", 1);
+    render["files"] = history_files(&entry);
+    let mut own: Vec<String> = render["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["node"] == "3")
+        .map(|f| f["filename"].as_str().expect("name").to_owned())
+        .collect();
+    own.sort();
+    assert_eq!(own.len(), 4, "{render}");
+    let frames = block(CollectFrames.run(&ctx(&spec, run.path(), "frames", 1, ("render", render))))
+        .expect("frames");
+    let kept: Vec<String> = frames["Frames"]["Paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("path")
+                .rsplit('/')
+                .next()
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kept, own, "{frames}");
+}
+
 #[test]
 fn a_symlink_planted_in_the_output_folder_is_not_followed() {
     let Some(server) = harness::comfyui() else {

@@ -4,6 +4,14 @@
 //! - **Which files**: `pattern` (a glob relative to the output folder, `{{prefix}}` standing
 //!   for the attempt's prefix), by default `<prefix>_*.png` — what SaveImage and
 //!   `WriteDoneMarker` both write. `*` does not cross `/`.
+//! - **Only the scene's own frames**: a workflow may hold more than one save node, all
+//!   writing under the prefix. When a detected done marker lists its `Files`, exactly those
+//!   (that the pattern matches) are the frames; else, when the spec names the save `node`,
+//!   the files `/history` listed for that node; else every match of the pattern. A count
+//!   that disagrees with a detected marker's `FrameCount` is a problem: more frames than it
+//!   counts fail the attempt (`invalid-output`: nothing tells the extra files apart), fewer
+//!   are collected with a note (the floor judges). Frames are kept in file-name order (the
+//!   order the save node numbered them), never in the order a server listed its outputs.
 //! - **Finished files**: a file is copied only when its size and mtime are the same at two
 //!   listings `stability_s` apart; files still changing are listed again, up to
 //!   `stability_retries` times, and then left out (and named in the attempt's record). Frames
@@ -40,7 +48,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::comfy_files::{self, Listed, Output, Upstream};
-use super::output::{FramesAttempt, FramesOutput, FramesRecord, SkippedFile, StageSystem};
+use super::output::{
+    FramesAttempt, FramesOutput, FramesRecord, MarkerOutput, SkippedFile, StageSystem,
+};
 use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
 use crate::telemetry::Frames;
@@ -135,6 +145,50 @@ pub fn frame_glob(pattern: Option<&str>, prefix: &str) -> String {
     }
 }
 
+/// Where an attempt's frames are named: the detected marker's `Files` (in the prefix's
+/// folder), else the files `/history` listed for the spec's save `node`; `None` when neither
+/// names them (the pattern alone decides). Paths are relative to the output folder, sorted.
+/// A workflow with more than one save node writes other files under the same prefix: only
+/// the list of the node that made the frames tells them apart.
+pub fn named_frames(up: &Upstream, node: Option<&str>) -> Option<(&'static str, Vec<String>)> {
+    let folder = comfy_files::prefix_folder(&up.render.prefix);
+    let (source, mut named): (&'static str, Vec<String>) =
+        match up.marker.as_ref().and_then(MarkerOutput::listed_frames) {
+            Some(files) => (
+                "marker",
+                files
+                    .iter()
+                    .map(|n| comfy_files::server_rel(&folder, n))
+                    .collect(),
+            ),
+            None => {
+                let node = node?;
+                (
+                    "node",
+                    up.render
+                        .files
+                        .iter()
+                        .flatten()
+                        .filter(|f| f.node == node && f.kind == "output")
+                        .map(|f| comfy_files::server_rel(&f.subfolder, &f.filename))
+                        .collect(),
+                )
+            }
+        };
+    named.sort();
+    named.dedup();
+    Some((source, named))
+}
+
+/// The frame count a detected done marker states (`FrameCount`).
+fn marker_count(up: &Upstream) -> Option<u32> {
+    up.marker
+        .as_ref()
+        .filter(|m| m.done_marker_detected)
+        .and_then(|m| m.marker.as_ref())
+        .map(|m| m.frame_count)
+}
+
 /// The `collect-frames` kind for the executor.
 pub struct CollectFrames;
 
@@ -212,7 +266,16 @@ async fn attempt(
             .await?
         }
         Output::Remote(remote) => {
-            collect_over_http(ctx, &up, &remote, &matcher, &staging, record).await?
+            collect_over_http(
+                ctx,
+                &up,
+                stage.node.as_deref(),
+                &remote,
+                &matcher,
+                &staging,
+                record,
+            )
+            .await?
         }
     };
     if !problems.is_empty() {
@@ -229,6 +292,22 @@ async fn attempt(
     }
     let count = u32::try_from(names.len()).unwrap_or(u32::MAX);
     record.frame_count = Some(count);
+    // The marker counts what its node wrote: more frames than that are another node's (or
+    // another prompt's), which nothing here can tell apart; fewer are frames lost on the way.
+    if let Some(stated) = marker_count(&up)
+        && stated != count
+    {
+        let what = format!(
+            "the done marker counts {stated} frames but {count} were collected (pattern `{pattern}`)"
+        );
+        if count > stated {
+            record.notes = Some(notes);
+            return Err(invalid(format!(
+                "{what}: files of another save node share the prefix; have the marker list its `Files`, or name the save node with `node`"
+            )));
+        }
+        notes.push(what);
+    }
     let short = count < stage.min_frames;
 
     // Keep the best attempt in `frames/`.

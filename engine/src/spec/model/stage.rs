@@ -259,6 +259,12 @@ stage_kind! {
         /// short scene instead of failing it. Ignored with `fail` and `accept`.
         #[serde(default)]
         keep_best_short: bool,
+        /// The id of the save node whose frames are the scene's (the files `/history` lists
+        /// for it), for a workflow with more than one save node and no done marker that
+        /// lists its files. Without it, a marker's `Files` are the frames when it lists them,
+        /// else the files that match `pattern`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
         /// Seconds a frame's size and mtime must stay unchanged before it is copied. Frames a
         /// detected done marker lists, and those of a remote server (listed by the marker or
         /// `/history`, finished files only), are not waited for.
