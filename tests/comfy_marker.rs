@@ -600,8 +600,14 @@ fn a_second_save_node_under_the_prefix_is_not_collected() {
         .collect();
     own.sort();
     assert_eq!(own.len(), 4, "{render}");
-    let frames = block(CollectFrames.run(&ctx(&spec, run.path(), "frames", 1, ("render", render))))
-        .expect("frames");
+    let frames = block(CollectFrames.run(&ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", render.clone()),
+    )))
+    .expect("frames");
     let kept: Vec<String> = frames["Frames"]["Paths"]
         .as_array()
         .expect("paths")
@@ -616,6 +622,19 @@ fn a_second_save_node_under_the_prefix_is_not_collected() {
         })
         .collect();
     assert_eq!(kept, own, "{frames}");
+
+    // Without `node` (nor a marker) the pattern takes both nodes' files, and a note says so.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "", "min_frames = 4\nstability_s = 0.2");
+    let frames = block(CollectFrames.run(&ctx(&spec, run.path(), "frames", 1, ("render", render))))
+        .expect("frames");
+    assert_eq!(frames["Frames"]["Count"], 7, "{frames}");
+    assert!(
+        frames["System"]["FallbackNotes"]
+            .to_string()
+            .contains("the frames of save nodes 3, 9 match the pattern"),
+        "{frames}"
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! - **Only the scene's own frames**: a workflow may hold more than one save node, all
 //!   writing under the prefix. When a detected done marker lists its `Files`, exactly those
 //!   (that the pattern matches) are the frames; else, when the spec names the save `node`,
-//!   the files `/history` listed for that node; else every match of the pattern. A count
+//!   the files `/history` listed for that node; else every match of the pattern (with a
+//!   note when `/history` shows more than one save node writing files it matches). A count
 //!   that disagrees with a detected marker's `FrameCount` is a problem: more frames than it
 //!   counts fail the attempt (`invalid-output`: nothing tells the extra files apart), fewer
 //!   are collected with a note (the floor judges). Frames are kept in file-name order (the
@@ -278,6 +279,29 @@ async fn attempt(
             .await?
         }
     };
+    if named_frames(&up, stage.node.as_deref()).is_none() {
+        // Nothing names the frames: say so when `/history` shows several save nodes writing
+        // files that the pattern takes.
+        let mut writers: Vec<&str> = up
+            .render
+            .files
+            .iter()
+            .flatten()
+            .filter(|f| {
+                f.kind == "output"
+                    && matcher.is_match(comfy_files::server_rel(&f.subfolder, &f.filename))
+            })
+            .map(|f| f.node.as_str())
+            .collect();
+        writers.sort_unstable();
+        writers.dedup();
+        if writers.len() > 1 {
+            notes.push(format!(
+                "the frames of save nodes {} match the pattern and were all collected; name the scene's with `node`",
+                writers.join(", ")
+            ));
+        }
+    }
     if !problems.is_empty() {
         notes.push(format!(
             "{} frames could not be copied: {}",
