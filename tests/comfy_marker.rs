@@ -1,6 +1,7 @@
 //! The done-marker node, `await-marker` and `collect-frames` against the real ComfyUI of the
-//! harness (which loads `comfyui_nodes/` as custom nodes), and the node's Python unit tests run
-//! with ComfyUI's own Python.
+//! harness (which loads `comfyui_nodes/` as custom nodes), the node's Python unit tests run
+//! with ComfyUI's own Python, and one whole run (scripted story and render, the real
+//! `collect-frames` over an empty output folder) whose scene never reaches its floor.
 
 use std::path::Path;
 use std::process::Command;
@@ -465,6 +466,69 @@ fn a_scene_still_short_after_its_requeues_fails_unless_the_spec_keeps_the_best()
     let e = block(CollectFrames.run(&c)).expect_err("no frame at all");
     assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
     assert!(e.message.contains("best attempt: 0 frames"), "{e}");
+}
+
+/// story (scripted) → render (scripted: a prefix under which nothing is ever written) →
+/// frames (the real stage, over an empty local output folder), `on_short` requeueing
+/// `render`; `extra` is added to the frames stage.
+async fn run_never_rendered(extra: &str) -> (cinepipe::exec::RunReport, tempfile::TempDir) {
+    use cinepipe::exec::{ExecOptions, Interrupt, RunRequest};
+    use cinepipe::spec::model::StageKind;
+    use cinepipe::testkit::{Scripted, Step};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("comfy-output");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let spec = SpecBuilder::chain("short", &["story", "render", "frames"])
+        .output_dir(&tmp.path().join("runs"))
+        .set("services.comfy", "output_dir", out.display().to_string())
+        .set(
+            "stages.frames",
+            "on_short",
+            serde_json::json!({"requeue": "render"}),
+        )
+        .set("stages.frames", "min_frames", 2)
+        .set("stages.frames", "stability_s", 0)
+        .toml("stages.frames", extra)
+        .write(tmp.path(), "short.toml");
+    let scripted = Scripted::new()
+        .on("story", |_| Step::ok(cinepipe::testkit::story(1)))
+        .otherwise(|ctx| {
+            Step::ok(serde_json::json!({
+                "prefix": format!("never/a{}/frame", ctx.attempt),
+                "attempt": ctx.attempt,
+            }))
+        });
+    let req = RunRequest {
+        spec: Some(spec),
+        options: ExecOptions::default(),
+        skip_services: true,
+        ..Default::default()
+    };
+    let registry = scripted.over_builtin(&[StageKind::Llm, StageKind::Queue]);
+    let report = cinepipe::exec::run(req, registry, &Interrupt::new(), vec![])
+        .await
+        .expect("runs");
+    (report, tmp)
+}
+
+#[test]
+fn a_run_whose_scene_never_reaches_its_floor_fails() {
+    use cinepipe::exec::RunOutcome;
+    let (report, _tmp) = block(run_never_rendered(""));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    let text = std::fs::read_to_string(report.dir.join(cinepipe::telemetry::METADATA_FILE))
+        .expect("metadata");
+    let m: cinepipe::telemetry::ArtifactMetadata = serde_json::from_str(&text).expect("parses");
+    assert_eq!(m.scenes[0].frames.count, 0);
+    assert_eq!(
+        serde_json::to_value(m.scenes[0].outcome).expect("outcome"),
+        "failed"
+    );
+
+    // Even `keep_best_short` keeps nothing when no attempt had a frame.
+    let (report, _tmp) = block(run_never_rendered("keep_best_short = true"));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
 }
 
 /// The files `/history` listed per node, as the queue stage records them.

@@ -1,4 +1,4 @@
-//! Tests of the collect-frames stage: the stability window, the frame glob, and whole attempts over a local folder.
+//! Tests of the collect-frames stage: the stability window, the frame glob, and which files are the frames.
 
 use super::*;
 use std::cell::RefCell;
