@@ -170,7 +170,10 @@ stage_kind! {
         workflow: String,
         /// Inputs to set, keyed `NODE.INPUT` where NODE is a node id, a `_meta.title` or a
         /// `class_type`. Strings are Handlebars templates rendered with `run`, `scene`,
-        /// `story`, `seed`, `attempt` and `vars`; other values are set as they are.
+        /// `story`, `seed`, `attempt`, `prefix` and `vars`; other values are set as they are.
+        /// Every `filename_prefix` left alone gets `{{prefix}}`, which no other stage instance
+        /// or attempt shares; one set to a value without `{{prefix}}` is the spec's to keep
+        /// unique (scene ids may repeat), and the frames are found by `pattern`.
         #[serde(default)]
         set: IndexMap<String, Value>,
         /// Extra values for the templates in `set`, as `{{vars.NAME}}`.
