@@ -7,11 +7,12 @@
 //!
 //! **One prefix per queue attempt.** A retry of this stage reuses the patch stage's output,
 //! and ComfyUI would answer an identical graph from its cache without writing a file. So each
-//! `filename_prefix` that holds the patch's `{{prefix}}` (`cinepipe/<run>/<stage>/<item>-<scene>/a<n>/frame`)
-//! gets this attempt's (`…/a<queue attempt>/frame`; attempt numbers count over the whole run,
-//! resumes and requeues included, so no two queue attempts of a scene share one), and any
-//! other `filename_prefix` gets `_r<attempt>` appended from the second attempt on. The output's
-//! `prefix` and `filename_prefixes` are the ones queued.
+//! `filename_prefix` that holds the patch's `{{prefix}}`
+//! (`cinepipe/<run>/<patch stage>/<item>-<scene>/a<n>/frame`) gets this attempt's
+//! (`cinepipe/<run>/<queue stage>/<item>-<scene>/a<queue attempt>/frame`; attempt numbers
+//! count over the whole run, resumes and requeues included, so no two queue attempts of a
+//! scene share one), and any other `filename_prefix` gets `_r<attempt>` appended from the
+//! second attempt on. The output's `prefix` and `filename_prefixes` are the ones queued.
 //!
 //! **Nothing from the cache counts.** A node that ComfyUI served from its cache wrote no file;
 //! what `/history` lists for it is an earlier prompt's. Such a writer's files are dropped

@@ -140,7 +140,8 @@ pub(super) async fn collect_local(
 
 /// The frames of a remote server, downloaded with `/view`: those a detected marker lists
 /// (`Marker.Files`), else those `/history` listed for the prompt (upstream's `files`; the
-/// spec's save `node`'s only, when it names one), that the pattern matches. Both lists name finished files only, so no stability window is waited.
+/// spec's save `node`'s only, when it names one), that the pattern matches. Both lists name
+/// finished files only, so no stability window is waited.
 pub(super) async fn collect_over_http(
     ctx: &StageContext,
     up: &Upstream,
