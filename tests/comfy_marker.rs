@@ -469,9 +469,12 @@ fn a_scene_still_short_after_its_requeues_fails_unless_the_spec_keeps_the_best()
 }
 
 /// story (scripted) → render (scripted: a prefix under which nothing is ever written) →
-/// frames (the real stage, over an empty local output folder), `on_short` requeueing
-/// `render`; `extra` is added to the frames stage.
-async fn run_never_rendered(extra: &str) -> (cinepipe::exec::RunReport, tempfile::TempDir) {
+/// frames (the real stage, over an empty local output folder) with `on_short`; `extra` is
+/// added to the frames stage.
+async fn run_never_rendered(
+    on_short: Value,
+    extra: &str,
+) -> (cinepipe::exec::RunReport, tempfile::TempDir) {
     use cinepipe::exec::{ExecOptions, Interrupt, RunRequest};
     use cinepipe::spec::model::StageKind;
     use cinepipe::testkit::{Scripted, Step};
@@ -482,11 +485,7 @@ async fn run_never_rendered(extra: &str) -> (cinepipe::exec::RunReport, tempfile
     let spec = SpecBuilder::chain("short", &["story", "render", "frames"])
         .output_dir(&tmp.path().join("runs"))
         .set("services.comfy", "output_dir", out.display().to_string())
-        .set(
-            "stages.frames",
-            "on_short",
-            serde_json::json!({"requeue": "render"}),
-        )
+        .set("stages.frames", "on_short", on_short)
         .set("stages.frames", "min_frames", 2)
         .set("stages.frames", "stability_s", 0)
         .toml("stages.frames", extra)
@@ -515,7 +514,7 @@ async fn run_never_rendered(extra: &str) -> (cinepipe::exec::RunReport, tempfile
 #[test]
 fn a_run_whose_scene_never_reaches_its_floor_fails() {
     use cinepipe::exec::RunOutcome;
-    let (report, _tmp) = block(run_never_rendered(""));
+    let (report, _tmp) = block(run_never_rendered(json!({"requeue": "render"}), ""));
     assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
     let text = std::fs::read_to_string(report.dir.join(cinepipe::telemetry::METADATA_FILE))
         .expect("metadata");
@@ -527,7 +526,13 @@ fn a_run_whose_scene_never_reaches_its_floor_fails() {
     );
 
     // Even `keep_best_short` keeps nothing when no attempt had a frame.
-    let (report, _tmp) = block(run_never_rendered("keep_best_short = true"));
+    let (report, _tmp) = block(run_never_rendered(
+        json!({"requeue": "render"}),
+        "keep_best_short = true",
+    ));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    // Nor `on_short = "accept"`: it accepts a short scene, not an empty one.
+    let (report, _tmp) = block(run_never_rendered(json!("accept"), ""));
     assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
 }
 

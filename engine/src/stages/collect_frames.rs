@@ -34,7 +34,8 @@
 //!   with `O_NOFOLLOW` and must still be the file that was listed). A server's names are
 //!   never used as paths unchecked.
 //! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
-//!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
+//!   class `short-frames`; `"accept"` keeps it (not an empty one: no frame at all fails);
+//!   `{ requeue = "render" }` fails with
 //!   `short-frames` while the target has requeues left (the executor then runs `render` and
 //!   the stages after it again); once none are left the scene is still short and fails with
 //!   `short-frames`, unless `keep_best_short = true` keeps its best attempt (one with at least
@@ -398,6 +399,13 @@ async fn attempt(
         stage.min_frames, up.render.prefix
     );
     match &stage.on_short {
+        // An empty scene is not a short one: nothing was rendered to accept.
+        OnShort::Accept if kept.files.is_empty() => Err(StageFailure::new(
+            FailureClass::ShortFrames,
+            format!(
+                "no frame at all: {what}; on_short = \"accept\" keeps a short scene, not an empty one"
+            ),
+        )),
         OnShort::Accept => {
             notes.push(format!(
                 "short scene accepted (on_short = \"accept\"): {what}"

@@ -363,7 +363,7 @@ pub enum OnShort {
     /// Fail the scene.
     #[default]
     Fail,
-    /// Keep the scene and record that it is short.
+    /// Keep the scene and record that it is short (a scene with no frame at all still fails).
     Accept,
     /// Queue the scene again through the named `queue` stage, spending its retry budget;
     /// a scene still short when the budget runs out fails (`short-frames`), unless
