@@ -1,6 +1,7 @@
 //! The done-marker node, `await-marker` and `collect-frames` against the real ComfyUI of the
-//! harness (which loads `comfyui_nodes/` as custom nodes), and the node's Python unit tests run
-//! with ComfyUI's own Python.
+//! harness (which loads `comfyui_nodes/` as custom nodes), the node's Python unit tests run
+//! with ComfyUI's own Python, and one whole run (scripted story and render, the real
+//! `collect-frames` over an empty output folder) whose scene never reaches its floor.
 
 use std::path::Path;
 use std::process::Command;
@@ -349,48 +350,78 @@ fn the_marker_never_written_forces_a_copy_or_fails() {
 }
 
 #[test]
-fn zero_frames_requeue_then_the_best_attempt_is_kept() {
+fn a_scene_still_short_after_its_requeues_fails_unless_the_spec_keeps_the_best() {
     let Some(server) = harness::comfyui() else {
         return;
     };
     let Some(out) = harness::output_dir(server) else {
         return;
     };
+    let frames_extra = "stability_s = 0.2\nstability_retries = 2\nmin_frames = 25";
+    let scene = harness::unique("short");
+    // Render attempt 1 makes 3 frames; render attempt 2 made nothing at all (never rendered).
+    let p1 = format!("{scene}/a1/frame");
+    let p2 = format!("{scene}/a2/frame");
+    harness::comfy_run(server, &workflow("frames-done-marker.json", &p1, 3));
+
+    let short_then_zero = |spec: &Arc<cinepipe::spec::CheckedSpec>, run: &Path| {
+        let c = ctx(
+            spec,
+            run,
+            "frames",
+            1,
+            ("render", queue_output(server, &p1, "x", 1)),
+        );
+        let e: StageFailure = block(CollectFrames.run(&c)).expect_err("short");
+        assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+        assert!(
+            e.message.contains("3 of 25 frames") && e.message.contains("requeueing into `render`"),
+            "{e}"
+        );
+        let mut c = ctx(
+            spec,
+            run,
+            "frames",
+            2,
+            ("render", queue_output(server, &p2, "y", 2)),
+        );
+        c.requeues_left = Some(0);
+        block(CollectFrames.run(&c))
+    };
+    let kept_frames = |run: &Path| {
+        std::fs::read_dir(run.join("stages/frames/0/frames"))
+            .expect("frames")
+            .count()
+    };
+
+    // By default a scene below its floor once the requeues are spent is a failed scene, not
+    // a success with its best (short) attempt.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "", frames_extra);
+    let e = short_then_zero(&spec, run.path()).expect_err("still short: fails");
+    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+    assert!(
+        e.message.contains("0 of 25 frames")
+            && e.message.contains("requeue budget of `render` is spent")
+            && e.message
+                .contains("best attempt: 3 frames from render attempt 1"),
+        "{e}"
+    );
+    assert_eq!(
+        kept_frames(run.path()),
+        3,
+        "the best attempt's frames stay on disk"
+    );
+
+    // `keep_best_short = true` says so explicitly: the best attempt is kept, marked short.
     let run = tempfile::tempdir().expect("run dir");
     let spec = checked_spec(
         server,
         out,
         "",
-        "stability_s = 0.2\nstability_retries = 2\nmin_frames = 25",
+        &format!("{frames_extra}\nkeep_best_short = true"),
     );
-    let scene = harness::unique("short");
-    // Render attempt 1 makes 3 frames: short, with a requeue left.
-    let p1 = format!("{scene}/a1/frame");
-    harness::comfy_run(server, &workflow("frames-done-marker.json", &p1, 3));
-    let mut c = ctx(
-        &spec,
-        run.path(),
-        "frames",
-        1,
-        ("render", queue_output(server, &p1, "x", 1)),
-    );
-    let e: StageFailure = block(CollectFrames.run(&c)).expect_err("short");
-    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
-    assert!(
-        e.message.contains("3 of 25 frames") && e.message.contains("requeueing into `render`"),
-        "{e}"
-    );
-    // Render attempt 2 made nothing at all (never rendered): zero frames, no requeue left.
-    let p2 = format!("{scene}/a2/frame");
-    c = ctx(
-        &spec,
-        run.path(),
-        "frames",
-        2,
-        ("render", queue_output(server, &p2, "y", 2)),
-    );
-    c.requeues_left = Some(0);
-    let kept = block(CollectFrames.run(&c)).expect("keeps the best");
+    let kept = short_then_zero(&spec, run.path()).expect("keeps the best");
     let f = &kept["Frames"];
     assert_eq!(
         (
@@ -405,14 +436,261 @@ fn zero_frames_requeue_then_the_best_attempt_is_kept() {
     assert!(
         kept["System"]["FallbackNotes"][0]
             .as_str()
-            .is_some_and(|n| n.contains("kept the best attempt")),
+            .is_some_and(|n| n.contains("kept the best attempt (keep_best_short = true)")),
         "{kept}"
     );
+    assert_eq!(kept_frames(run.path()), 3);
+
+    // Even then, an attempt with no frame is nothing to keep.
+    let run = tempfile::tempdir().expect("run dir");
+    let mut c = ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", queue_output(server, &p2, "y", 2)),
+    );
+    c.requeues_left = Some(0);
+    let e = block(CollectFrames.run(&c)).expect_err("no frame at all");
+    assert_eq!(e.class, FailureClass::ShortFrames, "{e}");
+    assert!(e.message.contains("best attempt: 0 frames"), "{e}");
+}
+
+/// story (scripted) → render (scripted: a prefix under which nothing is ever written) →
+/// frames (the real stage, over an empty local output folder) with `on_short`; `extra` is
+/// added to the frames stage.
+async fn run_never_rendered(
+    on_short: Value,
+    extra: &str,
+) -> (cinepipe::exec::RunReport, tempfile::TempDir) {
+    use cinepipe::exec::{ExecOptions, Interrupt, RunRequest};
+    use cinepipe::spec::model::StageKind;
+    use cinepipe::testkit::{Scripted, Step};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("comfy-output");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let spec = SpecBuilder::chain("short", &["story", "render", "frames"])
+        .output_dir(&tmp.path().join("runs"))
+        .set("services.comfy", "output_dir", out.display().to_string())
+        .set("stages.frames", "on_short", on_short)
+        .set("stages.frames", "min_frames", 2)
+        .set("stages.frames", "stability_s", 0)
+        .toml("stages.frames", extra)
+        .write(tmp.path(), "short.toml");
+    let scripted = Scripted::new()
+        .on("story", |_| Step::ok(cinepipe::testkit::story(1)))
+        .otherwise(|ctx| {
+            Step::ok(serde_json::json!({
+                "prefix": format!("never/a{}/frame", ctx.attempt),
+                "attempt": ctx.attempt,
+            }))
+        });
+    let req = RunRequest {
+        spec: Some(spec),
+        options: ExecOptions::default(),
+        skip_services: true,
+        ..Default::default()
+    };
+    let registry = scripted.over_builtin(&[StageKind::Llm, StageKind::Queue]);
+    let report = cinepipe::exec::run(req, registry, &Interrupt::new(), vec![])
+        .await
+        .expect("runs");
+    (report, tmp)
+}
+
+#[test]
+fn a_run_whose_scene_never_reaches_its_floor_fails() {
+    use cinepipe::exec::RunOutcome;
+    let (report, _tmp) = block(run_never_rendered(json!({"requeue": "render"}), ""));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    let text = std::fs::read_to_string(report.dir.join(cinepipe::telemetry::METADATA_FILE))
+        .expect("metadata");
+    let m: cinepipe::telemetry::ArtifactMetadata = serde_json::from_str(&text).expect("parses");
+    assert_eq!(m.scenes[0].frames.count, 0);
     assert_eq!(
-        std::fs::read_dir(run.path().join("stages/frames/0/frames"))
-            .expect("frames")
-            .count(),
-        3
+        serde_json::to_value(m.scenes[0].outcome).expect("outcome"),
+        "failed"
+    );
+
+    // Even `keep_best_short` keeps nothing when no attempt had a frame.
+    let (report, _tmp) = block(run_never_rendered(
+        json!({"requeue": "render"}),
+        "keep_best_short = true",
+    ));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    // Nor `on_short = "accept"`: it accepts a short scene, not an empty one.
+    let (report, _tmp) = block(run_never_rendered(json!("accept"), ""));
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+}
+
+/// The files `/history` listed per node, as the queue stage records them.
+fn history_files(entry: &Value) -> Value {
+    let mut files = Vec::new();
+    for (node, out) in entry["outputs"].as_object().expect("outputs") {
+        for f in out["images"].as_array().into_iter().flatten() {
+            files.push(json!({"node": node, "key": "images", "filename": f["filename"], "subfolder": f["subfolder"], "type": f["type"]}));
+        }
+    }
+    Value::Array(files)
+}
+
+#[test]
+fn a_second_save_node_under_the_prefix_is_not_collected() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let Some(out) = output_dir(server) else {
+        return;
+    };
+    let side = |w: &mut Value, prefix: &str, class: &str, frames: u32| {
+        w["8"] = json!({"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": frames, "color": 0}, "_meta": {"title": "side"}});
+        w["9"] =
+            json!({"class_type": class, "inputs": {"images": ["8", 0], "filename_prefix": prefix}});
+    };
+
+    // The marker's node writes 25 frames, a side SaveImage 3 more under the same prefix (which
+    // runs first is up to the server): the frames are exactly the 25 the marker lists.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "timeout_s = 60", "min_frames = 25");
+    let prefix = format!("{}/a1/frame", harness::unique("two-savers"));
+    let mut w = workflow("frames-done-marker.json", &prefix, 25);
+    side(&mut w, &prefix, "SaveImage", 3);
+    harness::comfy_run(server, &w);
+    let render = queue_output(server, &prefix, "unknown", 1);
+    let marker = block(AwaitMarker.run(&ctx(&spec, run.path(), "marker", 1, ("render", render))))
+        .expect("marker found");
+    let mut listed: Vec<String> = marker["Marker"]["Files"]
+        .as_array()
+        .expect("the marker lists its files")
+        .iter()
+        .map(|f| f.as_str().expect("name").to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 25, "{marker}");
+    let frames = block(CollectFrames.run(&ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("marker", marker.clone()),
+    )))
+    .expect("frames");
+    let f = &frames["Frames"];
+    assert_eq!(f["Count"], 25, "{frames}");
+    let kept: Vec<String> = f["Paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("path")
+                .rsplit('/')
+                .next()
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kept, listed, "the marker's files, in name order");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(run.path().join("stages/frames/0/attempt-1.json")).expect("record"),
+    )
+    .expect("JSON");
+    assert_eq!(record["source"], "marker", "{record}");
+
+    // A marker that states its count without listing its files: 28 matches where it counts
+    // 25 is a problem nothing here can resolve (which 3 are not the scene's?): the attempt
+    // fails and says why.
+    let mut no_files = marker.clone();
+    no_files["Marker"]
+        .as_object_mut()
+        .expect("marker body")
+        .remove("Files");
+    let run2 = tempfile::tempdir().expect("run dir");
+    let e = block(CollectFrames.run(&ctx(&spec, run2.path(), "frames", 1, ("marker", no_files))))
+        .expect_err("more frames than the marker counts");
+    assert_eq!(e.class, FailureClass::InvalidOutput, "{e}");
+    assert!(
+        e.message
+            .contains("the done marker counts 25 frames but 28 were collected"),
+        "{e}"
+    );
+    // Fewer frames than it counts (one it lists is gone): collected, with notes saying so.
+    let mut gone = marker.clone();
+    gone["Marker"]["FrameCount"] = json!(26);
+    gone["Marker"]["Files"]
+        .as_array_mut()
+        .expect("files")
+        .push(json!("frame_00099_.png"));
+    let run3 = tempfile::tempdir().expect("run dir");
+    let frames = block(CollectFrames.run(&ctx(&spec, run3.path(), "frames", 1, ("marker", gone))))
+        .expect("frames");
+    assert_eq!(frames["Frames"]["Count"], 25, "{frames}");
+    let notes = frames["System"]["FallbackNotes"].to_string();
+    assert!(
+        notes.contains("1 frames the marker names were not found")
+            && notes.contains("the done marker counts 26 frames but 25 were collected"),
+        "{notes}"
+    );
+
+    // No marker: two SaveImage nodes under one prefix; `node` names the one whose frames
+    // these are, and only its files (as `/history` lists them) are taken, in name order.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(
+        server,
+        out,
+        "",
+        "min_frames = 4\nstability_s = 0.2\nnode = \"3\"",
+    );
+    let prefix = format!("{}/a1/frame", harness::unique("two-saveimage"));
+    let mut w = workflow("frames.json", &prefix, 4);
+    side(&mut w, &prefix, "SaveImage", 3);
+    let entry = harness::comfy_run(server, &w);
+    let mut render = queue_output(server, &prefix, "x", 1);
+    render["files"] = history_files(&entry);
+    let mut own: Vec<String> = render["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["node"] == "3")
+        .map(|f| f["filename"].as_str().expect("name").to_owned())
+        .collect();
+    own.sort();
+    assert_eq!(own.len(), 4, "{render}");
+    let frames = block(CollectFrames.run(&ctx(
+        &spec,
+        run.path(),
+        "frames",
+        1,
+        ("render", render.clone()),
+    )))
+    .expect("frames");
+    let kept: Vec<String> = frames["Frames"]["Paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("path")
+                .rsplit('/')
+                .next()
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kept, own, "{frames}");
+
+    // Without `node` (nor a marker) the pattern takes both nodes' files, and a note says so.
+    let run = tempfile::tempdir().expect("run dir");
+    let spec = checked_spec(server, out, "", "min_frames = 4\nstability_s = 0.2");
+    let frames = block(CollectFrames.run(&ctx(&spec, run.path(), "frames", 1, ("render", render))))
+        .expect("frames");
+    assert_eq!(frames["Frames"]["Count"], 7, "{frames}");
+    assert!(
+        frames["System"]["FallbackNotes"]
+            .to_string()
+            .contains("the frames of save nodes 3, 9 match the pattern"),
+        "{frames}"
     );
 }
 

@@ -198,7 +198,7 @@ fn a_remote_scene_goes_end_to_end_over_view() {
     let prefix = render["prefix"].as_str().expect("prefix").to_owned();
     assert_eq!(
         prefix,
-        format!("cinepipe/{}/scene-1/a1/frame", run.run_id),
+        format!("cinepipe/{}/render/0-scene-1/a1/frame", run.run_id),
         "{render}"
     );
     assert_eq!(render["server"], json!(server.url.trim_end_matches('/')));
@@ -391,6 +391,67 @@ fn a_remote_marker_never_written_forces_a_copy_over_view_or_fails() {
         "{e}"
     );
     assert!(!run.path().join("stages/marker/0/forced-copy-1").exists());
+}
+
+#[test]
+fn remote_collect_frames_takes_only_the_named_save_nodes_files() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let rt = rt();
+    let prefix = format!("{}/a1/frame", harness::unique("remote-two-savers"));
+    // The scene's SaveImage (node 3, 4 frames) and a side SaveImage (node 9, 3 frames) under
+    // one prefix: which numbers its files first is up to the server.
+    let mut w = frames_wf(&prefix, 4);
+    w["8"] = json!({"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 3, "color": 0}});
+    w["9"] = json!({"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": prefix}});
+    let entry = harness::comfy_run(server, &w);
+    let files = output_files(entry["outputs"].as_object().expect("outputs"));
+    assert_eq!(files.len(), 7, "{entry}");
+    let mut own: Vec<String> = files
+        .iter()
+        .filter(|f| f.node == "3")
+        .map(|f| f.filename.clone())
+        .collect();
+    own.sort();
+    let render = json!({
+        "prefix": prefix, "service": "comfy", "server": server.url, "prompt_id": "x",
+        "attempt": 1, "files": files,
+    });
+
+    let run = Run::new(remote_spec(&server.url, "", "min_frames = 4\nnode = \"3\""));
+    let r = bounded(
+        &rt,
+        60,
+        CollectFrames.run(&run.ctx("frames", 1, vec![("render", &render)])),
+    )
+    .expect("frames");
+    assert_eq!(r["Frames"]["Count"], 4, "{r}");
+    let frames_dir = run.path().join("stages/frames/0/frames");
+    let got = names_in(&frames_dir);
+    assert_eq!(got, own, "node 3's files, in name order");
+    assert_same_bytes(server, &folder_of(&prefix), &frames_dir, &got);
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(run.path().join("stages/frames/0/attempt-1.json")).expect("record"),
+    )
+    .expect("JSON");
+    assert_eq!(record["source"], "node", "{record}");
+
+    // Without `node`, both nodes' files are taken, and a note says which nodes wrote them.
+    let run = Run::new(remote_spec(&server.url, "", "min_frames = 4"));
+    let r = bounded(
+        &rt,
+        60,
+        CollectFrames.run(&run.ctx("frames", 1, vec![("render", &render)])),
+    )
+    .expect("frames");
+    assert_eq!(r["Frames"]["Count"], 7, "{r}");
+    assert!(
+        r["System"]["FallbackNotes"]
+            .to_string()
+            .contains("the frames of save nodes 3, 9 match the pattern"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -313,6 +313,7 @@ fn patch_with(
     let story = json!({"title": "t", "story_version": "1.2", "scenes": [scene]});
     patch_workflow::patch(&patch_workflow::PatchInput {
         stage: &stage,
+        stage_name: "patch".into(),
         base_dir: dir,
         run: patch_workflow::RunVars {
             id: "01run".into(),
@@ -366,7 +367,7 @@ fn patch_sets_typed_values_and_a_prefix_per_attempt() {
         "links untouched"
     );
     assert_eq!(wf["2"]["_meta"]["title"], json!("save"), "_meta kept");
-    assert_eq!(p.prefix, "cinepipe/01run/scene-1/a2/frame");
+    assert_eq!(p.prefix, "cinepipe/01run/patch/1-scene-1/a2/frame");
     assert_eq!(wf["2"]["inputs"]["filename_prefix"], json!(p.prefix));
     // Not named in `set`: it gets the attempt's prefix too.
     assert_eq!(wf["3"]["inputs"]["filename_prefix"], json!(p.prefix));
@@ -610,7 +611,7 @@ fn a_scene_goes_through_patch_and_queue_on_a_real_server() {
     let files = out["files"].as_array().expect("files");
     assert_eq!(files.len(), 3, "{out}");
     let sub = files[0]["subfolder"].as_str().expect("subfolder");
-    assert_eq!(sub, format!("cinepipe/{}/scene-1/a1", s.run_id));
+    assert_eq!(sub, format!("cinepipe/{}/render/0-scene-1/a1", s.run_id));
     if let Some(outdir) = harness::output_dir(server) {
         assert_eq!(pngs_in(&outdir.join(sub)), 3);
     }
@@ -638,20 +639,32 @@ fn an_identical_graph_is_cached_and_writes_nothing_so_each_attempt_has_its_own_p
     assert_eq!(first["fully_cached"], json!(false));
 
     // The same graph again (as a retry would send it without a new prefix). Another test
-    // binary's prompt in between empties ComfyUI's cache, so allow a few tries.
+    // binary's prompt in between empties ComfyUI's cache, so allow a few tries. Served from
+    // the cache, it wrote nothing of its own: the attempt fails instead of passing the earlier
+    // prompt's files on as its frames.
     let mut cached = None;
     for _ in 0..3 {
-        let again = bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))).expect("rendered");
-        if again["fully_cached"] == json!(true) {
-            cached = Some(again);
-            break;
+        match bounded(&rt, 90, Queue.run(&s.queue_ctx(1, &patch))) {
+            Ok(again) => assert_eq!(again["fully_cached"], json!(false), "{again}"),
+            Err(e) => {
+                cached = Some(e);
+                break;
+            }
         }
     }
-    let again = cached.expect("ComfyUI answered an identical graph from its cache");
+    let e = cached.expect("ComfyUI answered an identical graph from its cache");
+    assert_eq!(e.class, FailureClass::InvalidOutput, "{e}");
+    assert!(
+        e.message.contains("served entirely from ComfyUI's cache"),
+        "{e}"
+    );
     assert_eq!(pngs_in(&outdir.join(&sub)), 2, "no file was written");
+    let again = s.attempt_record(1);
+    assert_eq!(again["outcome"], json!("failed"), "{again}");
+    assert_eq!(again["fully_cached"], json!(true), "{again}");
     assert_eq!(
         again["files"], first["files"],
-        "history repeats the old names"
+        "history repeats the old names (recorded, not taken as frames)"
     );
     assert!(again["fallback_notes"].to_string().contains("cache"));
 
@@ -660,6 +673,46 @@ fn an_identical_graph_is_cached_and_writes_nothing_so_each_attempt_has_its_own_p
     let sub2 = retry["files"][0]["subfolder"].as_str().expect("subfolder");
     assert!(sub2.ends_with("/a2"), "{sub2}");
     assert_eq!(pngs_in(&outdir.join(sub2)), 2);
+}
+
+#[test]
+fn two_instances_of_one_scene_id_render_under_prefixes_of_their_own() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let _turn = turn();
+    let rt = rt();
+    let s = scene_spec(&server.url, &frames_wf(2), "", "");
+    let patch = s.patch(&rt, 1).expect("patched");
+    // Items 0 and 1 of one story whose scenes share the id `scene-1` (a small model does
+    // this), the same graph for both: each must render its own frames.
+    let mut subs = Vec::new();
+    for item in 0..2u32 {
+        let ctx = StageContext {
+            instance: cinepipe::exec::InstanceId::new("render", Some(item)),
+            instance_dir: Path::new("stages/render").join(item.to_string()),
+            ..s.queue_ctx(1, &patch)
+        };
+        let out = bounded(&rt, 90, Queue.run(&ctx)).expect("rendered");
+        assert_eq!(out["fully_cached"], json!(false), "item {item}: {out}");
+        let files = out["files"].as_array().expect("files");
+        assert_eq!(files.len(), 2, "item {item}: {out}");
+        let sub = files[0]["subfolder"]
+            .as_str()
+            .expect("subfolder")
+            .to_owned();
+        if let Some(outdir) = &server.output_dir {
+            assert_eq!(pngs_in(&outdir.join(&sub)), 2, "item {item}: {sub}");
+        }
+        subs.push(sub);
+    }
+    // The stage and the item index make each prefix the instance's own.
+    for (item, sub) in subs.iter().enumerate() {
+        assert_eq!(
+            sub,
+            &format!("cinepipe/{}/render/{item}-scene-1/a1", s.run_id)
+        );
+    }
 }
 
 #[test]

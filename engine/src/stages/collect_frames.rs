@@ -4,6 +4,15 @@
 //! - **Which files**: `pattern` (a glob relative to the output folder, `{{prefix}}` standing
 //!   for the attempt's prefix), by default `<prefix>_*.png` — what SaveImage and
 //!   `WriteDoneMarker` both write. `*` does not cross `/`.
+//! - **Only the scene's own frames**: a workflow may hold more than one save node, all
+//!   writing under the prefix. When a detected done marker lists its `Files`, exactly those
+//!   (that the pattern matches) are the frames; else, when the spec names the save `node`,
+//!   the files `/history` listed for that node; else every match of the pattern (with a
+//!   note when `/history` shows more than one save node writing files it matches). A count
+//!   that disagrees with a detected marker's `FrameCount` is a problem: more frames than it
+//!   counts fail the attempt (`invalid-output`: nothing tells the extra files apart), fewer
+//!   are collected with a note (the floor judges). Frames are kept in file-name order (the
+//!   order the save node numbered them), never in the order a server listed its outputs.
 //! - **Finished files**: a file is copied only when its size and mtime are the same at two
 //!   listings `stability_s` apart; files still changing are listed again, up to
 //!   `stability_retries` times, and then left out (and named in the attempt's record). Frames
@@ -25,10 +34,14 @@
 //!   with `O_NOFOLLOW` and must still be the file that was listed). A server's names are
 //!   never used as paths unchecked.
 //! - **The floor**: fewer than `min_frames` is a short scene. `on_short = "fail"` fails with
-//!   class `short-frames`; `"accept"` keeps it; `{ requeue = "render" }` fails with
+//!   class `short-frames`; `"accept"` keeps it (not an empty one: no frame at all fails);
+//!   `{ requeue = "render" }` fails with
 //!   `short-frames` while the target has requeues left (the executor then runs `render` and
-//!   the stages after it again) and, once none are left, keeps the best attempt.
-//! - **The best attempt** is the one with the most frames copied; a tie goes to the later
+//!   the stages after it again); once none are left the scene is still short and fails with
+//!   `short-frames`, unless `keep_best_short = true` keeps its best attempt (one with at least
+//!   one frame) as a short scene.
+//! - **The best attempt** is the one that meets the floor, else (short attempts, kept only
+//!   with `keep_best_short`) the one with the most frames copied; a tie goes to the later
 //!   attempt (its frames are the newest render of the same scene). `frames/` in the instance
 //!   folder always holds the best attempt so far, so no requeue loses frames that were
 //!   collected before it; `frames.json` beside it says which attempt they are.
@@ -37,7 +50,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::comfy_files::{self, Listed, Output, Upstream};
-use super::output::{FramesAttempt, FramesOutput, FramesRecord, SkippedFile, StageSystem};
+use super::output::{
+    FramesAttempt, FramesOutput, FramesRecord, MarkerOutput, SkippedFile, StageSystem,
+};
 use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
 use crate::telemetry::Frames;
@@ -132,6 +147,50 @@ pub fn frame_glob(pattern: Option<&str>, prefix: &str) -> String {
     }
 }
 
+/// Where an attempt's frames are named: the detected marker's `Files` (in the prefix's
+/// folder), else the files `/history` listed for the spec's save `node`; `None` when neither
+/// names them (the pattern alone decides). Paths are relative to the output folder, sorted.
+/// A workflow with more than one save node writes other files under the same prefix: only
+/// the list of the node that made the frames tells them apart.
+pub fn named_frames(up: &Upstream, node: Option<&str>) -> Option<(&'static str, Vec<String>)> {
+    let folder = comfy_files::prefix_folder(&up.render.prefix);
+    let (source, mut named): (&'static str, Vec<String>) =
+        match up.marker.as_ref().and_then(MarkerOutput::listed_frames) {
+            Some(files) => (
+                "marker",
+                files
+                    .iter()
+                    .map(|n| comfy_files::server_rel(&folder, n))
+                    .collect(),
+            ),
+            None => {
+                let node = node?;
+                (
+                    "node",
+                    up.render
+                        .files
+                        .iter()
+                        .flatten()
+                        .filter(|f| f.node == node && f.kind == "output")
+                        .map(|f| comfy_files::server_rel(&f.subfolder, &f.filename))
+                        .collect(),
+                )
+            }
+        };
+    named.sort();
+    named.dedup();
+    Some((source, named))
+}
+
+/// The frame count a detected done marker states (`FrameCount`).
+fn marker_count(up: &Upstream) -> Option<u32> {
+    up.marker
+        .as_ref()
+        .filter(|m| m.done_marker_detected)
+        .and_then(|m| m.marker.as_ref())
+        .map(|m| m.frame_count)
+}
+
 /// The `collect-frames` kind for the executor.
 pub struct CollectFrames;
 
@@ -209,9 +268,41 @@ async fn attempt(
             .await?
         }
         Output::Remote(remote) => {
-            collect_over_http(ctx, &up, &remote, &matcher, &staging, record).await?
+            collect_over_http(
+                ctx,
+                &up,
+                stage.node.as_deref(),
+                &remote,
+                &matcher,
+                &staging,
+                record,
+            )
+            .await?
         }
     };
+    if named_frames(&up, stage.node.as_deref()).is_none() {
+        // Nothing names the frames: say so when `/history` shows several save nodes writing
+        // files that the pattern takes.
+        let mut writers: Vec<&str> = up
+            .render
+            .files
+            .iter()
+            .flatten()
+            .filter(|f| {
+                f.kind == "output"
+                    && matcher.is_match(comfy_files::server_rel(&f.subfolder, &f.filename))
+            })
+            .map(|f| f.node.as_str())
+            .collect();
+        writers.sort_unstable();
+        writers.dedup();
+        if writers.len() > 1 {
+            notes.push(format!(
+                "the frames of save nodes {} match the pattern and were all collected; name the scene's with `node`",
+                writers.join(", ")
+            ));
+        }
+    }
     if !problems.is_empty() {
         notes.push(format!(
             "{} frames could not be copied: {}",
@@ -226,6 +317,22 @@ async fn attempt(
     }
     let count = u32::try_from(names.len()).unwrap_or(u32::MAX);
     record.frame_count = Some(count);
+    // The marker counts what its node wrote: more frames than that are another node's (or
+    // another prompt's), which nothing here can tell apart; fewer are frames lost on the way.
+    if let Some(stated) = marker_count(&up)
+        && stated != count
+    {
+        let what = format!(
+            "the done marker counts {stated} frames but {count} were collected (pattern `{pattern}`)"
+        );
+        if count > stated {
+            record.notes = Some(notes);
+            return Err(invalid(format!(
+                "{what}: files of another save node share the prefix; have the marker list its `Files`, or name the save node with `node`"
+            )));
+        }
+        notes.push(what);
+    }
     let short = count < stage.min_frames;
 
     // Keep the best attempt in `frames/`.
@@ -292,6 +399,13 @@ async fn attempt(
         stage.min_frames, up.render.prefix
     );
     match &stage.on_short {
+        // An empty scene is not a short one: nothing was rendered to accept.
+        OnShort::Accept if kept.files.is_empty() => Err(StageFailure::new(
+            FailureClass::ShortFrames,
+            format!(
+                "no frame at all: {what}; on_short = \"accept\" keeps a short scene, not an empty one"
+            ),
+        )),
         OnShort::Accept => {
             notes.push(format!(
                 "short scene accepted (on_short = \"accept\"): {what}"
@@ -311,9 +425,10 @@ async fn attempt(
                 FailureClass::ShortFrames,
                 format!("short scene: {what}; requeueing into `{target}` ({n} left)"),
             )),
-            _ => {
+            // The spec asked for the best of the short attempts: keep it when it has frames.
+            _ if stage.keep_best_short && !kept.files.is_empty() => {
                 notes.push(format!(
-                    "requeue budget of `{target}` spent with {what}; kept the best attempt: {} frames from render attempt {}",
+                    "requeue budget of `{target}` spent with {what}; kept the best attempt (keep_best_short = true): {} frames from render attempt {}",
                     kept.files.len(),
                     kept.render_attempt
                 ));
@@ -323,6 +438,16 @@ async fn attempt(
                     notes,
                 ))
             }
+            // Below the floor after the budget: a failed scene, never a success with fewer
+            // frames (or none).
+            _ => Err(StageFailure::new(
+                FailureClass::ShortFrames,
+                format!(
+                    "short scene: {what}; the requeue budget of `{target}` is spent (best attempt: {} frames from render attempt {})",
+                    kept.files.len(),
+                    kept.render_attempt
+                ),
+            )),
         },
     }
 }

@@ -97,7 +97,7 @@ impl Upstream {
     }
 }
 
-/// The queue attempt a prefix names: its folder `a<N>` (`cinepipe/<run>/<scene>/a2/frame`).
+/// The queue attempt a prefix names: its folder `a<N>` (`cinepipe/<run>/<stage>/<item>-<scene>/a2/frame`).
 pub fn attempt_in_prefix(prefix: &str) -> Option<u32> {
     let parent = Path::new(prefix).parent()?.file_name()?.to_str()?;
     parent.strip_prefix('a')?.parse().ok()

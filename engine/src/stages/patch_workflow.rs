@@ -11,7 +11,8 @@
 //! where it holds a boolean, `true` or `false`; anywhere else it stays a string, even when it
 //! looks like a number. Text is never spliced into JSON: values are set on the parsed graph.
 //!
-//! **Prefixes.** `{{prefix}}` is `cinepipe/<run-id>/<scene-id>/a<attempt>/frame`, and every
+//! **Prefixes.** `{{prefix}}` is `cinepipe/<run-id>/<stage>/<item>-<scene-id>/a<attempt>/frame`
+//! (see [`prefix_for`]: no other instance or attempt can share it), and every
 //! `filename_prefix` input that `set` leaves alone gets it. ComfyUI re-runs nothing of a graph
 //! it has run before and then writes no file, so the `queue` stage makes each of *its*
 //! attempts unique too (a retry of `queue` reuses this stage's output): it swaps `{{prefix}}`
@@ -48,6 +49,8 @@ pub struct RunVars {
 #[derive(Debug, Clone)]
 pub struct PatchInput<'a> {
     pub stage: &'a PatchWorkflowStage,
+    /// The stage's name in the spec: part of the prefix.
+    pub stage_name: String,
     pub base_dir: &'a Path,
     pub run: RunVars,
     /// The scene (the list item) and its index, for per-item stages.
@@ -136,13 +139,29 @@ fn scene_id(scene: Option<&Value>) -> Option<String> {
     }
 }
 
-/// `cinepipe/<run-id>/<scene-id>/a<attempt>/frame`.
-pub fn prefix_for(run_id: &str, scene: Option<&Value>, item: Option<u32>, attempt: u32) -> String {
-    let scene = scene_id(scene)
-        .map(|s| segment(&s))
-        .or_else(|| item.map(|i| format!("item-{i}")))
-        .unwrap_or_else(|| "once".into());
-    format!("cinepipe/{}/{scene}/a{attempt}/frame", segment(run_id))
+/// `cinepipe/<run-id>/<stage>/<item>-<scene-id>/a<attempt>/frame` (`<item>` alone without a
+/// scene id, `once` for a stage that is not per item). The stage name and the item index
+/// make the prefix the instance's own: scene ids may repeat, clean to the same segment
+/// (`scene 1`, `scene_1`) or be cut at 64 characters, and the scene id is only there for
+/// people reading the folder. The attempt number counts over the whole run, so no two
+/// attempts of one instance share a prefix either.
+pub fn prefix_for(
+    run_id: &str,
+    stage: &str,
+    scene: Option<&Value>,
+    item: Option<u32>,
+    attempt: u32,
+) -> String {
+    let slot = match (item, scene_id(scene)) {
+        (Some(i), Some(id)) => format!("{i}-{}", segment(&id)),
+        (Some(i), None) => i.to_string(),
+        (None, _) => "once".into(),
+    };
+    format!(
+        "cinepipe/{}/{}/{slot}/a{attempt}/frame",
+        segment(run_id),
+        segment(stage)
+    )
 }
 
 /// Refuses a `filename_prefix` that would write outside ComfyUI's output folder: absolute,
@@ -259,7 +278,13 @@ pub fn patch(input: &PatchInput<'_>) -> Result<Patched, PatchError> {
         .run
         .seed
         .wrapping_add(u64::from(input.item.unwrap_or(0)));
-    let prefix = prefix_for(&input.run.id, input.scene, input.item, input.attempt);
+    let prefix = prefix_for(
+        &input.run.id,
+        &input.stage_name,
+        input.scene,
+        input.item,
+        input.attempt,
+    );
     let data = template_data(input, input.attempt, &prefix, seed);
 
     let mut hb = handlebars::Handlebars::new();
@@ -436,6 +461,7 @@ async fn patch_attempt(ctx: &StageContext) -> Result<Value, StageFailure> {
         .map(|(_, v)| v.as_ref());
     let input = PatchInput {
         stage,
+        stage_name: ctx.instance.stage.clone(),
         base_dir: &spec.base_dir,
         run: RunVars {
             id: ctx.run_id.clone(),
@@ -490,4 +516,51 @@ async fn patch_attempt(ctx: &StageContext) -> Result<Value, StageFailure> {
         check_object_info: stage.check_object_info,
         object_info: check,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_for;
+    use serde_json::json;
+    use std::collections::HashSet;
+
+    #[test]
+    fn no_two_instances_or_attempts_share_a_prefix() {
+        let long = "x".repeat(64);
+        let scenes = [
+            json!({"id": "scene-1"}),
+            json!({"id": "scene-1"}),
+            json!({"id": "scene 1"}),
+            json!({"id": "scene_1"}),
+            json!({"id": format!("{long}a")}),
+            json!({"id": format!("{long}b")}),
+            json!({"id": 1}),
+            json!({"prompt": "no id"}),
+        ];
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for stage in ["render", "render-2"] {
+            for (item, scene) in scenes.iter().enumerate() {
+                for attempt in 1..=3 {
+                    let item = u32::try_from(item).expect("small");
+                    let p = prefix_for("01run", stage, Some(scene), Some(item), attempt);
+                    assert!(seen.insert(p.clone()), "{p} is shared");
+                    count += 1;
+                }
+            }
+            assert!(seen.insert(prefix_for("01run", stage, None, None, 1)));
+            count += 1;
+        }
+        assert_eq!(seen.len(), count);
+        assert_eq!(
+            prefix_for(
+                "01run",
+                "render",
+                Some(&json!({"id": "scene 1"})),
+                Some(2),
+                3
+            ),
+            "cinepipe/01run/render/2-scene_1/a3/frame"
+        );
+    }
 }

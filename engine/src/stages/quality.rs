@@ -268,10 +268,19 @@ fn scenes_from_inputs(
     ctx: &StageContext,
     story: Option<&(String, Value)>,
 ) -> Result<(Vec<SceneInput>, bool), String> {
+    // The ids the telemetry records (a repeated id made unique), so that a check names the
+    // scene it scored and no other.
+    let ids = story
+        .and_then(|s| s.1.as_array())
+        .map(|items| crate::story::scene_ids(items))
+        .unwrap_or_default();
     let scene_of = |index: usize, item: Option<&Value>, frames: Option<&FramesOutput>| {
         let text = |k: &str| item.and_then(|i| i.get(k)).and_then(Value::as_str);
         SceneInput {
-            id: text("id").map_or_else(|| format!("scene-{}", index + 1), str::to_owned),
+            id: ids.get(index).map_or_else(
+                || text("id").map_or_else(|| format!("scene-{}", index + 1), str::to_owned),
+                |(id, _)| id.clone(),
+            ),
             prompt: text("prompt").unwrap_or_default().to_owned(),
             frames: frames.map(|f| f.frames.paths.clone()).unwrap_or_default(),
         }

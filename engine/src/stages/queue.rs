@@ -7,11 +7,18 @@
 //!
 //! **One prefix per queue attempt.** A retry of this stage reuses the patch stage's output,
 //! and ComfyUI would answer an identical graph from its cache without writing a file. So each
-//! `filename_prefix` that holds the patch's `{{prefix}}` (`cinepipe/<run>/<scene>/a<n>/frame`)
-//! gets this attempt's (`…/a<queue attempt>/frame`; attempt numbers count over the whole run,
-//! resumes and requeues included, so no two queue attempts of a scene share one), and any
-//! other `filename_prefix` gets `_r<attempt>` appended from the second attempt on. The output's
-//! `prefix` and `filename_prefixes` are the ones queued.
+//! `filename_prefix` that holds the patch's `{{prefix}}`
+//! (`cinepipe/<run>/<patch stage>/<item>-<scene>/a<n>/frame`) gets this attempt's
+//! (`cinepipe/<run>/<queue stage>/<item>-<scene>/a<queue attempt>/frame`; attempt numbers
+//! count over the whole run, resumes and requeues included, so no two queue attempts of a
+//! scene share one), and any other `filename_prefix` gets `_r<attempt>` appended from the
+//! second attempt on. The output's `prefix` and `filename_prefixes` are the ones queued.
+//!
+//! **Nothing from the cache counts.** A node that ComfyUI served from its cache wrote no file;
+//! what `/history` lists for it is an earlier prompt's. Such a writer's files are dropped
+//! from `files` (with a note), and an attempt whose every file-writing node (every node, for a
+//! graph without a `filename_prefix`) came from the cache fails as `invalid-output`, so a
+//! retry renders it under a prefix of its own instead of the scene counting as rendered.
 
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -125,6 +132,7 @@ async fn attempt(
     let mut graph = patch.workflow.clone();
     let prefix = prefix_for(
         &ctx.run_id,
+        &ctx.instance.stage,
         ctx.item.as_ref(),
         ctx.instance.item,
         ctx.attempt,
@@ -132,6 +140,8 @@ async fn attempt(
     reprefix(&mut graph, Some(&patch.prefix), &prefix, ctx.attempt);
     let prefixes =
         patch_workflow::check_prefixes(&graph).map_err(|m| fail(&ComfyError::BadPrefix(m)))?;
+    // The nodes that write files: their outputs are the attempt's only when they ran.
+    let writers: Vec<String> = prefixes.keys().cloned().collect();
     let mut render = RenderRef::new(prefix);
     render.attempt = Some(ctx.attempt);
     out.render = Some(render);
@@ -222,14 +232,32 @@ async fn attempt(
     notes.extend(gpu_notes);
     out.telemetry = measured(out.telemetry.clone(), &run);
     notes.extend(run.notes.iter().cloned());
-    let files = run.entry.as_ref().map(|e| e.files()).unwrap_or_default();
+    let mut files = run.entry.as_ref().map(|e| e.files()).unwrap_or_default();
     let node_count = graph.as_object().map_or(0, Map::len);
     let fully_cached = node_count > 0 && run.cached_nodes.len() >= node_count;
-    if fully_cached {
+    // A writer served from the cache wrote nothing: what `/history` lists for it is an
+    // earlier prompt's files, never this attempt's frames.
+    let cached_writers: Vec<&String> = writers
+        .iter()
+        .filter(|id| run.cached_nodes.contains(id))
+        .collect();
+    let nothing_of_its_own = run.result.is_ok()
+        && (fully_cached || (!writers.is_empty() && cached_writers.len() == writers.len()));
+    if nothing_of_its_own {
         notes.push(
-            "comfyui: every node came from ComfyUI's cache: it wrote no new file, and the files listed are an earlier prompt's"
+            "comfyui: every node that writes files came from ComfyUI's cache: it wrote no new file, and the files listed are an earlier prompt's"
                 .into(),
         );
+    } else if !cached_writers.is_empty() {
+        files.retain(|f| !cached_writers.contains(&&f.node));
+        notes.push(format!(
+            "comfyui: nodes {} came from ComfyUI's cache and wrote no new file; their listed files are left out",
+            cached_writers
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if let Some(render) = &mut out.render {
         render.prompt_id.clone_from(&run.prompt_id);
@@ -251,5 +279,16 @@ async fn attempt(
     });
     out.fallback_notes = notes;
     run.result.as_ref().map_err(fail)?;
+    if nothing_of_its_own {
+        // Not rendered: a retry queues the graph with its own attempt's prefix, which
+        // ComfyUI has not seen.
+        return Err(StageFailure::new(
+            FailureClass::InvalidOutput,
+            format!(
+                "prompt {} was served entirely from ComfyUI's cache: it wrote no file of its own (the files it lists are an earlier prompt's)",
+                run.prompt_id.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
     Ok(())
 }

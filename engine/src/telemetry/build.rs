@@ -229,24 +229,11 @@ pub fn from_run(
         _ => None,
     });
 
-    let mut ids: Vec<String> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    // Scene ids must be unique in the metadata; the story's own id stays in the note.
+    let ids = crate::story::scene_ids(&items);
+    for (i, (item, (id, note))) in items.iter().zip(ids).enumerate() {
         let text = |k: &str| item.get(k).and_then(Value::as_str).map(str::to_owned);
-        let mut notes = Vec::new();
-        let mut id = text("id").unwrap_or_else(|| format!("scene-{}", i + 1));
-        if ids.contains(&id) {
-            // Scene ids must be unique in the metadata; the story's own id stays in the note.
-            let mut n = i + 1;
-            while ids.contains(&format!("{id}@{n}")) {
-                n += 1;
-            }
-            let new = format!("{id}@{n}");
-            notes.push(format!(
-                "scene id `{id}` repeats in the story; recorded as `{new}`"
-            ));
-            id = new;
-        }
-        ids.push(id.clone());
+        let notes: Vec<String> = note.into_iter().collect();
         let scene = SceneRecord {
             scene_id: id,
             prompt: text("prompt").unwrap_or_default(),

@@ -170,7 +170,10 @@ stage_kind! {
         workflow: String,
         /// Inputs to set, keyed `NODE.INPUT` where NODE is a node id, a `_meta.title` or a
         /// `class_type`. Strings are Handlebars templates rendered with `run`, `scene`,
-        /// `story`, `seed`, `attempt` and `vars`; other values are set as they are.
+        /// `story`, `seed`, `attempt`, `prefix` and `vars`; other values are set as they are.
+        /// Every `filename_prefix` left alone gets `{{prefix}}`, which no other stage instance
+        /// or attempt shares; one set to a value without `{{prefix}}` is the spec's to keep
+        /// unique (scene ids may repeat), and the frames are found by `pattern`.
         #[serde(default)]
         set: IndexMap<String, Value>,
         /// Extra values for the templates in `set`, as `{{vars.NAME}}`.
@@ -254,6 +257,17 @@ stage_kind! {
         /// `{ requeue = "STAGE" }` to queue it again within that stage's retry budget.
         #[serde(default)]
         on_short: OnShort,
+        /// With `on_short = { requeue = "STAGE" }`: once the requeue budget is spent and the
+        /// scene is still short, keep its best attempt (the most frames; at least one) as a
+        /// short scene instead of failing it. Ignored with `fail` and `accept`.
+        #[serde(default)]
+        keep_best_short: bool,
+        /// The id of the save node whose frames are the scene's (the files `/history` lists
+        /// for it), for a workflow with more than one save node and no done marker that
+        /// lists its files. Without it, a marker's `Files` are the frames when it lists them,
+        /// else the files that match `pattern`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
         /// Seconds a frame's size and mtime must stay unchanged before it is copied. Frames a
         /// detected done marker lists, and those of a remote server (listed by the marker or
         /// `/history`, finished files only), are not waited for.
@@ -349,10 +363,11 @@ pub enum OnShort {
     /// Fail the scene.
     #[default]
     Fail,
-    /// Keep the scene and record that it is short.
+    /// Keep the scene and record that it is short (a scene with no frame at all still fails).
     Accept,
     /// Queue the scene again through the named `queue` stage, spending its retry budget;
-    /// when the budget runs out the best attempt's frames are kept.
+    /// a scene still short when the budget runs out fails (`short-frames`), unless
+    /// `keep_best_short = true` keeps its best attempt.
     Requeue(String),
 }
 

@@ -43,24 +43,28 @@ pub(super) async fn collect_local(
             .saturating_sub(1 + base.components().count())
     };
 
-    // The frames a detected marker lists are whole files already.
-    let folder_rel = Path::new(&up.render.prefix)
-        .parent()
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
-    let vouched: HashSet<String> = up
-        .marker
+    // The frames a detected marker (or `/history`, for the named node) lists are the only
+    // ones to take, and whole files already.
+    let named = super::named_frames(up, stage.node.as_deref());
+    record.source = Some(named.as_ref().map_or("pattern", |(s, _)| s).to_owned());
+    let vouched: HashSet<String> = named
         .as_ref()
-        .and_then(MarkerOutput::listed_frames)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| folder_rel.join(n).to_str().map(str::to_owned))
-        .collect();
+        .map(|(_, n)| n.iter().cloned().collect())
+        .unwrap_or_default();
+    let only_named = named.is_some();
 
     let window = Duration::try_from_secs_f64(stage.stability_s).unwrap_or(Duration::from_secs(1));
     let cancel = ctx.cancel.clone();
     let settled = settle(
-        || comfy_files::list(out_dir, &base, matcher, depth),
+        || {
+            comfy_files::list(out_dir, &base, matcher, depth).map(|mut listing| {
+                if only_named {
+                    listing.files.retain(|f| vouched.contains(&f.rel));
+                    listing.skipped.retain(|(rel, _)| vouched.contains(rel));
+                }
+                listing
+            })
+        },
         |d| {
             let cancel = cancel.clone();
             async move {
@@ -105,6 +109,23 @@ pub(super) async fn collect_local(
             stage.stability_s
         ));
     }
+    if let Some((source, named)) = &named {
+        let found = |rel: &String| {
+            settled.stable.iter().any(|f| &f.rel == rel)
+                || settled.unstable.contains(rel)
+                || settled.skipped.iter().any(|(r, _)| r == rel)
+        };
+        let missing: Vec<&String> = named
+            .iter()
+            .filter(|rel| matcher.is_match(rel.as_str()) && !found(rel))
+            .collect();
+        if let Some(first) = missing.first() {
+            notes.push(format!(
+                "{} frames the {source} names were not found in the output folder; the first: {first}",
+                missing.len()
+            ));
+        }
+    }
     record.listings = Some(settled.listings);
     record.unstable = Some(settled.unstable.clone());
     record.skipped = Some(skipped_files(&settled.skipped));
@@ -118,11 +139,13 @@ pub(super) async fn collect_local(
 }
 
 /// The frames of a remote server, downloaded with `/view`: those a detected marker lists
-/// (`Marker.Files`), else those `/history` listed for the prompt (upstream's `files`), that
-/// the pattern matches. Both lists name finished files only, so no stability window is waited.
+/// (`Marker.Files`), else those `/history` listed for the prompt (upstream's `files`; the
+/// spec's save `node`'s only, when it names one), that the pattern matches. Both lists name
+/// finished files only, so no stability window is waited.
 pub(super) async fn collect_over_http(
     ctx: &StageContext,
     up: &Upstream,
+    node: Option<&str>,
     remote: &Remote,
     matcher: &globset::GlobMatcher,
     staging: &Path,
@@ -145,11 +168,14 @@ pub(super) async fn collect_over_http(
                 .map(|n| (n, folder.clone(), "output".to_owned()))
                 .collect(),
         ),
+        // Without a marker's list: what `/history` lists, of the named save node only when
+        // the spec names one (other save nodes may write under the same prefix).
         None => match &up.render.files {
             Some(files) => (
-                "history",
+                if node.is_some() { "node" } else { "history" },
                 files
                     .iter()
+                    .filter(|f| node.is_none_or(|n| f.node == n))
                     .map(|f| (f.filename.clone(), f.subfolder.clone(), f.kind.clone()))
                     .collect(),
             ),

@@ -1,4 +1,4 @@
-//! Tests of the collect-frames stage: the stability window, the frame glob, and whole attempts over a local folder.
+//! Tests of the collect-frames stage: the stability window, the frame glob, and which files are the frames.
 
 use super::*;
 use std::cell::RefCell;
@@ -122,4 +122,64 @@ fn globs_from_the_prefix() {
     assert!(!g.is_match("p/f.done"));
     assert!(!g.is_match("p/ff_00001_.png"));
     assert!(!g.is_match("p/.f_00001_.png.tmp"));
+}
+
+#[test]
+fn the_frames_are_the_markers_list_else_the_named_nodes_else_the_patterns() {
+    use crate::clients::comfyui::messages::OutputFile;
+    let file = |node: &str, name: &str, kind: &str| OutputFile {
+        node: node.into(),
+        key: "images".into(),
+        filename: name.into(),
+        subfolder: "c/r/a1".into(),
+        kind: kind.into(),
+    };
+    let mut render = super::super::output::RenderRef::new("c/r/a1/frame");
+    render.files = Some(vec![
+        file("9", "frame_00001_.png", "output"),
+        file("3", "frame_00003_.png", "output"),
+        file("3", "frame_00002_.png", "output"),
+        file("3", "preview.png", "temp"),
+    ]);
+    let mut up = Upstream {
+        render,
+        attempt: Some(1),
+        marker: None,
+    };
+    assert_eq!(named_frames(&up, None), None, "the pattern decides");
+    assert_eq!(
+        named_frames(&up, Some("3")),
+        Some((
+            "node",
+            vec![
+                "c/r/a1/frame_00002_.png".to_owned(),
+                "c/r/a1/frame_00003_.png".to_owned()
+            ]
+        )),
+        "the node's output files, in name order"
+    );
+    let marker: MarkerOutput = serde_json::from_value(serde_json::json!({
+        "prefix": "c/r/a1/frame",
+        "DoneMarkerDetected": true,
+        "DoneMarkerWaitSeconds": 0.1,
+        "DoneMarkerPath": "c/r/a1/frame.done",
+        "ForcedCopyTriggered": false,
+        "ForcedCopyDebugPath": null,
+        "Marker": {"Timestamp": "2025-01-02T03:04:05Z", "FrameCount": 2, "Files": ["frame_00005_.png", "frame_00004_.png"]},
+        "System": {"FallbackNotes": []},
+    }))
+    .expect("a marker output");
+    up.marker = Some(marker);
+    assert_eq!(
+        named_frames(&up, Some("3")),
+        Some((
+            "marker",
+            vec![
+                "c/r/a1/frame_00004_.png".to_owned(),
+                "c/r/a1/frame_00005_.png".to_owned()
+            ]
+        )),
+        "a detected marker's list comes first"
+    );
+    assert_eq!(marker_count(&up), Some(2));
 }

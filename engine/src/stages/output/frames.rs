@@ -49,7 +49,9 @@ pub struct FramesAttempt {
     pub unstable: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<Vec<SkippedFile>>,
-    /// Where a remote server's file list came from: `marker`, `history` or `none`.
+    /// Where the file list came from: `marker` (a detected marker's `Files`), `node` (what
+    /// `/history` listed for the spec's save `node`), `history` (every file `/history`
+    /// listed, a remote server), `pattern` (every match in a local folder) or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Files the list named (a remote server).

@@ -11,7 +11,7 @@ use crate::clients::comfyui::messages::OutputFile;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RenderRef {
     /// The attempt's `filename_prefix`, relative to the ComfyUI output folder
-    /// (`cinepipe/<run-id>/<scene-id>/a<attempt>/frame`); frames are `<prefix>_00001_.png`…,
+    /// (`cinepipe/<run-id>/<stage>/<item>-<scene-id>/a<attempt>/frame`); frames are `<prefix>_00001_.png`…,
     /// the marker `<prefix>.done`.
     pub prefix: String,
     /// The spec's name of the `comfyui` service that ran it.

@@ -260,22 +260,25 @@ fn frames_step(ctx: &StageContext) -> Step {
     }))
 }
 
-/// The story has two scenes; scene `b`'s frames are black.
-fn scripted() -> Scripted {
+/// The story has two scenes, `a` and `second`; the second's frames are black.
+fn scripted(second: &'static str) -> Scripted {
     Scripted::new()
-        .on("story", |_| {
+        .on("story", move |_| {
             Step::ok(json!({
                 "title": "T", "story_version": "1",
                 "scenes": [
                     {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
-                    {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
+                    {"id": second, "prompt": "dust storms over the crater", "mood": "calm"},
                 ],
             }))
         })
         .otherwise(frames_step)
 }
 
-async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
+async fn run(
+    enforce: bool,
+    second: &'static str,
+) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let req = RunRequest {
         spec: Some(spec(tmp.path(), enforce)),
@@ -284,7 +287,7 @@ async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfi
         skip_services: true,
         ..Default::default()
     };
-    let registry = scripted().over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
+    let registry = scripted(second).over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
     let report = crate::exec::run(req, registry, &Interrupt::new(), vec![])
         .await
         .expect("runs");
@@ -299,7 +302,7 @@ async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfi
 
 #[tokio::test]
 async fn a_run_records_each_scene_s_scores_and_the_run_s_checks() {
-    let (report, m, _tmp) = run(false).await;
+    let (report, m, _tmp) = run(false, "b").await;
     assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
     let a = &m.scenes[0].quality_metrics;
     assert_eq!((a.width, a.height), (Some(64), Some(64)));
@@ -335,7 +338,7 @@ async fn a_run_records_each_scene_s_scores_and_the_run_s_checks() {
 
 #[tokio::test]
 async fn an_enforced_miss_fails_the_stage_and_keeps_its_checks() {
-    let (report, m, _tmp) = run(true).await;
+    let (report, m, _tmp) = run(true, "b").await;
     assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
     let rec: Value = serde_json::from_str(
         &std::fs::read_to_string(report.dir.join("stages/quality/1/attempt-1.json"))
@@ -355,5 +358,28 @@ async fn an_enforced_miss_fails_the_stage_and_keeps_its_checks() {
             .checks
             .iter()
             .any(|c| c.scene_id.as_deref() == Some("b"))
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_scene_id_names_each_scene_s_checks_as_the_telemetry_does() {
+    // The model gave both scenes the id `a`: the telemetry records the second as `a@2`, and
+    // its failed checks must name `a@2`, not the first scene.
+    let (report, m, _tmp) = run(false, "a").await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert_eq!(m.scenes[1].scene_id, "a@2");
+    let failed: Vec<(QualityCheck, Option<&str>)> = m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.check, c.scene_id.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (QualityCheck::Blank, Some("a@2")),
+            (QualityCheck::Frozen, Some("a@2"))
+        ]
     );
 }

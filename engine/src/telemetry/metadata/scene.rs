@@ -45,7 +45,8 @@ pub struct Frames {
     pub count: u32,
     /// The frame floor (`min_frames` of the `collect-frames` stage).
     pub min_frames: u32,
-    /// Fewer frames than the floor were kept (the retry budget ran out, or `on_short = "accept"`).
+    /// Fewer frames than the floor were kept (`keep_best_short` after the requeues ran out, or
+    /// `on_short = "accept"`).
     pub short: bool,
     /// Folder of the frames, relative to the run folder; null when none were collected.
     pub directory: Option<String>,
