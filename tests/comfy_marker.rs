@@ -540,7 +540,7 @@ fn a_second_save_node_under_the_prefix_is_not_collected() {
     let Some(server) = harness::comfyui() else {
         return;
     };
-    let Some(out) = output_dir(server) else {
+    let Some(out) = harness::output_dir(server) else {
         return;
     };
     let side = |w: &mut Value, prefix: &str, class: &str, frames: u32| {

@@ -701,7 +701,7 @@ fn two_instances_of_one_scene_id_render_under_prefixes_of_their_own() {
             .as_str()
             .expect("subfolder")
             .to_owned();
-        if let Some(outdir) = &server.output_dir {
+        if let Some(outdir) = harness::output_dir(server) {
             assert_eq!(pngs_in(&outdir.join(&sub)), 2, "item {item}: {sub}");
         }
         subs.push(sub);
