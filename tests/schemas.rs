@@ -18,7 +18,10 @@ fn specs() -> Vec<std::path::PathBuf> {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "toml") {
+            } else if path.extension().is_some_and(|e| e == "toml")
+                // A sweep's suite file, checked by `validate` as a suite.
+                && path.file_name().is_some_and(|n| n != "suite.toml")
+            {
                 out.push(path);
             }
         }

@@ -358,3 +358,55 @@ fn a_killed_sweep_resumes_and_redoes_no_finished_run() {
     assert_eq!(report["result"], "pass", "{report}");
     assert_eq!(verdict(&report, "slow.toml")["passed"].as_u64(), Some(4));
 }
+
+#[test]
+fn a_bad_suite_file_is_refused_with_every_problem_at_its_span_before_any_run() {
+    let top = tempfile::tempdir().expect("tempdir");
+    let suite = top.path().join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    SpecBuilder::chain("one", &["story", "validate"]).write(&suite, "one.toml");
+    std::fs::write(
+        suite.join("suite.toml"),
+        "repeats = 3\nspecs = [\"one.toml\", \"two.toml\"]\n\n[gates]\ndone_marker_rate = 1.5\nflaky = \"sometimes\"\n\n[overrides.\"three.toml\"]\nrepeat = 2\n",
+    )
+    .expect("suite.toml");
+    let out_dir = top.path().join("sweep");
+    let out = cinepipe_in(
+        top.path(),
+        &[
+            "sweep",
+            "--color",
+            "never",
+            suite.to_str().expect("utf-8"),
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "unknown key `repeats`",
+        "did you mean `repeat`",
+        "no spec file `two.toml`",
+        "`gates.done_marker_rate`",
+        "`gates.flaky`",
+        "`overrides.\"three.toml\"` names no spec of the suite",
+        "suite.toml:1:1",
+        "has 5 problems",
+    ] {
+        assert!(err.contains(want), "{want:?} in:\n{err}");
+    }
+    assert!(!out_dir.exists(), "nothing is written for a refused suite");
+    // `validate` checks a suite file as a suite.
+    let out = cinepipe_in(
+        top.path(),
+        &[
+            "validate",
+            "--color",
+            "never",
+            suite.join("suite.toml").to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown key `repeats`"));
+}

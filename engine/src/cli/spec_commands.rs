@@ -126,6 +126,33 @@ pub(crate) fn validate(paths: &[PathBuf], quiet: bool, color: bool) -> ExitCode 
     let mut worst = ExitCode::Success;
     let mut bad = 0;
     for path in &specs {
+        // A sweep's `suite.toml` beside the specs it names is checked as a suite.
+        if path
+            .file_name()
+            .is_some_and(|n| n == crate::sweep::suite::SUITE_FILE)
+        {
+            let folder = path.parent().unwrap_or(std::path::Path::new("."));
+            match crate::sweep::suite::load(folder) {
+                Ok(suite) => {
+                    if !quiet {
+                        let n = suite.specs.len();
+                        let plural = if n == 1 { "" } else { "s" };
+                        outln!("ok       {} (suite of {n} spec{plural})", path.display());
+                    }
+                }
+                Err(crate::sweep::suite::SuiteError::Invalid(errors)) => {
+                    bad += 1;
+                    eprint!("{}", render(&errors, color));
+                    worst = ExitCode::InvalidSpec;
+                }
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("error: {e}");
+                    worst = ExitCode::InvalidSpec;
+                }
+            }
+            continue;
+        }
         match spec::load(path, None) {
             Ok(checked) => {
                 if !quiet {

@@ -276,18 +276,45 @@ fn load_folder(dir: &Path) -> Result<Suite, SuiteError> {
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "suite".to_owned());
     let listed = list_specs(dir)?;
+    // The specs and overrides are checked from the document as written, so that a missing
+    // spec is reported beside the file's other problems, not after they are fixed.
+    let raw = checked.as_ref().map(|(_, doc, _, _)| doc);
+    let names: Vec<String> = match raw.and_then(|d| d.get("specs")).and_then(Value::as_array) {
+        Some(list) => list
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        None => listed.clone(),
+    };
+    let override_names: Vec<String> = raw
+        .and_then(|d| d.get("overrides"))
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let mut problems = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if !name.is_empty() && !dir.join(name).is_file() {
+            problems.push((
+                format!("/specs/{i}"),
+                format!("no spec file `{name}` in {}", dir.display()),
+                Code::MissingFile,
+            ));
+        }
+    }
+    for name in &override_names {
+        if !names.contains(name) {
+            problems.push((
+                format!("/overrides/{}", source::escape_segment(name)),
+                format!("`overrides.\"{name}\"` names no spec of the suite"),
+                Code::UnknownKey,
+            ));
+        }
+    }
     let mut specs = Vec::new();
     if let Some(file) = &file {
-        let names: Vec<String> = file.specs.clone().unwrap_or_else(|| listed.clone());
-        for (i, name) in names.iter().enumerate() {
+        for name in &names {
             let path = dir.join(name);
             if !path.is_file() {
-                problems.push((
-                    format!("/specs/{i}"),
-                    format!("no spec file `{name}` in {}", dir.display()),
-                    Code::MissingFile,
-                ));
                 continue;
             }
             let o = file.overrides.get(name).cloned().unwrap_or_default();
@@ -298,15 +325,6 @@ fn load_folder(dir: &Path) -> Result<Suite, SuiteError> {
                 profiles: o.profiles.unwrap_or_else(|| file.profiles.clone()),
                 min_pass_rate: o.min_pass_rate.unwrap_or(file.gates.min_pass_rate),
             });
-        }
-        for name in file.overrides.keys() {
-            if !names.contains(name) {
-                problems.push((
-                    format!("/overrides/{}", source::escape_segment(name)),
-                    format!("`overrides.\"{name}\"` names no spec of the suite"),
-                    Code::UnknownKey,
-                ));
-            }
         }
     }
     match checked {
