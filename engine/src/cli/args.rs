@@ -159,7 +159,10 @@ pub struct RunArgs {
 
 /// The flags of `cinepipe sweep`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
     /// A suite folder (specs and an optional `suite.toml`), or spec files.
     #[arg(required_unless_present = "resume")]
     pub inputs: Vec<PathBuf>,
@@ -194,6 +197,24 @@ pub struct SweepArgs {
     /// Print only the result.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// What `cinepipe sweep` does besides sweeping.
+#[derive(Debug, clap::Subcommand)]
+pub enum SweepAction {
+    /// Merge the folders of a sweep's shards (`--partition`) into one sweep folder, with the
+    /// `sweep.json` (and JUnit) an unsharded sweep of the same runs has.
+    Merge {
+        /// The shard folders.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// The merged sweep folder to make.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Also write the merged sweep as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,7 +1,7 @@
 //! `cinepipe sweep`: the flags become a sweep request, a line per finished run (on stderr), the
 //! verdict table (on stdout), JUnit when asked, and the exit code from the gates.
 
-use super::args::SweepArgs;
+use super::args::{SweepAction, SweepArgs};
 use super::output::{exit_for, outln, render};
 use crate::exec::{self, Interrupt};
 use crate::exit::ExitCode;
@@ -10,6 +10,9 @@ use crate::sweep::{self, SweepError, SweepRequest};
 
 /// Runs (or finishes) the sweep the flags name.
 pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
+    if let Some(SweepAction::Merge { shards, out, junit }) = args.action {
+        return merge(&shards, &out, junit.as_deref());
+    }
     let req = SweepRequest {
         inputs: args.inputs,
         repeat: args.repeat,
@@ -87,6 +90,75 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
         }
     };
     let report = &outcome.report;
+    print_report(report, outcome.ran);
+    outln!("sweep folder: {}", outcome.dir.display());
+    if let Some(path) = &args.junit
+        && let Err(code) = write_junit(&outcome.dir, report, path)
+    {
+        return code;
+    }
+    if outcome.interrupted || report.result == "incomplete" {
+        tracing::warn!(
+            "interrupted; finish it with: cinepipe sweep --resume {}",
+            outcome.dir.display()
+        );
+        return ExitCode::Interrupted;
+    }
+    exit_of(report)
+}
+
+fn exit_of(report: &sweep::verdict::SweepReport) -> ExitCode {
+    match report.result.as_str() {
+        "pass" => ExitCode::Success,
+        "incomplete" => ExitCode::Interrupted,
+        _ => ExitCode::Failure,
+    }
+}
+
+fn write_junit(
+    dir: &std::path::Path,
+    report: &sweep::verdict::SweepReport,
+    path: &std::path::Path,
+) -> Result<(), ExitCode> {
+    let runs = sweep::execute::read_runs(&dir.join("runs.jsonl"));
+    let xml = sweep::junit::junit(report, &runs).map_err(|e| {
+        tracing::error!("error: cannot make the JUnit report: {e}");
+        ExitCode::Io
+    })?;
+    crate::fsutil::write_atomic(path, xml.as_bytes()).map_err(|e| {
+        tracing::error!("error: cannot write {}: {e}", path.display());
+        ExitCode::Io
+    })
+}
+
+/// `cinepipe sweep merge`.
+fn merge(
+    shards: &[std::path::PathBuf],
+    out: &std::path::Path,
+    junit: Option<&std::path::Path>,
+) -> ExitCode {
+    let report = match sweep::execute::merge(shards, out) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("error: {e}");
+            return match e {
+                sweep::execute::MergeError::Io { .. } => ExitCode::Io,
+                _ => ExitCode::Usage,
+            };
+        }
+    };
+    print_report(&report, 0);
+    outln!("sweep folder: {}", out.display());
+    if let Some(path) = junit
+        && let Err(code) = write_junit(out, &report, path)
+    {
+        return code;
+    }
+    exit_of(&report)
+}
+
+/// The verdict table, on stdout.
+fn print_report(report: &sweep::verdict::SweepReport, ran: u32) {
     outln!(
         "sweep {}{}: {} ({}/{} runs; {} this session)",
         report.suite,
@@ -98,7 +170,7 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
         report.result,
         report.finished,
         report.planned,
-        outcome.ran
+        ran
     );
     for v in &report.verdicts {
         outln!(
@@ -119,33 +191,5 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
         for w in &v.warnings {
             outln!("          warning: {w}");
         }
-    }
-    outln!("sweep folder: {}", outcome.dir.display());
-    if let Some(path) = &args.junit {
-        let runs = sweep::execute::read_runs(&outcome.dir.join("runs.jsonl"));
-        match sweep::junit::junit(report, &runs) {
-            Ok(xml) => {
-                if let Err(e) = crate::fsutil::write_atomic(path, xml.as_bytes()) {
-                    tracing::error!("error: cannot write {}: {e}", path.display());
-                    return ExitCode::Io;
-                }
-            }
-            Err(e) => {
-                tracing::error!("error: cannot make the JUnit report: {e}");
-                return ExitCode::Io;
-            }
-        }
-    }
-    if outcome.interrupted || report.result == "incomplete" {
-        tracing::warn!(
-            "interrupted; finish it with: cinepipe sweep --resume {}",
-            outcome.dir.display()
-        );
-        return ExitCode::Interrupted;
-    }
-    if report.result == "pass" {
-        ExitCode::Success
-    } else {
-        ExitCode::Failure
     }
 }

@@ -20,6 +20,8 @@ pub struct Job {
     pub profile: String,
     /// 1-based.
     pub repeat: u32,
+    /// Its place in the whole (unsharded) work list: merged shards are put back in this order.
+    pub index: u32,
 }
 
 impl Job {
@@ -69,6 +71,7 @@ pub fn jobs(suite: &Suite, repeat: Option<u32>, profiles: &[String]) -> Vec<Job>
                     spec_path: spec.path.clone(),
                     profile: profile.clone(),
                     repeat: r,
+                    index: u32::try_from(out.len()).unwrap_or(u32::MAX),
                 });
             }
         }
@@ -253,6 +256,7 @@ mod tests {
             spec_path: PathBuf::new(),
             profile: "standard".into(),
             repeat: 1,
+            index: 0,
         };
         let b = Job {
             key: "a_b.toml|standard|1".into(),
