@@ -4,6 +4,7 @@
 //! (the scheduler, the run folder and its journal).
 //! The binary is a thin shell over [`cli::run`].
 
+pub mod artifact_metadata;
 pub mod cli;
 pub mod clients;
 pub mod custom_nodes;

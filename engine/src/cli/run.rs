@@ -54,7 +54,7 @@ fn run_request(req: RunRequest, observers: Vec<Box<dyn Observer>>, color: bool) 
         if let Err(e) = exec::signals::listen(interrupt.clone()) {
             tracing::warn!("warning: cannot listen for Ctrl-C: {e}");
         }
-        exec::run(req, crate::stages::registry(), &interrupt, observers).await
+        exec::run(req, crate::exec::registry(), &interrupt, observers).await
     });
     // Blocking tasks still writing are given a moment; nothing the run needs is left to them.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

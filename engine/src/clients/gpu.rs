@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::artifact_metadata::{GpuReadingSource, GpuTelemetry};
 use crate::spec::model::GpuSource;
-use crate::telemetry::{GpuReadingSource, GpuTelemetry};
 
 const MIB: u64 = 1024 * 1024;
 

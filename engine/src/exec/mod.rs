@@ -19,7 +19,7 @@ mod tests;
 
 pub use event::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome, SkipReason};
 pub use journal::{Journal, JournalError, Replay};
-pub use run::{RunError, RunRequest, run};
+pub use run::{RunError, RunRequest, registry, run};
 pub use rundir::{RunDir, RunDirError};
 pub use scheduler::{
     AttemptRecord, CANCEL_GRACE, ExecOptions, Executor, InstanceReport, InstanceState, Observer,

@@ -72,6 +72,22 @@ impl RunError {
     }
 }
 
+/// Every stage kind this cinepipe has built, wired to what they need from above them.
+pub fn registry() -> Registry {
+    crate::stages::registry(write_and_verify_telemetry)
+}
+
+/// The `validate` stage's check: the telemetry written as it stands, then verified exactly as
+/// `cinepipe verify` does.
+fn write_and_verify_telemetry(
+    dir: &std::path::Path,
+    spec: &crate::spec::CheckedSpec,
+) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    telemetry::build::write_run(dir, spec)?;
+    let violations = telemetry::verify::verify_run(dir)?;
+    Ok(violations.iter().map(ToString::to_string).collect())
+}
+
 /// Runs a spec, or finishes a run folder. Stage kinds the registry lacks fail their instances
 /// (and the run), after everything that can run without them has.
 pub async fn run(

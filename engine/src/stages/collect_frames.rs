@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use super::comfy_files::{self, Listed, Output, Upstream};
 use super::output::{FramesAttempt, FramesOutput, FramesRecord, SkippedFile, StageSystem};
+use crate::artifact_metadata::Frames;
 use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
-use crate::telemetry::Frames;
 
 mod gather;
 

@@ -36,8 +36,8 @@ use serde_json::Value;
 mod llm;
 mod quality;
 
-use super::metadata::*;
 use super::parts;
+use crate::artifact_metadata::*;
 use crate::exec::{InstanceId, RunDir, RunOutcome};
 use crate::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
 use crate::spec::model::{Stage as SpecStage, StageKind};

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::metadata::ArtifactMetadata;
+use crate::artifact_metadata::ArtifactMetadata;
 
 mod fields;
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{ComfyClient, WsStream};
 use super::error::ComfyError;
 use super::messages::{self, HistoryEntry, HistoryStatus, WsEvent};
-use crate::telemetry::{HistoryExitReason, Timestamp};
+use crate::artifact_metadata::{HistoryExitReason, Timestamp};
 
 /// How long to follow, from the `queue` stage's settings.
 #[derive(Debug, Clone)]

@@ -32,7 +32,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::telemetry::{QueueConfig, SceneQualityMetrics};
+    use crate::artifact_metadata::{QueueConfig, SceneQualityMetrics};
 
     #[test]
     fn a_queue_output_reads_back_as_itself_and_as_its_render() {

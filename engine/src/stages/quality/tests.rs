@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::artifact_metadata::{ArtifactMetadata, METADATA_FILE};
 use crate::exec::{ExecOptions, Interrupt, RunOutcome, RunRequest};
 use crate::spec::model::QualityThresholds;
-use crate::telemetry::{ArtifactMetadata, METADATA_FILE};
 use crate::testkit::{Scripted, SpecBuilder, Step};
 
 /// Writes an 8-bit RGB PNG of `w`×`h` filled by `pixel(x, y)`.
@@ -244,7 +244,7 @@ fn frames_step(ctx: &StageContext) -> Step {
                 .to_string()
         })
         .collect();
-    let frames = crate::telemetry::Frames {
+    let frames = crate::artifact_metadata::Frames {
         count: 25,
         min_frames: 25,
         short: false,

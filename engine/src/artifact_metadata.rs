@@ -9,6 +9,10 @@
 //!   happen), counts and configured limits are never null;
 //! - objects deny unknown keys, so a misspelt name (`VramDeltaMb`) is a violation, not a silently
 //!   missing field.
+//!
+//! The types sit below `clients` and `stages`, which fill parts of them (a scene's frames, its
+//! queue telemetry, its quality scores); `telemetry` builds the whole file from a run folder and
+//! checks it.
 
 use std::borrow::Cow;
 use std::fmt;
