@@ -12,10 +12,10 @@ pub mod exec;
 pub mod exit;
 pub mod fsutil;
 pub mod history;
+pub mod json_schema;
 #[cfg(test)]
 mod layers;
 pub mod plan;
-pub mod schema;
 pub mod services;
 pub mod show;
 pub mod spec;

@@ -947,7 +947,7 @@ async fn every_journal_line_matches_the_generated_schema() {
         Interrupt::new(),
     )
     .await;
-    let schema = crate::schema::run_events_schema();
+    let schema = super::event::run_events_schema();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let text = std::fs::read_to_string(ran.report.dir.join("events.jsonl")).expect("journal");
     let mut kinds = std::collections::BTreeSet::new();
