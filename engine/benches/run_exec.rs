@@ -75,7 +75,7 @@ needs = ["patch"]
 fn registry() -> cinepipe::exec::Registry {
     StageKind::ALL
         .into_iter()
-        .fold(cinepipe::exec::registry(), |r, k| r.with(k, Arc::new(NoOp)))
+        .fold(cinepipe::run::registry(), |r, k| r.with(k, Arc::new(NoOp)))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

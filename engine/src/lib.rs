@@ -16,6 +16,7 @@ pub mod json_schema;
 #[cfg(test)]
 mod layers;
 pub mod plan;
+pub mod run;
 pub mod services;
 pub mod show;
 pub mod spec;

@@ -2,7 +2,7 @@
 //! produce a list) and every attempt is logged with its start and end on tokio's clock, which
 //! most tests pause so that delays and bounds are exact.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,6 @@ use super::rundir::RunDir;
 use super::scheduler::{ExecOptions, Executor, InstanceState, Observer, RunReport, Session};
 use super::signals::Interrupt;
 use super::stage::{StageContext, StageFailure};
-use super::{RunRequest, run};
 use crate::plan::Plan;
 use crate::spec::model::{FailureClass, StageKind};
 use crate::testkit::{LoggedAttempt, Scripted, SpecBuilder, Step, story};
@@ -24,7 +23,7 @@ use crate::testkit::{LoggedAttempt, Scripted, SpecBuilder, Step, story};
 /// scenes; `patch` takes 10 ms per item, so that the scenes reach `render` in order (attempts
 /// that end at one instant report back in any order). Unscripted stages succeed at once with
 /// `{"stage": NAME, "item": N}`.
-fn base_script() -> Scripted {
+pub(crate) fn base_script() -> Scripted {
     Scripted::new()
         .on("story", |_| timed(Duration::ZERO, Ok(story(3))))
         .on("patch", |ctx| {
@@ -37,17 +36,17 @@ fn base_script() -> Scripted {
 }
 
 /// What one attempt does: takes `wait`, then returns `result`.
-fn timed(wait: Duration, result: Result<Value, StageFailure>) -> Step {
+pub(crate) fn timed(wait: Duration, result: Result<Value, StageFailure>) -> Step {
     Step::with(result).after(wait)
 }
 
-fn fail(class: FailureClass) -> Result<Value, StageFailure> {
+pub(crate) fn fail(class: FailureClass) -> Result<Value, StageFailure> {
     Err(StageFailure::new(class, format!("scripted {class:?}")))
 }
 
 /// The pipeline of the tests: story → patch (per scene) → render (comfy) → frames → validate
 /// (gathers). `render_retry` and `comfy` (more of the comfy service's table) are spliced in.
-fn pipeline(out: &Path, render_retry: &str, comfy: &str) -> SpecBuilder {
+pub(crate) fn pipeline(out: &Path, render_retry: &str, comfy: &str) -> SpecBuilder {
     SpecBuilder::chain("t", &["story", "patch", "render", "frames", "validate"])
         .output_dir(out)
         .toml("services.comfy", comfy)
@@ -72,7 +71,7 @@ struct Ran {
     _dir: tempfile::TempDir,
 }
 
-fn opts(jobs: usize, keep_going: bool) -> ExecOptions {
+pub(crate) fn opts(jobs: usize, keep_going: bool) -> ExecOptions {
     ExecOptions {
         jobs,
         keep_going,
@@ -111,7 +110,7 @@ async fn run_pipeline(
     }
 }
 
-fn state(r: &RunReport, id: &str) -> InstanceState {
+pub(crate) fn state(r: &RunReport, id: &str) -> InstanceState {
     r.instances
         .iter()
         .find(|i| i.id.to_string() == id)
@@ -119,7 +118,7 @@ fn state(r: &RunReport, id: &str) -> InstanceState {
         .state
 }
 
-fn first(log: &[LoggedAttempt], id: &str) -> LoggedAttempt {
+pub(crate) fn first(log: &[LoggedAttempt], id: &str) -> LoggedAttempt {
     log.iter()
         .find(|l| l.id == id)
         .unwrap_or_else(|| panic!("{id} never ran"))
@@ -143,7 +142,7 @@ fn max_overlap(log: &[LoggedAttempt], filter: impl Fn(&str) -> bool) -> usize {
     max as usize
 }
 
-const NO_RETRY: &str = "{ budget = 0 }";
+pub(crate) const NO_RETRY: &str = "{ budget = 0 }";
 
 #[tokio::test(start_paused = true)]
 async fn every_instance_runs_once_after_its_needs_item_by_item() {
@@ -729,181 +728,6 @@ async fn unbuilt_kinds_fail_their_instances_and_the_rest_runs() {
             .unwrap_or("")
             .contains("`collect-frames` is not built yet")
     );
-}
-
-/// Writes the pipeline spec to a file so that `run` (and its resume) can read it.
-fn spec_file(dir: &Path, render_retry: &str) -> PathBuf {
-    pipeline(&dir.join("runs"), render_retry, "").write(dir, "t.toml")
-}
-
-async fn run_req(script: &Scripted, mut req: RunRequest) -> RunReport {
-    req.skip_services = true;
-    run(req, script.registry(), &Interrupt::new(), vec![])
-        .await
-        .unwrap_or_else(|e| panic!("run: {e}"))
-}
-
-#[tokio::test(start_paused = true)]
-async fn resume_finishes_a_failed_run_without_redoing_done_instances() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = spec_file(dir.path(), NO_RETRY);
-    let broken = base_script().on("frames", |ctx| {
-        let r = if ctx.instance.item == Some(2) {
-            fail(FailureClass::NodeError)
-        } else {
-            Ok(json!({"n": ctx.instance.item}))
-        };
-        timed(Duration::ZERO, r)
-    });
-    let first_run = run_req(
-        &broken,
-        RunRequest {
-            spec: Some(spec.clone()),
-            options: opts(2, true),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(first_run.outcome, RunOutcome::Failed);
-
-    let fixed = base_script();
-    let second = run_req(
-        &fixed,
-        RunRequest {
-            resume: Some(first_run.dir.clone()),
-            options: opts(2, true),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(second.outcome, RunOutcome::Succeeded);
-    assert_eq!(second.session, 2);
-    let mut ran: Vec<(String, u32)> = fixed
-        .log()
-        .iter()
-        .map(|l| (l.id.clone(), l.attempt))
-        .collect();
-    ran.sort();
-    // Only the failed instance and what needed it; attempt numbers go on from the first session.
-    assert_eq!(
-        ran,
-        [("frames[2]".to_owned(), 2), ("validate".to_owned(), 1)]
-    );
-    assert_eq!(second.count(InstanceState::Reused), 9);
-    // validate was given the outputs of earlier sessions, read back from the run folder.
-    let v = first(&fixed.log(), "validate");
-    assert_eq!(
-        v.ctx.input("frames").and_then(|f| f.get(0)),
-        Some(&json!({"n": 0}))
-    );
-
-    // A third resume has nothing left to do.
-    let idle = base_script();
-    let third = run_req(
-        &idle,
-        RunRequest {
-            resume: Some(first_run.dir.clone()),
-            options: opts(2, true),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(third.outcome, RunOutcome::Succeeded);
-    assert!(idle.log().is_empty());
-}
-
-#[tokio::test(start_paused = true)]
-async fn resume_after_an_interrupt_and_a_torn_journal_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = spec_file(dir.path(), NO_RETRY);
-    let script = base_script().on("render", |ctx| {
-        let wait = if ctx.instance.item == Some(2) {
-            3600
-        } else {
-            1
-        };
-        timed(
-            Duration::from_secs(wait),
-            Ok(json!({"r": ctx.instance.item})),
-        )
-    });
-    let interrupt = Interrupt::new();
-    let i2 = interrupt.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        i2.interrupt(Some("SIGTERM"));
-    });
-    let req = RunRequest {
-        spec: Some(spec.clone()),
-        options: opts(4, false),
-        skip_services: true,
-        ..Default::default()
-    };
-    let first_run = run(req, script.registry(), &interrupt, vec![])
-        .await
-        .expect("runs");
-    assert_eq!(first_run.outcome, RunOutcome::Interrupted);
-    assert_eq!(state(&first_run, "frames[1]"), InstanceState::Succeeded);
-
-    // A kill -9 in the middle of a line.
-    let events = first_run.dir.join("events.jsonl");
-    let mut bytes = std::fs::read(&events).expect("journal");
-    bytes.extend_from_slice(br#"{"ts":"2026-11-21T12:00:00.000Z","event":"succ"#);
-    std::fs::write(&events, bytes).expect("torn");
-
-    let second = base_script();
-    let report = run_req(
-        &second,
-        RunRequest {
-            resume: Some(first_run.dir.clone()),
-            options: opts(4, false),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(report.outcome, RunOutcome::Succeeded);
-    let mut ran: Vec<String> = second.log().iter().map(|l| l.id.clone()).collect();
-    ran.sort();
-    assert_eq!(ran, ["frames[2]", "render[2]", "validate"]);
-    let r = journal::replay(&events).expect("replays");
-    assert!(!r.torn, "the torn line was cut before appending");
-    assert_eq!(r.sessions, 2);
-    for line in std::fs::read_to_string(&events).expect("journal").lines() {
-        serde_json::from_str::<Event>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn resume_refuses_a_changed_spec() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = spec_file(dir.path(), NO_RETRY);
-    let script = base_script();
-    let first_run = run_req(
-        &script,
-        RunRequest {
-            spec: Some(spec.clone()),
-            options: opts(2, false),
-            ..Default::default()
-        },
-    )
-    .await;
-    std::fs::write(
-        &spec,
-        pipeline(&dir.path().join("runs"), "{ budget = 3 }", "").text(),
-    )
-    .expect("edit");
-    let e = run(
-        RunRequest {
-            resume: Some(first_run.dir.clone()),
-            ..Default::default()
-        },
-        script.registry(),
-        &Interrupt::new(),
-        vec![],
-    )
-    .await
-    .expect_err("refused");
-    assert!(e.to_string().contains("/stages/render/retry/budget"), "{e}");
 }
 
 #[test]

@@ -1,15 +1,13 @@
-//! `cinepipe run` as a library call: find or make the run folder, bring up the services, run the
+//! One session of a run, `cinepipe run` as a library call: find or make the run folder, bring up the services, run the
 //! plan, stop the services.
 
 use std::path::PathBuf;
 
 use tracing::Instrument;
 
-use super::journal::{self, Journal, JournalError};
-use super::rundir::{self, RunDir, RunDirError};
-use super::scheduler::{ExecOptions, Executor, Observer, RunReport, Session};
-use super::signals::Interrupt;
-use super::stage::Registry;
+use crate::exec::journal::{self, Journal, JournalError};
+use crate::exec::rundir::{self, RunDir, RunDirError};
+use crate::exec::{ExecOptions, Executor, Interrupt, Observer, Registry, RunReport, Session};
 use crate::plan::Plan;
 use crate::services::{EnsureError, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
@@ -70,22 +68,6 @@ impl RunError {
                 | RunError::Journal(JournalError::Io { .. })
         )
     }
-}
-
-/// Every stage kind this cinepipe has built, wired to what they need from above them.
-pub fn registry() -> Registry {
-    crate::stages::registry(write_and_verify_telemetry)
-}
-
-/// The `validate` stage's check: the telemetry written as it stands, then verified exactly as
-/// `cinepipe verify` does.
-fn write_and_verify_telemetry(
-    dir: &std::path::Path,
-    spec: &crate::spec::CheckedSpec,
-) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-    telemetry::build::write_run(dir, spec)?;
-    let violations = telemetry::verify::verify_run(dir)?;
-    Ok(violations.iter().map(ToString::to_string).collect())
 }
 
 /// Runs a spec, or finishes a run folder. Stage kinds the registry lacks fail their instances
