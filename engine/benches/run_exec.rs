@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cinepipe::exec::{
-    Attempt, BoxFuture, ExecOptions, Executor, Interrupt, Journal, RunDir, RunOutcome, Session,
-    Stage, StageContext, journal,
+    Attempt, BoxFuture, ExecOptions, Executor, Interrupt, RunOutcome, Session, Stage, StageContext,
 };
+use cinepipe::rundir::RunDir;
+use cinepipe::rundir::journal::{self, Journal};
 use cinepipe::spec::model::StageKind;
 use serde_json::{Value, json};
 

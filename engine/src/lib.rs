@@ -11,12 +11,12 @@ pub mod custom_nodes;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;
-pub mod history;
 pub mod json_schema;
 #[cfg(test)]
 mod layers;
 pub mod plan;
 pub mod run;
+pub mod rundir;
 pub mod services;
 pub mod show;
 pub mod spec;

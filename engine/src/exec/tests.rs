@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::event::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome, SkipReason};
-use super::journal::{self, Journal};
-use super::rundir::RunDir;
 use super::scheduler::{ExecOptions, Executor, InstanceState, Observer, RunReport, Session};
 use super::signals::Interrupt;
 use super::stage::{StageContext, StageFailure};
 use crate::plan::Plan;
+use crate::rundir::RunDir;
+use crate::rundir::event::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome, SkipReason};
+use crate::rundir::journal::{self, Journal};
 use crate::spec::model::{FailureClass, StageKind};
 use crate::testkit::{LoggedAttempt, Scripted, SpecBuilder, Step, story};
 
@@ -771,7 +771,7 @@ async fn every_journal_line_matches_the_generated_schema() {
         Interrupt::new(),
     )
     .await;
-    let schema = super::event::run_events_schema();
+    let schema = crate::rundir::event::run_events_schema();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
     let text = std::fs::read_to_string(ran.report.dir.join("events.jsonl")).expect("journal");
     let mut kinds = std::collections::BTreeSet::new();

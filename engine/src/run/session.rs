@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use tracing::Instrument;
 
-use crate::exec::journal::{self, Journal, JournalError};
-use crate::exec::rundir::{self, RunDir, RunDirError};
 use crate::exec::{ExecOptions, Executor, Interrupt, Observer, Registry, RunReport, Session};
 use crate::plan::Plan;
+use crate::rundir::journal::{self, Journal, JournalError};
+use crate::rundir::{self, RunDir, RunDirError};
 use crate::services::{EnsureError, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
 use crate::telemetry;

@@ -63,8 +63,8 @@ use super::output::{
     FramesOutput, QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality,
 };
 use crate::artifact_metadata::QualityCheckResult;
-use crate::exec::rundir::RunDir;
 use crate::exec::{Attempt, BoxFuture, InstanceId, Stage, StageContext, StageFailure};
+use crate::rundir::RunDir;
 use crate::spec::Fan;
 use crate::spec::model::{
     FailureClass, QualityCheck, QualityStage, Service, Stage as SpecStage, StageKind,

@@ -56,7 +56,7 @@ async fn validate(ctx: &StageContext, check: TelemetryCheck) -> Result<Value, St
     // The walker spawns an attempt and then writes the journal lines it buffered (the
     // need that just succeeded, this attempt's start): wait for them, or the metadata
     // would miss the work this stage was waiting for.
-    let events = ctx.run_dir.join(crate::exec::rundir::EVENTS);
+    let events = ctx.run_dir.join(crate::rundir::EVENTS);
     let started = tokio::time::Instant::now();
     while !journal_has_start(&events, &ctx.instance, ctx.attempt)
         && started.elapsed() < JOURNAL_WAIT

@@ -38,8 +38,9 @@ mod quality;
 
 use super::parts;
 use crate::artifact_metadata::*;
-use crate::exec::{InstanceId, RunDir, RunOutcome};
-use crate::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
+use crate::rundir::RunDir;
+use crate::rundir::event::{InstanceId, RunOutcome};
+use crate::rundir::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
 use crate::spec::model::{Stage as SpecStage, StageKind};
 use crate::spec::{CheckedSpec, Fan};
 use crate::stages::output::FramesRecord;

@@ -2,7 +2,7 @@
 //! owns its types, listed here.
 
 use crate::artifact_metadata::artifact_metadata_schema;
-use crate::exec::event::run_events_schema;
+use crate::rundir::event::run_events_schema;
 use crate::spec::schema::run_spec_schema;
 use crate::stages::output::stage_schemas;
 use crate::story::story_schema;

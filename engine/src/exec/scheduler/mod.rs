@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::event::{AttemptOutcome, Event, InstanceId, RunOutcome};
-use super::journal::{Journal, Replay};
-use super::rundir::RunDir;
 use super::signals::Interrupt;
 use super::stage::Registry;
 use crate::plan::Plan;
+use crate::rundir::RunDir;
+use crate::rundir::event::{AttemptOutcome, Event, InstanceId, RunOutcome};
+use crate::rundir::journal::{Journal, Replay};
 use crate::spec::CheckedSpec;
 use crate::spec::model::{FailureClass, StageKind};
 use walker::Walker;

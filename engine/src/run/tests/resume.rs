@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::exec::journal;
 use crate::exec::tests::{NO_RETRY, base_script, fail, first, opts, pipeline, state, timed};
 use crate::exec::{Event, InstanceState, Interrupt, RunOutcome, RunReport};
 use crate::run::{RunRequest, run};
+use crate::rundir::journal;
 use crate::spec::model::FailureClass;
 use crate::testkit::Scripted;
 

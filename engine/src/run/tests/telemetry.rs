@@ -209,7 +209,7 @@ async fn a_killed_run_is_incomplete_and_its_unfinished_attempt_cancelled() {
     let dir = report.dir.clone();
     let checked = crate::spec::load(&path, None).expect("spec");
     // Cut the journal back to `validate`'s start, as a `kill -9` during it would.
-    let events = dir.join(crate::exec::rundir::EVENTS);
+    let events = dir.join(crate::rundir::EVENTS);
     let text = std::fs::read_to_string(&events).expect("journal");
     let keep: Vec<&str> = text
         .lines()
