@@ -1,7 +1,8 @@
 //! cinepipe: a declarative pipeline engine for story-to-video runs.
 //!
-//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → `exec`
-//! (the scheduler, the run folder and its journal).
+//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → `run` (the
+//! composition root: services, the stage kinds, `exec`'s scheduler) → the run folder (`rundir`)
+//! → `telemetry`. `layers.rs` tests that every import points down that order.
 //! The binary is a thin shell over [`cli::run`].
 
 pub mod artifact_metadata;

@@ -46,7 +46,7 @@ use crate::spec::{CheckedSpec, Fan};
 use crate::stages::output::FramesRecord;
 
 /// `service-notes.json` in the run folder: what each session did with the services (reused,
-/// launched, fell back), written by `exec::run` so that the `validate` stage sees them too.
+/// launched, fell back), written by `run::run` so that the `validate` stage sees them too.
 pub const SERVICE_NOTES_FILE: &str = "service-notes.json";
 
 /// What [`write_run`] could not do.

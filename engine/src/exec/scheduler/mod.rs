@@ -134,10 +134,10 @@ pub struct RunReport {
     pub journal_error: Option<std::io::Error>,
     pub duration: Duration,
     /// What this session did with the services (reused, launched, fell back); filled by
-    /// `exec::run`.
+    /// `run::run`.
     pub service_notes: Vec<String>,
     /// Why `artifact-metadata.json` and `run-summary.txt` could not be written at the end of
-    /// the session, if they could not; filled by `exec::run`.
+    /// the session, if they could not; filled by `run::run`.
     pub telemetry_error: Option<String>,
 }
 
