@@ -216,10 +216,11 @@ fn mib(bytes: u64) -> i64 {
 /// NVML, loaded once per process (`libnvidia-ml.so.1` through nvml-wrapper): a machine
 /// without the driver gets an error to note, not a failure.
 async fn nvml() -> Result<Reading, SourceError> {
-    static NVML: OnceLock<Result<nvml_wrapper::Nvml, String>> = OnceLock::new();
+    static NVML: OnceLock<Result<nvml_wrapper::Nvml, nvml_wrapper::error::NvmlError>> =
+        OnceLock::new();
     let read = || {
         let nvml = NVML
-            .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string()))
+            .get_or_init(nvml_wrapper::Nvml::init)
             .as_ref()
             .map_err(|e| SourceError::Unavailable(format!("could not be loaded ({e})")))?;
         let device = nvml
