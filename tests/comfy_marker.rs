@@ -463,7 +463,8 @@ async fn run_never_rendered(
     on_short: Value,
     extra: &str,
 ) -> (cinepipe::exec::RunReport, tempfile::TempDir) {
-    use cinepipe::exec::{ExecOptions, Interrupt, RunRequest};
+    use cinepipe::exec::{ExecOptions, Interrupt};
+    use cinepipe::run::RunRequest;
     use cinepipe::spec::model::StageKind;
     use cinepipe::testkit::{Scripted, Step};
 
@@ -493,7 +494,7 @@ async fn run_never_rendered(
         ..Default::default()
     };
     let registry = scripted.over_builtin(&[StageKind::Llm, StageKind::Queue]);
-    let report = cinepipe::exec::run(req, registry, &Interrupt::new(), vec![])
+    let report = cinepipe::run::run(req, registry, &Interrupt::new(), vec![])
         .await
         .expect("runs");
     (report, tmp)

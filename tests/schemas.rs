@@ -32,7 +32,7 @@ fn specs() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn checked_in_schemas_are_what_the_types_generate() {
-    for (name, text) in cinepipe::schema::files() {
+    for (name, text) in cinepipe::cli::generate::schemas::files() {
         let path = root().join("schemas").join(name);
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
@@ -62,7 +62,7 @@ fn spec_reference_is_what_the_types_generate() {
 #[test]
 fn spec_reference_documents_every_key_of_every_stage_kind() {
     let reference = cinepipe::cli::generate::spec_reference();
-    let schema = cinepipe::schema::run_spec_schema();
+    let schema = cinepipe::spec::schema::run_spec_schema();
     let stages = schema
         .pointer("/definitions/Stage/oneOf")
         .and_then(|v| v.as_array())
@@ -95,7 +95,7 @@ fn spec_reference_documents_every_key_of_every_stage_kind() {
 fn telemetry_doc_names_every_field_of_the_contract() {
     // docs/telemetry.md is written by hand; this keeps it from missing a field the types have.
     let doc = std::fs::read_to_string(root().join("docs/telemetry.md")).expect("docs/telemetry.md");
-    let schema = cinepipe::schema::artifact_metadata_schema();
+    let schema = cinepipe::artifact_metadata::artifact_metadata_schema();
     let mut objects = vec![&schema];
     objects.extend(
         schema["definitions"]
@@ -128,7 +128,7 @@ fn telemetry_doc_names_every_field_of_the_contract() {
 
 #[test]
 fn every_spec_in_specs_obeys_the_schema() {
-    let schema = cinepipe::schema::run_spec_schema();
+    let schema = cinepipe::spec::schema::run_spec_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let specs = specs();
     assert!(specs.len() >= 3, "specs/ has example specs: {specs:?}");
@@ -155,7 +155,7 @@ fn every_spec_in_specs_passes_the_checker() {
 #[test]
 fn the_schema_rejects_what_the_checker_rejects_structurally() {
     // The schema is what editors check with; it must not be looser than the types.
-    let schema = cinepipe::schema::run_spec_schema();
+    let schema = cinepipe::spec::schema::run_spec_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let bad = serde_json::json!({
         "run": { "name": "x", "colour": "red" },

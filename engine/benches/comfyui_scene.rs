@@ -36,7 +36,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cinepipe::exec::{Event, EventKind, ExecOptions, Interrupt, Observer, RunOutcome, RunRequest};
+use cinepipe::exec::{Event, EventKind, ExecOptions, Interrupt, Observer, RunOutcome};
+use cinepipe::run::RunRequest;
 use cinepipe::spec::model::StageKind;
 use cinepipe::testkit::{Scripted, SpecBuilder, Step};
 use serde_json::{Value, json};
@@ -211,7 +212,7 @@ fn main() {
     });
     let registry = story.over_builtin(&[StageKind::Llm]);
     let report = rt
-        .block_on(cinepipe::exec::run(
+        .block_on(cinepipe::run::run(
             req,
             registry,
             &Interrupt::new(),

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cinepipe::exec::{
-    Attempt, BoxFuture, ExecOptions, Executor, Interrupt, Journal, RunDir, RunOutcome, Session,
-    Stage, StageContext, journal,
+    Attempt, BoxFuture, ExecOptions, Executor, Interrupt, RunOutcome, Session, Stage, StageContext,
 };
+use cinepipe::rundir::RunDir;
+use cinepipe::rundir::journal::{self, Journal};
 use cinepipe::spec::model::StageKind;
 use serde_json::{Value, json};
 
@@ -75,9 +76,7 @@ needs = ["patch"]
 fn registry() -> cinepipe::exec::Registry {
     StageKind::ALL
         .into_iter()
-        .fold(cinepipe::stages::registry(), |r, k| {
-            r.with(k, Arc::new(NoOp))
-        })
+        .fold(cinepipe::run::registry(), |r, k| r.with(k, Arc::new(NoOp)))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -1,24 +1,24 @@
 //! The layering test: every `crate::` path in engine/src points down (or sideways), never up.
 //!
 //! Layers, lowest first (a file may import its own layer and any lower one):
-//!  0 leaf utilities  `fsutil`, `toml_fmt`, `exit`
+//!  0 leaf utilities  `fsutil`, `toml_fmt`, `exit`, `json_schema`
 //!  1 spec            `spec`, `workflow`, `story`
-//!  2 plan            `plan`
-//!  3 run folder      `exec::rundir`, `exec::journal`, `exec::event`, `history`
+//!  2 plan            `plan`, `artifact_metadata` (the types of `artifact-metadata.json` that
+//!                    clients and stages fill, and `telemetry` builds and checks)
+//!  3 run folder      `rundir` (layout, event, journal, history)
 //!  4 exec            `exec` (the Stage trait, retries, scheduling)
 //!  5 clients         `clients`
 //!  6 services        `services`
 //!  7 stages          `stages`
 //!  8 telemetry       `telemetry`, `verify`
-//!  9 composition     `exec::run`, `custom_nodes`
-//! 10 presentation    `show`, `cli`, `schema` (the list of every generated schema file)
-//! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, or below a
-//!                    `#[cfg(test)]`) may import it
+//!  9 composition     `run`, `custom_nodes`
+//! 10 presentation    `show`, `cli` (with `cli::generate`: the list of every generated file)
+//! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, a file under
+//!                    a `tests/` folder, or below a `#[cfg(test)]`) may import it
 //!
-//! The run-folder and composition-root modules still live under `exec/`; they are mapped by their
-//! path so the test already judges them by the layer they belong to. `#[cfg(test)]` code is
-//! covered too: a test beside lower-layer code that needs a higher layer's fake is an upward
-//! edge all the same, and belongs in `KNOWN_UPWARD` (or in tests/) rather than going unseen.
+//! `#[cfg(test)]` code is covered too: a test beside lower-layer code that needs a higher
+//! layer's fake is an upward edge all the same; such a test belongs with the higher layer (a
+//! whole run's tests under `run/tests/`).
 //! Comment lines are skipped: an intra-doc link is not a dependency.
 
 use std::path::{Path, PathBuf};
@@ -28,63 +28,28 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("fsutil", 0, "leaf utilities"),
     ("toml_fmt", 0, "leaf utilities"),
     ("exit", 0, "leaf utilities"),
+    ("json_schema", 0, "leaf utilities"),
     ("spec", 1, "spec"),
     ("workflow", 1, "spec"),
     ("story", 1, "spec"),
     ("plan", 2, "plan"),
-    ("exec::rundir", 3, "run folder"),
-    ("exec::journal", 3, "run folder"),
-    ("exec::event", 3, "run folder"),
-    ("history", 3, "run folder"),
+    ("artifact_metadata", 2, "artifact-metadata types"),
+    ("rundir", 3, "run folder"),
     ("exec", 4, "exec"),
     ("clients", 5, "clients"),
     ("services", 6, "services"),
     ("stages", 7, "stages"),
     ("telemetry", 8, "telemetry"),
     ("verify", 8, "telemetry"),
-    ("exec::run", 9, "composition root"),
+    ("run", 9, "composition root"),
     ("sweep", 9, "composition root"),
     ("custom_nodes", 9, "composition root"),
     ("show", 10, "presentation"),
     ("cli", 10, "presentation"),
-    ("schema", 10, "presentation"),
     ("main", 11, "binary"),
     ("layers", 11, "this test"),
     // Test support: it may import any layer, and any layer's tests may import it (only tests).
     ("testkit", 12, "test support"),
-];
-
-/// Upward imports that are known and still to be moved (issue 13, item 3), as
-/// `(file, imported path prefix)`. A NEW upward import fails the test; so does an entry here
-/// that no longer matches anything, so the list only shrinks.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // Clients and stages use the artifact-metadata types (Timestamp, Frames, quality results)
-    // that live in telemetry; they belong in a lower module of their own.
-    ("clients/comfyui/follow.rs", "telemetry"),
-    ("clients/gpu.rs", "telemetry"),
-    ("stages/await_marker/marker_file.rs", "telemetry"),
-    ("stages/collect_frames.rs", "telemetry"),
-    ("stages/output/frames.rs", "telemetry"),
-    ("stages/output/marker.rs", "telemetry"),
-    ("stages/output/mod.rs", "telemetry"),
-    ("stages/output/quality.rs", "telemetry"),
-    ("stages/output/queue.rs", "telemetry"),
-    ("stages/quality/score.rs", "telemetry"),
-    ("stages/quality.rs", "telemetry"),
-    ("stages/quality/tests.rs", "telemetry"),
-    ("stages/validate.rs", "telemetry"),
-    // Schema generation lives in the top-level `schema` module: the run-spec, story and
-    // event schemas belong in the layers that own those types.
-    ("exec/tests.rs", "schema"),
-    ("spec/check/llm.rs", "schema"),
-    ("spec/structure.rs", "schema"),
-    ("stages/llm/prompt.rs", "schema"),
-    ("telemetry/verify/schema.rs", "schema"),
-    // The run folder still reads the executor's event types through `exec`.
-    ("history.rs", "exec"),
-    // Tests that drive whole runs through exec/run.rs (the composition root, still under exec/).
-    ("stages/quality/tests.rs", "exec::run"),
-    ("telemetry/build/tests.rs", "exec::run"),
 ];
 
 /// One `crate::` path found in a source file.
@@ -92,7 +57,8 @@ struct Import {
     file: String,
     line: usize,
     path: String,
-    /// In test code: a `tests.rs` file, or after the file's first `#[cfg(test)]`.
+    /// In test code: a `tests.rs` file, a file under a `tests/` folder, or after the file's first
+    /// `#[cfg(test)]`.
     in_tests: bool,
 }
 
@@ -166,7 +132,9 @@ fn all_imports() -> Vec<Import> {
             .expect("under engine/src")
             .to_string_lossy()
             .replace('\\', "/");
-        let mut in_tests = relative == "tests.rs" || relative.ends_with("/tests.rs");
+        let mut in_tests = relative == "tests.rs"
+            || relative.ends_with("/tests.rs")
+            || relative.contains("/tests/");
         for (index, line) in text.lines().enumerate() {
             if line.trim_start().starts_with("//") {
                 continue;
@@ -185,17 +153,10 @@ fn all_imports() -> Vec<Import> {
     imports
 }
 
-#[test]
-fn every_crate_path_points_down_the_layers() {
+/// What is wrong with these imports: each upward one, each file or path without a layer.
+fn violations(imports: &[Import]) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut known_used = vec![false; KNOWN_UPWARD.len()];
-    let imports = all_imports();
-    assert!(
-        imports.len() > 100,
-        "found only {} crate:: paths: is the scan broken?",
-        imports.len()
-    );
-    for import in &imports {
+    for import in imports {
         if import.file == "lib.rs" || import.file == "layers.rs" {
             // The crate root declares every module and re-exports; this file only names paths.
             continue;
@@ -225,31 +186,64 @@ fn every_crate_path_points_down_the_layers() {
         if to_layer <= from_layer || (to_prefix == "testkit" && import.in_tests) {
             continue;
         }
-        if let Some(index) = KNOWN_UPWARD
-            .iter()
-            .position(|(file, prefix)| *file == import.file && *prefix == to_prefix)
-        {
-            known_used[index] = true;
-            continue;
-        }
         violations.push(format!(
             "{}:{}: `crate::{}` imports {to_name} (layer {to_layer}) from {from_name} (layer {from_layer})",
             import.file, import.line, import.path
         ));
     }
-    for (index, used) in known_used.iter().enumerate() {
-        if !used {
-            let (file, prefix) = KNOWN_UPWARD[index];
-            violations.push(format!(
-                "KNOWN_UPWARD ({file}, {prefix}) no longer happens: remove it from the list"
-            ));
-        }
-    }
+    violations
+}
+
+#[test]
+fn every_crate_path_points_down_the_layers() {
+    let imports = all_imports();
+    assert!(
+        imports.len() > 100,
+        "found only {} crate:: paths: is the scan broken?",
+        imports.len()
+    );
+    let violations = violations(&imports);
     assert!(
         violations.is_empty(),
         "{} layering violation(s), lowest layer first is: {}\n{}",
         violations.len(),
-        "fsutil/toml_fmt/exit < spec < plan < run folder < exec < clients < services < stages < telemetry < composition root < show/cli",
+        "fsutil/toml_fmt/exit/json_schema < spec < plan/artifact_metadata < run folder < exec < clients < services < stages < telemetry < composition root < show/cli",
         violations.join("\n")
     );
+}
+
+/// The check itself: an upward import (in code or in a test), and test support outside tests,
+/// are violations; downward and sideways imports, and test support in tests, are not.
+#[test]
+fn an_upward_import_is_a_violation() {
+    let import = |file: &str, path: &str, in_tests: bool| Import {
+        file: file.to_owned(),
+        line: 1,
+        path: path.to_owned(),
+        in_tests,
+    };
+    let fine = [
+        import("stages/queue.rs", "exec::Stage", false),
+        import("stages/queue.rs", "stages::output", false),
+        import("telemetry/build.rs", "rundir::history", false),
+        import("exec/tests/mod.rs", "testkit::Scripted", true),
+        import("lib.rs", "cli", false),
+    ];
+    assert_eq!(violations(&fine), Vec::<String>::new());
+    let upward = [
+        import("clients/gpu.rs", "telemetry::GpuTelemetry", false),
+        import("rundir/history.rs", "exec::Event", false),
+        import("spec/structure.rs", "cli::generate", true),
+        import("exec/scheduler/mod.rs", "testkit::Scripted", false),
+        import("spec/nowhere.rs", "nowhere::X", false),
+    ];
+    let found = violations(&upward);
+    assert_eq!(found.len(), upward.len(), "{found:#?}");
+    assert!(
+        found[0]
+            .starts_with("clients/gpu.rs:1: `crate::telemetry::GpuTelemetry` imports telemetry"),
+        "{}",
+        found[0]
+    );
+    assert!(found[4].contains("has no layer"), "{}", found[4]);
 }

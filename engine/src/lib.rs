@@ -1,20 +1,23 @@
 //! cinepipe: a declarative pipeline engine for story-to-video runs.
 //!
-//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → `exec`
-//! (the scheduler, the run folder and its journal).
+//! A run spec (TOML) flows `spec` (parse, resolve profiles, check) → `plan` (a DAG) → `run` (the
+//! composition root: services, the stage kinds, `exec`'s scheduler) → the run folder (`rundir`)
+//! → `telemetry`. `layers.rs` tests that every import points down that order.
 //! The binary is a thin shell over [`cli::run`].
 
+pub mod artifact_metadata;
 pub mod cli;
 pub mod clients;
 pub mod custom_nodes;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;
-pub mod history;
+pub mod json_schema;
 #[cfg(test)]
 mod layers;
 pub mod plan;
-pub mod schema;
+pub mod run;
+pub mod rundir;
 pub mod services;
 pub mod show;
 pub mod spec;

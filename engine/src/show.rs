@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::history::{InstanceStatus, RunHistory, run_dirs};
+use crate::rundir::history::{InstanceStatus, RunHistory, run_dirs};
 use crate::telemetry::{METADATA_FILE, SUMMARY_FILE};
 
 /// The table of `cinepipe runs`: oldest first, newest last (next to the prompt). A folder that
@@ -100,7 +100,7 @@ fn metadata_scenes(dir: &Path) -> Option<usize> {
 
 /// `run.name`, from the resolved spec.
 fn run_name(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(crate::exec::rundir::RESOLVED_SPEC)).ok()?;
+    let text = std::fs::read_to_string(dir.join(crate::rundir::RESOLVED_SPEC)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.pointer("/run/name")?.as_str().map(str::to_owned)
 }
@@ -116,8 +116,7 @@ fn short_time(ts: &str) -> String {
 
 /// Whether a folder looks like a run folder at all.
 pub fn is_run_dir(dir: &Path) -> bool {
-    dir.join(crate::exec::rundir::MANIFEST).exists()
-        || dir.join(crate::exec::rundir::EVENTS).exists()
+    dir.join(crate::rundir::MANIFEST).exists() || dir.join(crate::rundir::EVENTS).exists()
 }
 
 /// The text of `cinepipe show`.
@@ -242,15 +241,11 @@ pub fn show_run(h: &RunHistory) -> String {
         let mark = if p.exists() { "" } else { "  (missing)" };
         format!("{}{mark}", p.display())
     };
-    let _ = writeln!(s, "  journal    {}", file(crate::exec::rundir::EVENTS));
+    let _ = writeln!(s, "  journal    {}", file(crate::rundir::EVENTS));
     let _ = writeln!(s, "  metadata   {}", file(METADATA_FILE));
     let _ = writeln!(s, "  summary    {}", file(SUMMARY_FILE));
     let _ = writeln!(s, "  outputs    {}", file("stages"));
-    let _ = writeln!(
-        s,
-        "  spec       {}",
-        file(crate::exec::rundir::RESOLVED_SPEC)
-    );
+    let _ = writeln!(s, "  spec       {}", file(crate::rundir::RESOLVED_SPEC));
     if !h.problems.is_empty() {
         let _ = writeln!(s, "\nproblems:");
         for p in &h.problems {

@@ -2,6 +2,12 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The story's JSON Schema (the default `output_schema` of an `llm` stage).
+pub fn story_schema() -> Value {
+    crate::json_schema::draft07::<Story>()
+}
 
 /// A story split into scenes, as the LLM must answer it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

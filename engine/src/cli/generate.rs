@@ -11,6 +11,7 @@ use crate::exit::ExitCode;
 
 pub mod completions;
 pub mod man;
+pub mod schemas;
 pub mod spec_reference;
 
 pub use spec_reference::spec_reference;
@@ -22,11 +23,7 @@ pub(crate) fn docs(out: PathBuf, check: bool) -> ExitCode {
 
 /// `cinepipe schema`: the JSON Schemas in `schemas/`.
 pub(crate) fn schema(out_dir: &Path, check: bool) -> ExitCode {
-    write_generated(
-        &in_dir(out_dir, crate::schema::files()),
-        check,
-        "cinepipe schema",
-    )
+    write_generated(&in_dir(out_dir, schemas::files()), check, "cinepipe schema")
 }
 
 /// `cinepipe completions`: one script per shell in a folder, or one shell's script on stdout.

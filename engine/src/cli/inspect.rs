@@ -34,7 +34,7 @@ pub(crate) fn show(dir: &Path) -> ExitCode {
         );
         return ExitCode::Failure;
     }
-    match crate::history::RunHistory::read(dir) {
+    match crate::rundir::history::RunHistory::read(dir) {
         Ok(h) => {
             outln!("{}", crate::show::show_run(&h).trim_end());
             ExitCode::Success

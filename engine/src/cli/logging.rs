@@ -110,7 +110,7 @@ struct EventClock;
 
 impl FormatTime for EventClock {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        w.write_str(&crate::exec::event::now_rfc3339())
+        w.write_str(&crate::rundir::event::now_rfc3339())
     }
 }
 

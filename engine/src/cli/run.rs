@@ -7,10 +7,9 @@ use std::io::IsTerminal;
 use super::args::{LogFormat, RunArgs};
 use super::display::{JsonLines, Lines, Live};
 use super::output::{exit_for, outln, render};
-use crate::exec::{
-    self, ExecOptions, InstanceState, Interrupt, Observer, RunError, RunOutcome, RunRequest,
-};
+use crate::exec::{self, ExecOptions, InstanceState, Interrupt, Observer, RunOutcome};
 use crate::exit::ExitCode;
+use crate::run::{RunError, RunRequest};
 
 /// Runs the spec (or resumes the run folder) the flags name.
 pub(crate) fn run(args: RunArgs, color: bool) -> ExitCode {
@@ -55,7 +54,7 @@ fn run_request(req: RunRequest, observers: Vec<Box<dyn Observer>>, color: bool) 
         if let Err(e) = exec::signals::listen(interrupt.clone()) {
             tracing::warn!("warning: cannot listen for Ctrl-C: {e}");
         }
-        exec::run(req, crate::stages::registry(), &interrupt, observers).await
+        crate::run::run(req, crate::run::registry(), &interrupt, observers).await
     });
     // Blocking tasks still writing are given a moment; nothing the run needs is left to them.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::artifact_metadata::{GpuReadingSource, GpuTelemetry};
 use crate::spec::model::GpuSource;
-use crate::telemetry::{GpuReadingSource, GpuTelemetry};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -216,10 +216,11 @@ fn mib(bytes: u64) -> i64 {
 /// NVML, loaded once per process (`libnvidia-ml.so.1` through nvml-wrapper): a machine
 /// without the driver gets an error to note, not a failure.
 async fn nvml() -> Result<Reading, SourceError> {
-    static NVML: OnceLock<Result<nvml_wrapper::Nvml, String>> = OnceLock::new();
+    static NVML: OnceLock<Result<nvml_wrapper::Nvml, nvml_wrapper::error::NvmlError>> =
+        OnceLock::new();
     let read = || {
         let nvml = NVML
-            .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string()))
+            .get_or_init(nvml_wrapper::Nvml::init)
             .as_ref()
             .map_err(|e| SourceError::Unavailable(format!("could not be loaded ({e})")))?;
         let device = nvml

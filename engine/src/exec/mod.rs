@@ -1,26 +1,23 @@
-//! Running a plan: the scheduler, retries, timeouts and cancellation, the run folder with its
-//! event journal, and resume.
+//! Running a plan: the scheduler, retries, timeouts and cancellation, and resume from the run
+//! folder's journal (`crate::rundir`).
 //!
-//! [`run`] is what `cinepipe run` calls: it makes (or reopens) the run folder, brings up the
-//! services, and hands the plan to the [`Executor`], which runs stage instances through the
-//! [`Stage`] implementations of a [`Registry`] and records every state change as an [`Event`].
+//! The [`Executor`] runs stage instances through the [`Stage`] implementations of a
+//! [`Registry`] and records every state change as an [`Event`]. Which stage kinds exist, and the
+//! services and telemetry around a run, are the composition root's (`crate::run`).
 
-pub mod event;
-pub mod journal;
 pub mod retry;
-mod run;
-pub mod rundir;
 mod scheduler;
 pub mod signals;
 pub mod stage;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
-pub use event::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome, SkipReason};
-pub use journal::{Journal, JournalError, Replay};
-pub use run::{RunError, RunRequest, run};
-pub use rundir::{RunDir, RunDirError};
+/// The events the executor emits and its observers are told: the run folder's journal
+/// vocabulary, named here too because every stage and observer speaks it.
+pub use crate::rundir::event::{
+    AttemptOutcome, Event, EventKind, InstanceId, RunOutcome, SkipReason,
+};
 pub use scheduler::{
     AttemptRecord, CANCEL_GRACE, ExecOptions, Executor, InstanceReport, InstanceState, Observer,
     RunReport, Session, default_jobs,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::event::InstanceId;
+use crate::rundir::event::InstanceId;
 use crate::spec::CheckedSpec;
 use crate::spec::model::{FailureClass, Stage as SpecStage, StageKind};
 

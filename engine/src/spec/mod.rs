@@ -8,6 +8,7 @@ pub mod diagnostic;
 pub mod graph;
 pub mod model;
 pub mod profile;
+pub mod schema;
 pub mod source;
 pub mod structure;
 pub mod templates;

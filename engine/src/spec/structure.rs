@@ -27,7 +27,7 @@ pub struct Structure {
 pub fn structure() -> &'static Structure {
     static S: OnceLock<Structure> = OnceLock::new();
     S.get_or_init(|| {
-        let schema = crate::schema::run_spec_schema();
+        let schema = super::schema::run_spec_schema();
         let validator = compile(&schema);
         let defs = schema.get("definitions").cloned().unwrap_or(Value::Null);
         let stage_validator = compile(&serde_json::json!({

@@ -53,9 +53,9 @@ use super::comfy_files::{self, Listed, Output, Upstream};
 use super::output::{
     FramesAttempt, FramesOutput, FramesRecord, MarkerOutput, SkippedFile, StageSystem,
 };
+use crate::artifact_metadata::Frames;
 use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::spec::model::{CollectFramesStage, FailureClass, OnShort, Stage as SpecStage};
-use crate::telemetry::Frames;
 
 mod gather;
 

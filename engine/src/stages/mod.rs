@@ -17,8 +17,9 @@ use crate::exec::Registry;
 use crate::spec::model::StageKind;
 
 /// The stage kinds this cinepipe has built; each comes with its own issue and registers itself
-/// here (stages sit above `exec`, so the executor never names a kind).
-pub fn registry() -> Registry {
+/// here (stages sit above `exec`, so the executor never names a kind). The composition root
+/// hands in what the stages cannot name themselves: `telemetry`'s writer and checker.
+pub fn registry(telemetry: validate::TelemetryCheck) -> Registry {
     Registry::default()
         .with(StageKind::Llm, Arc::new(llm::Llm))
         .with(
@@ -26,7 +27,10 @@ pub fn registry() -> Registry {
             Arc::new(patch_workflow::PatchWorkflow),
         )
         .with(StageKind::Queue, Arc::new(queue::Queue))
-        .with(StageKind::Validate, Arc::new(validate::Validate))
+        .with(
+            StageKind::Validate,
+            Arc::new(validate::Validate::new(telemetry)),
+        )
         .with(StageKind::AwaitMarker, Arc::new(await_marker::AwaitMarker))
         .with(
             StageKind::CollectFrames,

@@ -62,13 +62,13 @@ pub use score::{
 use super::output::{
     FramesOutput, QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality,
 };
-use crate::exec::rundir::RunDir;
+use crate::artifact_metadata::QualityCheckResult;
 use crate::exec::{Attempt, BoxFuture, InstanceId, Stage, StageContext, StageFailure};
+use crate::rundir::RunDir;
 use crate::spec::Fan;
 use crate::spec::model::{
     FailureClass, QualityCheck, QualityStage, Service, Stage as SpecStage, StageKind,
 };
-use crate::telemetry::QualityCheckResult;
 
 /// The `quality` kind for the executor.
 pub struct Quality;

@@ -1,6 +1,8 @@
 //! The `validate` stage: writes the run's `artifact-metadata.json` and `run-summary.txt` as they
 //! stand (the run is still going: it is `incomplete`, and this attempt is not in it yet), then
 //! checks them with `telemetry::verify::verify_run`, exactly as `cinepipe verify` does.
+//! `telemetry` sits above the stages, so the composition root hands both in as a
+//! [`TelemetryCheck`].
 //!
 //! The files are written again when the session ends, with the final outcome; the check here
 //! proves that what the run produced keeps the contract while a stage can still fail the run
@@ -12,24 +14,38 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::output::ValidateOutput;
+use crate::artifact_metadata::{METADATA_FILE, SUMMARY_FILE};
 use crate::exec::{Attempt, BoxFuture, EventKind, InstanceId, Stage, StageContext, StageFailure};
+use crate::spec::CheckedSpec;
 use crate::spec::model::{FailureClass, Stage as SpecStage};
-use crate::telemetry::{METADATA_FILE, SUMMARY_FILE};
 
 /// How long an attempt waits for its own `attempt-started` line to reach the journal.
 const JOURNAL_WAIT: Duration = Duration::from_secs(5);
 
+/// Writes the run folder's telemetry files as they stand and checks them: the violations, as
+/// printed, or why the files could not be made.
+pub type TelemetryCheck =
+    fn(&Path, &CheckedSpec) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>>;
+
 /// The `validate` kind for the executor.
-pub struct Validate;
+pub struct Validate {
+    check: TelemetryCheck,
+}
+
+impl Validate {
+    pub fn new(check: TelemetryCheck) -> Self {
+        Validate { check }
+    }
+}
 
 impl Stage for Validate {
     fn attempt<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move { validate(ctx).await.into() })
+        Box::pin(async move { validate(ctx, self.check).await.into() })
     }
 }
 
 /// One attempt: the run's telemetry written and checked.
-async fn validate(ctx: &StageContext) -> Result<Value, StageFailure> {
+async fn validate(ctx: &StageContext, check: TelemetryCheck) -> Result<Value, StageFailure> {
     let Some(SpecStage::Validate(cfg)) = ctx.stage() else {
         return Err(StageFailure::new(
             FailureClass::InvalidOutput,
@@ -40,7 +56,7 @@ async fn validate(ctx: &StageContext) -> Result<Value, StageFailure> {
     // The walker spawns an attempt and then writes the journal lines it buffered (the
     // need that just succeeded, this attempt's start): wait for them, or the metadata
     // would miss the work this stage was waiting for.
-    let events = ctx.run_dir.join(crate::exec::rundir::EVENTS);
+    let events = ctx.run_dir.join(crate::rundir::EVENTS);
     let started = tokio::time::Instant::now();
     while !journal_has_start(&events, &ctx.instance, ctx.attempt)
         && started.elapsed() < JOURNAL_WAIT
@@ -54,15 +70,13 @@ async fn validate(ctx: &StageContext) -> Result<Value, StageFailure> {
     }
     let dir = ctx.run_dir.clone();
     let spec = ctx.spec.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        crate::telemetry::build::write_run(&dir, &spec).map_err(|e| e.to_string())?;
-        crate::telemetry::verify::verify_run(&dir).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    let checked =
+        tokio::task::spawn_blocking(move || check(&dir, &spec).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
     let violations: Vec<String> = match checked {
-        Ok(v) => v.iter().map(ToString::to_string).collect(),
+        Ok(v) => v,
         // Not a verdict on the run's telemetry: the files could not be made.
         Err(e) => {
             return Err(StageFailure::new(

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{self, Job, Partition};
 use super::suite::{self, Suite, SuiteError};
 use super::verdict::{self, REPORT_FORMAT, RunSummary, SweepReport};
-use crate::exec::{ExecOptions, Interrupt, RunError, RunRequest};
+use crate::exec::{ExecOptions, Interrupt};
 use crate::fsutil::write_atomic;
+use crate::run::{RunError, RunRequest};
 use crate::services::{EnsureError, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
 
@@ -144,7 +145,7 @@ pub async fn sweep(
     }
 
     // Services: once for the whole sweep, not once per run.
-    let registry = crate::stages::registry();
+    let registry = crate::run::registry();
     let opts = ServiceOptions::new(dir.join(".services"));
     let mut services = Vec::new();
     let mut notes = Vec::new();
@@ -308,7 +309,7 @@ async fn run_job(
         output_dir: Some(job_dir.clone()),
         skip_services: true,
     };
-    let report = crate::exec::run(req, crate::stages::registry(), interrupt, Vec::new()).await?;
+    let report = crate::run::run(req, crate::run::registry(), interrupt, Vec::new()).await?;
     if report.outcome == crate::exec::RunOutcome::Interrupted {
         return Ok(None);
     }
@@ -329,7 +330,7 @@ fn run_folder_in(job_dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| crate::exec::rundir::RunDir::open(p).is_ok())
+        .find(|p| crate::rundir::RunDir::open(p).is_ok())
 }
 
 fn create(req: &SweepRequest) -> Result<(PathBuf, Manifest), SweepError> {
@@ -551,7 +552,7 @@ mod tests {
             repeat: job.repeat,
             run_dir: format!("runs/{}/r", job.folder().display()),
             outcome: if passed { "success" } else { "failed" }.into(),
-            retried: job.repeat % 3 == 0,
+            retried: job.repeat.is_multiple_of(3),
             telemetry_complete: true,
             failures: if passed {
                 vec![]

@@ -36,16 +36,17 @@ use serde_json::Value;
 mod llm;
 mod quality;
 
-use super::metadata::*;
 use super::parts;
-use crate::exec::{InstanceId, RunDir, RunOutcome};
-use crate::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
+use crate::artifact_metadata::*;
+use crate::rundir::RunDir;
+use crate::rundir::event::{InstanceId, RunOutcome};
+use crate::rundir::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
 use crate::spec::model::{Stage as SpecStage, StageKind};
 use crate::spec::{CheckedSpec, Fan};
 use crate::stages::output::FramesRecord;
 
 /// `service-notes.json` in the run folder: what each session did with the services (reused,
-/// launched, fell back), written by `exec::run` so that the `validate` stage sees them too.
+/// launched, fell back), written by `run::run` so that the `validate` stage sees them too.
 pub const SERVICE_NOTES_FILE: &str = "service-notes.json";
 
 /// What [`write_run`] could not do.

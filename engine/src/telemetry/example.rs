@@ -1,7 +1,7 @@
 //! A realistic three-scene run, built from the types: the source of the corpus fixture
 //! `tests/runs/valid/` and of the round-trip tests.
 
-use super::metadata::*;
+use crate::artifact_metadata::*;
 
 fn ts(s: &str) -> Timestamp {
     #[expect(clippy::expect_used, reason = "literal timestamps of a test fixture")]

@@ -5,11 +5,10 @@
 pub mod build;
 #[cfg(test)]
 pub(crate) mod example;
-mod metadata;
 mod parts;
 mod summary;
 pub mod verify;
 
-pub use metadata::*;
+pub use crate::artifact_metadata::*;
 pub(crate) use summary::{Expected, Extract, expected_lines};
 pub use summary::{Field, Line, ParseError, Payload, Subject, Summary, write_summary};

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::metadata::{QualityMetrics, SceneRecord, Telemetry};
+use crate::artifact_metadata::{QualityMetrics, SceneRecord, Telemetry};
 use crate::exec::InstanceId;
 use crate::spec::model::StageKind;
 use crate::stages::output::{

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::metadata::ArtifactMetadata;
+use crate::artifact_metadata::ArtifactMetadata;
 
 mod fields;
 
@@ -90,6 +90,34 @@ pub struct ParseError {
     /// 1-based.
     pub line: usize,
     pub message: String,
+}
+
+/// Why a line is not a summary line: the `message` of its [`ParseError`].
+#[derive(Debug, thiserror::Error)]
+enum LineError {
+    #[error("expected `[Scene <id>] <Label>: ...` or `[Run <id>] <Label>: ...`")]
+    Shape,
+    #[error("bad quoted string {literal}: {source}")]
+    BadQuoted {
+        literal: String,
+        source: serde_json::Error,
+    },
+    #[error("unterminated quoted string")]
+    Unterminated,
+    #[error("empty id in `[...]`")]
+    EmptyId,
+    #[error("unknown label `{label}` (expected one of {expected})")]
+    UnknownLabel { label: String, expected: String },
+    #[error("text after the quoted note")]
+    TextAfterNote,
+    #[error("expected `key=value`, found `{0}`")]
+    NotKeyValue(String),
+    #[error("a `=value` without its key")]
+    NoKey,
+    #[error("text right after the quoted value of `{0}`")]
+    TextAfterValue(String),
+    #[error("`{0}` given twice")]
+    Repeated(String),
 }
 
 /// The summary of a run, as the executor writes it: a pure function of the metadata.
@@ -171,9 +199,9 @@ artifact-metadata.json has the full record\n",
             }
             match parse_line(t) {
                 Ok(l) => lines.push((i + 1, l)),
-                Err(message) => errors.push(ParseError {
+                Err(e) => errors.push(ParseError {
                     line: i + 1,
-                    message,
+                    message: e.to_string(),
                 }),
             }
         }
@@ -333,7 +361,7 @@ fn id_text(id: &str) -> String {
 }
 
 /// Reads a JSON string at the start of `s`; returns it and the rest.
-fn json_string(s: &str) -> Result<(String, &str), String> {
+fn json_string(s: &str) -> Result<(String, &str), LineError> {
     let mut escaped = false;
     for (i, c) in s.char_indices().skip(1) {
         match c {
@@ -341,47 +369,49 @@ fn json_string(s: &str) -> Result<(String, &str), String> {
             '\\' => escaped = true,
             '"' => {
                 let lit = &s[..=i];
-                let v: String = serde_json::from_str(lit)
-                    .map_err(|e| format!("bad quoted string {lit}: {e}"))?;
+                let v: String =
+                    serde_json::from_str(lit).map_err(|source| LineError::BadQuoted {
+                        literal: lit.to_owned(),
+                        source,
+                    })?;
                 return Ok((v, &s[i + 1..]));
             }
             _ => {}
         }
     }
-    Err("unterminated quoted string".to_owned())
+    Err(LineError::Unterminated)
 }
 
-fn parse_line(line: &str) -> Result<Line, String> {
-    const SHAPE: &str = "expected `[Scene <id>] <Label>: ...` or `[Run <id>] <Label>: ...`";
-    let rest = line.strip_prefix('[').ok_or_else(|| SHAPE.to_owned())?;
+fn parse_line(line: &str) -> Result<Line, LineError> {
+    let rest = line.strip_prefix('[').ok_or(LineError::Shape)?;
     let (scene, rest) = if let Some(r) = rest.strip_prefix("Scene ") {
         (true, r)
     } else if let Some(r) = rest.strip_prefix("Run ") {
         (false, r)
     } else {
-        return Err(SHAPE.to_owned());
+        return Err(LineError::Shape);
     };
     let (id, rest) = if rest.starts_with('"') {
         let (id, r) = json_string(rest)?;
-        let r = r.strip_prefix(']').ok_or_else(|| SHAPE.to_owned())?;
+        let r = r.strip_prefix(']').ok_or(LineError::Shape)?;
         (id, r)
     } else {
-        let end = rest.find(']').ok_or_else(|| SHAPE.to_owned())?;
+        let end = rest.find(']').ok_or(LineError::Shape)?;
         (rest[..end].to_owned(), &rest[end + 1..])
     };
     if id.is_empty() {
-        return Err("empty id in `[...]`".to_owned());
+        return Err(LineError::EmptyId);
     }
-    let rest = rest.strip_prefix(' ').ok_or_else(|| SHAPE.to_owned())?;
-    let colon = rest.find(':').ok_or_else(|| SHAPE.to_owned())?;
+    let rest = rest.strip_prefix(' ').ok_or(LineError::Shape)?;
+    let colon = rest.find(':').ok_or(LineError::Shape)?;
     let label = &rest[..colon];
     let payload = rest[colon + 1..].strip_prefix(' ').unwrap_or("");
     let labels = if scene { SCENE_LABELS } else { RUN_LABELS };
     if !labels.contains(&label) {
-        return Err(format!(
-            "unknown label `{label}` (expected one of {})",
-            labels.join(", ")
-        ));
+        return Err(LineError::UnknownLabel {
+            label: label.to_owned(),
+            expected: labels.join(", "),
+        });
     }
     let subject = if scene {
         Subject::Scene(id)
@@ -392,7 +422,7 @@ fn parse_line(line: &str) -> Result<Line, String> {
         if payload.starts_with('"') {
             let (t, r) = json_string(payload)?;
             if !r.trim().is_empty() {
-                return Err("text after the quoted note".to_owned());
+                return Err(LineError::TextAfterNote);
             }
             Payload::Text(t)
         } else {
@@ -408,7 +438,7 @@ fn parse_line(line: &str) -> Result<Line, String> {
     })
 }
 
-fn parse_fields(mut s: &str, outcome_first: bool) -> Result<Vec<Field>, String> {
+fn parse_fields(mut s: &str, outcome_first: bool) -> Result<Vec<Field>, LineError> {
     let mut fields: Vec<Field> = Vec::new();
     let mut first = true;
     loop {
@@ -420,16 +450,16 @@ fn parse_fields(mut s: &str, outcome_first: bool) -> Result<Vec<Field>, String> 
         let (key, value_start) = match s[..token_end].find('=') {
             Some(eq) => (s[..eq].to_owned(), &s[eq + 1..]),
             None if first && outcome_first => (OUTCOME.to_owned(), s),
-            None => return Err(format!("expected `key=value`, found `{}`", &s[..token_end])),
+            None => return Err(LineError::NotKeyValue(s[..token_end].to_owned())),
         };
         first = false;
         if key.is_empty() {
-            return Err("a `=value` without its key".to_owned());
+            return Err(LineError::NoKey);
         }
         let (value, rest) = if value_start.starts_with('"') {
             let (v, r) = json_string(value_start)?;
             if !(r.is_empty() || r.starts_with(' ')) {
-                return Err(format!("text right after the quoted value of `{key}`"));
+                return Err(LineError::TextAfterValue(key));
             }
             (Value::String(v), r)
         } else {
@@ -437,7 +467,7 @@ fn parse_fields(mut s: &str, outcome_first: bool) -> Result<Vec<Field>, String> 
             (bare_value(&value_start[..end]), &value_start[end..])
         };
         if fields.iter().any(|f| f.key == key) {
-            return Err(format!("`{key}` given twice"));
+            return Err(LineError::Repeated(key));
         }
         fields.push(Field { key, value });
         s = rest;

@@ -114,15 +114,15 @@ pub fn verify_run(dir: &Path) -> Result<Vec<Violation>, VerifyError> {
                 None
             }
         },
-        Err(message) => {
-            out.push(Violation::file(METADATA_FILE, message));
+        Err(unreadable) => {
+            out.push(Violation::file(METADATA_FILE, unreadable.to_string()));
             None
         }
     };
     let summary = match summary {
         Ok(text) => Some(text),
-        Err(message) => {
-            out.push(Violation::file(SUMMARY_FILE, message));
+        Err(unreadable) => {
+            out.push(Violation::file(SUMMARY_FILE, unreadable.to_string()));
             None
         }
     };
@@ -130,16 +130,24 @@ pub fn verify_run(dir: &Path) -> Result<Vec<Violation>, VerifyError> {
     Ok(out)
 }
 
-fn read(dir: &Path, name: &'static str) -> Result<String, String> {
+/// Why a contract file of the run folder could not be read: a violation of the file.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("missing")]
+    Missing,
+    #[error("not UTF-8 (invalid byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("cannot be read: {0}")]
+    Io(std::io::Error),
+}
+
+fn read(dir: &Path, name: &'static str) -> Result<String, Unreadable> {
     match std::fs::read(dir.join(name)) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|e| {
-            format!(
-                "not UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("missing".to_owned()),
-        Err(e) => Err(format!("cannot be read: {e}")),
+        Ok(bytes) => {
+            String::from_utf8(bytes).map_err(|e| Unreadable::NotUtf8(e.utf8_error().valid_up_to()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unreadable::Missing),
+        Err(e) => Err(Unreadable::Io(e)),
     }
 }
 

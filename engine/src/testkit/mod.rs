@@ -3,12 +3,14 @@
 //! lives in the library because all three must reach it; nothing in the engine uses it.
 
 mod context;
+mod frames;
 mod scripted;
 mod spec;
 
 use std::path::{Path, PathBuf};
 
 pub use context::{ContextExt, context};
+pub use frames::{flat, moving_square, write_png};
 pub use scripted::{LoggedAttempt, Scripted, Step, story};
 pub use spec::{NOWHERE, SCENE_PIPELINE, SpecBuilder, comfyui, openai};
 

@@ -158,7 +158,7 @@ impl Scripted {
 
     /// The built-in stages, with this script in place of `kinds`.
     pub fn over_builtin(&self, kinds: &[StageKind]) -> Registry {
-        self.onto(crate::stages::registry(), kinds)
+        self.onto(crate::run::registry(), kinds)
     }
 
     /// A registry of `kinds` alone, all this script: the other kinds have no implementation.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 /// The spec reference in Markdown.
 pub fn spec_reference() -> String {
-    let schema = crate::schema::run_spec_schema();
+    let schema = crate::spec::schema::run_spec_schema();
     let r = Ref { root: &schema };
     let mut s = String::new();
     s.push_str("# Run spec reference\n\n");
@@ -116,7 +116,7 @@ impl<'a> Ref<'a> {
     }
 
     fn deref(&self, v: &'a Value) -> &'a Value {
-        crate::schema::deref(self.root, v)
+        crate::json_schema::deref(self.root, v)
     }
 
     /// The branches of a `kind`-tagged union, as (kind, schema).

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{ComfyClient, WsStream};
 use super::error::ComfyError;
 use super::messages::{self, HistoryEntry, HistoryStatus, WsEvent};
-use crate::telemetry::{HistoryExitReason, Timestamp};
+use crate::artifact_metadata::{HistoryExitReason, Timestamp};
 
 /// How long to follow, from the `queue` stage's settings.
 #[derive(Debug, Clone)]
@@ -83,15 +83,26 @@ const WS_READY_MAX: Duration = Duration::from_secs(2);
 /// Bound on cancelling our prompt (the executor's grace after a cancel is 10 s).
 const CANCEL_MAX: Duration = Duration::from_secs(5);
 
-async fn recv(ws: &mut Option<WsStream>) -> Option<Result<Message, String>> {
+/// Why the WebSocket cannot be used (a note; polling `/history` covers for it).
+#[derive(Debug, thiserror::Error)]
+enum SocketError {
+    #[error("{0}")]
+    Connect(ComfyError),
+    #[error("closed by the server")]
+    Closed,
+    #[error("{0}")]
+    Frame(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+async fn recv(ws: &mut Option<WsStream>) -> Option<Result<Message, SocketError>> {
     match ws {
-        Some(w) => w.next().await.map(|r| r.map_err(|e| e.to_string())),
+        Some(w) => w.next().await.map(|r| r.map_err(SocketError::from)),
         None => std::future::pending().await,
     }
 }
 
 /// Waits for the first `status` frame of a fresh socket.
-async fn ready(ws: &mut WsStream) -> Result<(), String> {
+async fn ready(ws: &mut WsStream) -> Result<(), SocketError> {
     let wait = async {
         while let Some(m) = ws.next().await {
             match m {
@@ -100,12 +111,12 @@ async fn ready(ws: &mut WsStream) -> Result<(), String> {
                         return Ok(());
                     }
                 }
-                Ok(Message::Close(_)) => return Err("closed by the server".to_owned()),
+                Ok(Message::Close(_)) => return Err(SocketError::Closed),
                 Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
-        Err("closed by the server".to_owned())
+        Err(SocketError::Closed)
     };
     // No `status` in time: go on; polling covers anything the socket misses.
     tokio::time::timeout(WS_READY_MAX, wait)
@@ -114,11 +125,11 @@ async fn ready(ws: &mut WsStream) -> Result<(), String> {
 }
 
 impl ComfyClient {
-    async fn open_socket(&self, client_id: &str) -> Result<WsStream, String> {
+    async fn open_socket(&self, client_id: &str) -> Result<WsStream, SocketError> {
         let mut ws = self
             .connect_ws(client_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(SocketError::Connect)?;
         ready(&mut ws).await?;
         Ok(ws)
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::super::event::{AttemptOutcome, EventKind};
-use super::super::rundir::RunDir;
 use super::super::stage::{Stage, StageContext, StageFailure};
 use super::walker::{Phase, Walker};
+use crate::rundir::RunDir;
+use crate::rundir::event::{AttemptOutcome, EventKind};
 use crate::spec::graph::FanMode;
 use crate::spec::model::FailureClass;
 
@@ -115,7 +115,7 @@ impl Walker {
                 slot,
                 attempt,
                 started_at: Instant::now(),
-                started_ts: super::super::event::now_rfc3339(),
+                started_ts: crate::rundir::event::now_rfc3339(),
             },
         );
     }

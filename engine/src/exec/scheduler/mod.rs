@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::event::{AttemptOutcome, Event, InstanceId, RunOutcome};
-use super::journal::{Journal, Replay};
-use super::rundir::RunDir;
 use super::signals::Interrupt;
 use super::stage::Registry;
 use crate::plan::Plan;
+use crate::rundir::RunDir;
+use crate::rundir::event::{AttemptOutcome, Event, InstanceId, RunOutcome};
+use crate::rundir::journal::{Journal, Replay};
 use crate::spec::CheckedSpec;
 use crate::spec::model::{FailureClass, StageKind};
 use walker::Walker;
@@ -134,10 +134,10 @@ pub struct RunReport {
     pub journal_error: Option<std::io::Error>,
     pub duration: Duration,
     /// What this session did with the services (reused, launched, fell back); filled by
-    /// `exec::run`.
+    /// `run::run`.
     pub service_notes: Vec<String>,
     /// Why `artifact-metadata.json` and `run-summary.txt` could not be written at the end of
-    /// the session, if they could not; filled by `exec::run`.
+    /// the session, if they could not; filled by `run::run`.
     pub telemetry_error: Option<String>,
 }
 

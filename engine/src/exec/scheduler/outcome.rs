@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::super::event::{AttemptOutcome, EventKind};
 use super::super::retry;
 use super::AttemptRecord;
 use super::attempt::RunningAttempt;
 use super::walker::{Phase, Walker};
+use crate::rundir::event::{AttemptOutcome, EventKind};
 use crate::spec::graph::{FanMode, RequeueSpan};
 use crate::spec::model::FailureClass;
 
@@ -29,7 +29,7 @@ impl Walker {
             .push(AttemptRecord {
                 attempt: running.attempt,
                 started: running.started_ts.clone(),
-                finished: super::super::event::now_rfc3339(),
+                finished: crate::rundir::event::now_rfc3339(),
                 duration_s: duration.as_secs_f64(),
                 outcome,
                 class,

@@ -1,9 +1,9 @@
 //! The end of a session: every instance that did not run is skipped with a reason, the run's
 //! last event is written, and the session's [`RunReport`] is put together.
 
-use super::super::event::{EventKind, InstanceId, RunOutcome, SkipReason};
 use super::walker::{Phase, Walker};
 use super::{InstanceReport, InstanceState, RunReport};
+use crate::rundir::event::{EventKind, InstanceId, RunOutcome, SkipReason};
 use crate::spec::graph::FanMode;
 
 impl Walker {

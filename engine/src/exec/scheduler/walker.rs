@@ -10,11 +10,11 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::super::event::{Event, EventKind, InstanceId, JOURNAL_VERSION};
 use super::super::signals::Interrupt;
 use super::super::stage::Stage;
 use super::attempt::{AttemptResult, RunningAttempt};
 use super::{AttemptRecord, ExecOptions, Executor, Observer, Session};
+use crate::rundir::event::{Event, EventKind, InstanceId, JOURNAL_VERSION};
 use crate::spec::graph::FanMode;
 use crate::spec::model::{RetryPolicy, Service, StageKind};
 use crate::spec::{CheckedSpec, StageGraph};

@@ -18,7 +18,7 @@ impl<'a> Checker<'a> {
             None => Some(
                 self.files
                     .story_schema
-                    .get_or_insert_with(|| Arc::new(crate::schema::story_schema()))
+                    .get_or_insert_with(|| Arc::new(crate::story::story_schema()))
                     .clone(),
             ),
             Some(path) => self.files.schema(&self.base_dir.join(path)).ok(),
@@ -30,7 +30,7 @@ impl<'a> Checker<'a> {
     /// would have is unknown.
     pub(super) fn list_fields(&mut self, llm: &LlmStage) -> Option<Vec<String>> {
         self.output_schema(llm)
-            .map(|s| crate::schema::list_properties(&s))
+            .map(|s| crate::json_schema::list_properties(&s))
     }
 
     /// The fields an item of `source` (`STAGE.FIELD`) has, for `{{scene.*}}`; `None` when they
@@ -43,7 +43,7 @@ impl<'a> Checker<'a> {
         };
         let schema = self.output_schema(llm)?;
         let mut fields = vec!["index".to_owned()];
-        fields.extend(crate::schema::item_properties(&schema, field));
+        fields.extend(crate::json_schema::item_properties(&schema, field));
         Some(fields)
     }
 

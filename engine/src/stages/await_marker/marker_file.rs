@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::MAX_MARKER_BYTES;
+use crate::artifact_metadata::Timestamp;
 use crate::stages::output::MarkerBody;
-use crate::telemetry::Timestamp;
 
 /// Why a done marker is not valid.
 #[derive(Debug, thiserror::Error)]

@@ -71,7 +71,7 @@ pub(super) fn prepare(input: &LlmInput<'_>) -> Result<Prepared, LlmFailure> {
             )
         })?,
         None => {
-            let mut s = crate::schema::story_schema();
+            let mut s = crate::story::story_schema();
             // With the default story schema, `vars.scenes = N` means exactly N scenes: the
             // grammar then holds a small model to the count, and the check catches any other.
             if let Some(n) = stage.vars.get("scenes").and_then(Value::as_u64)

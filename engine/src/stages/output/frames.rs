@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::marker::StageSystem;
 use super::record::AttemptRecord;
 use super::render::RenderRef;
-use crate::telemetry::Frames;
+use crate::artifact_metadata::Frames;
 
 /// The `collect-frames` stage's output: the render it collected (passed on) and the scene's
 /// `Frames`, with the contract's names.

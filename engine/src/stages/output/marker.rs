@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::AttemptRecord;
 use super::render::RenderRef;
-use crate::telemetry::Timestamp;
+use crate::artifact_metadata::Timestamp;
 
 /// How the marker was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -13,6 +13,7 @@ mod quality;
 mod queue;
 mod record;
 mod render;
+mod schema;
 mod validate;
 
 pub use frames::{FramesAttempt, FramesOutput, FramesRecord, SkippedFile};
@@ -25,6 +26,7 @@ pub use quality::{QualityOutput, QualityPart, QualityRecord, QualityTelemetry, R
 pub use queue::{QueueOutput, QueueRecord, QueueTelemetry, WebsocketReport};
 pub use record::{AttemptRecord, RecordOutcome};
 pub use render::RenderRef;
+pub use schema::stage_schemas;
 pub use validate::ValidateOutput;
 
 #[cfg(test)]
@@ -32,7 +34,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::telemetry::{QueueConfig, SceneQualityMetrics};
+    use crate::artifact_metadata::{QueueConfig, SceneQualityMetrics};
 
     #[test]
     fn a_queue_output_reads_back_as_itself_and_as_its_render() {

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::record::AttemptRecord;
-use crate::telemetry::{QualityCheckResult, SceneQualityMetrics};
+use crate::artifact_metadata::{QualityCheckResult, SceneQualityMetrics};
 
 /// The `quality` stage's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

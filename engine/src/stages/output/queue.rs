@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use super::patch::SceneMeta;
 use super::record::AttemptRecord;
 use super::render::RenderRef;
+use crate::artifact_metadata::{GpuTelemetry, HistoryExitReason, QueueConfig, Timestamp};
 use crate::spec::model::QueueStage;
-use crate::telemetry::{GpuTelemetry, HistoryExitReason, QueueConfig, Timestamp};
 
 /// The queue telemetry of one attempt, with the contract's names (`Telemetry` of a scene in
 /// `artifact-metadata.json`, less what other stages measure).

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::artifact_metadata::{QualityCheckResult, SceneQualityMetrics};
 use crate::spec::model::{QualityCheck, QualityThresholds};
-use crate::telemetry::{QualityCheckResult, SceneQualityMetrics};
 
 /// Share of a frame's pixels that must match its most common value for it to be blank.
 pub const BLANK_SHARE: f64 = 0.99;

@@ -1,7 +1,7 @@
 //! The `LLM[]` entries of the metadata, from the `llm` stages' attempt records.
 
 use super::{Builder, saturate};
-use crate::history::{AttemptHistory, InstanceHistory};
+use crate::rundir::history::{AttemptHistory, InstanceHistory};
 use crate::spec::model::Stage as SpecStage;
 use crate::stages::output::{LlmAttempt, LlmRecord, RecordOutcome};
 use crate::telemetry::{LlmHealth, LlmTelemetry};

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::super::metadata::Outcome;
+use crate::artifact_metadata::Outcome;
 
 /// The label of the lines whose payload is text.
 pub(super) const NOTE: &str = "FallbackNote";

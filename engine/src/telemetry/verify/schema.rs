@@ -17,7 +17,7 @@ struct Compiled {
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
-        let schema = crate::schema::artifact_metadata_schema();
+        let schema = crate::artifact_metadata::artifact_metadata_schema();
         // Generated from our own types; a schema that does not compile is a bug in cinepipe that
         // the schema tests catch, never a problem of the run being checked.
         #[expect(
@@ -264,7 +264,7 @@ fn properties_at(pointer: &str) -> Vec<String> {
 /// Follows `$ref`s, single `allOf`s and the non-null branch of `anyOf`.
 fn resolve<'s>(root: &'s Value, mut s: &'s Value) -> &'s Value {
     for _ in 0..16 {
-        let next = crate::schema::deref(root, s);
+        let next = crate::json_schema::deref(root, s);
         let branch = next.get("anyOf").and_then(Value::as_array).and_then(|bs| {
             bs.iter()
                 .find(|b| b.get("type").and_then(Value::as_str) != Some("null"))

@@ -2,7 +2,7 @@
 //! every attempt of every session. `telemetry::build` turns it into `artifact-metadata.json`;
 //! `cinepipe runs` and `cinepipe show` print it.
 //!
-//! Unlike `exec::journal::replay` (which a resume must be able to trust, so a bad line is an
+//! Unlike `journal::replay` (which a resume must be able to trust, so a bad line is an
 //! error), this reader is for looking: it never fails on a file's content. A broken line is
 //! skipped and named in [`RunHistory::problems`], so one damaged run does not hide the others
 //! from `cinepipe runs`.
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::exec::rundir::{EVENTS, MANIFEST, Manifest, RESOLVED_SPEC};
-use crate::exec::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome};
+use super::event::{AttemptOutcome, Event, EventKind, InstanceId, RunOutcome};
+use super::layout::{EVENTS, MANIFEST, Manifest, RESOLVED_SPEC};
 use crate::spec::model::FailureClass;
 
 /// One session (`cinepipe run`, then each `--resume`).

@@ -1,16 +1,14 @@
-//! `cinepipe run` as a library call: find or make the run folder, bring up the services, run the
+//! One session of a run, `cinepipe run` as a library call: find or make the run folder, bring up the services, run the
 //! plan, stop the services.
 
 use std::path::PathBuf;
 
 use tracing::Instrument;
 
-use super::journal::{self, Journal, JournalError};
-use super::rundir::{self, RunDir, RunDirError};
-use super::scheduler::{ExecOptions, Executor, Observer, RunReport, Session};
-use super::signals::Interrupt;
-use super::stage::Registry;
+use crate::exec::{ExecOptions, Executor, Interrupt, Observer, Registry, RunReport, Session};
 use crate::plan::Plan;
+use crate::rundir::journal::{self, Journal, JournalError};
+use crate::rundir::{self, RunDir, RunDirError};
 use crate::services::{EnsureError, ServiceOptions, Services};
 use crate::spec::{self, SpecErrors};
 use crate::telemetry;

@@ -9,12 +9,17 @@
 //!   happen), counts and configured limits are never null;
 //! - objects deny unknown keys, so a misspelt name (`VramDeltaMb`) is a violation, not a silently
 //!   missing field.
+//!
+//! The types sit below `clients` and `stages`, which fill parts of them (a scene's frames, its
+//! queue telemetry, its quality scores); `telemetry` builds the whole file from a run folder and
+//! checks it.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 
 pub use crate::spec::model::{FailureClass, QualityCheck};
 
@@ -77,6 +82,30 @@ impl JsonSchema for Timestamp {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+/// The schema of a run's `artifact-metadata.json` (the telemetry contract).
+///
+/// Every property of every object is required, `Option`s included: the contract says a field is
+/// always present and `null` when nothing was measured, so an absent key is always a violation.
+pub fn artifact_metadata_schema() -> Value {
+    let mut schema = crate::json_schema::draft07::<ArtifactMetadata>();
+    require_all(&mut schema);
+    schema
+}
+
+fn require_all(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get("properties") {
+                let keys: Vec<Value> = props.keys().cloned().map(Value::String).collect();
+                m.insert("required".to_owned(), Value::Array(keys));
+            }
+            m.values_mut().for_each(require_all);
+        }
+        Value::Array(a) => a.iter_mut().for_each(require_all),
+        _ => {}
     }
 }
 

@@ -281,7 +281,7 @@ impl Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::event::EventKind;
+    use crate::rundir::event::EventKind;
 
     fn started(run: &str) -> Event {
         Event::now(EventKind::RunStarted {

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::model::FailureClass;
 
+/// The schema of one line of a run's `events.jsonl`.
+pub fn run_events_schema() -> serde_json::Value {
+    crate::json_schema::draft07::<Event>()
+}
+
 /// The version of the journal format, recorded in `run-started`. A resume refuses a journal of
 /// another version rather than guessing what its lines mean.
 pub const JOURNAL_VERSION: u32 = 1;

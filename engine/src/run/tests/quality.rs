@@ -1,0 +1,180 @@
+//! The quality stage in a run end to end: each scene's scores and the run's checks recorded in
+//! the telemetry, and an enforced miss failing the stage.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::artifact_metadata::{ArtifactMetadata, METADATA_FILE};
+use crate::exec::{Attempt, ExecOptions, Interrupt, RunOutcome, StageContext};
+use crate::run::RunRequest;
+use crate::spec::model::{QualityCheck, StageKind};
+use crate::stages::output::FramesOutput;
+use crate::testkit::{Scripted, SpecBuilder, Step, flat, moving_square};
+
+/// story (scripted llm) → frames (scripted collect-frames, per scene, writing PNGs) →
+/// quality (the real stage) → validate (the real stage).
+fn spec(dir: &Path, enforce: bool) -> PathBuf {
+    SpecBuilder::chain("q", &["story", "frames", "quality", "validate"])
+        .output_dir(&dir.join("runs"))
+        .scenes(2)
+        .set("stages.quality", "enforce", enforce)
+        .write(dir, "q.toml")
+}
+
+/// The frames of one scene instance: 25 written PNGs, scene `b`'s (item 1) black.
+fn frames_step(ctx: &StageContext) -> Step {
+    let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let paths = if ctx.instance.item == Some(1) {
+        flat(&dir, 25, [0, 0, 0])
+    } else {
+        moving_square(&dir, 25)
+    };
+    let rel: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&ctx.run_dir)
+                .expect("inside")
+                .display()
+                .to_string()
+        })
+        .collect();
+    let frames = crate::artifact_metadata::Frames {
+        count: 25,
+        min_frames: 25,
+        short: false,
+        directory: None,
+        paths: rel,
+        best_attempt: Some(1),
+    };
+    Step::with(Attempt::output(&FramesOutput {
+        render: crate::stages::output::RenderRef::new("p"),
+        frames,
+        frames_collected_this_attempt: 25,
+        system: crate::stages::output::StageSystem::default(),
+    }))
+}
+
+/// The story has two scenes, `a` and `second`; the second's frames are black.
+fn scripted(second: &'static str) -> Scripted {
+    Scripted::new()
+        .on("story", move |_| {
+            Step::ok(json!({
+                "title": "T", "story_version": "1",
+                "scenes": [
+                    {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
+                    {"id": second, "prompt": "dust storms over the crater", "mood": "calm"},
+                ],
+            }))
+        })
+        .otherwise(frames_step)
+}
+
+async fn run(
+    enforce: bool,
+    second: &'static str,
+) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let req = RunRequest {
+        spec: Some(spec(tmp.path(), enforce)),
+        options: ExecOptions::default(),
+        skip_services: true,
+        ..Default::default()
+    };
+    let registry = scripted(second).over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
+    let report = crate::run::run(req, registry, &Interrupt::new(), vec![])
+        .await
+        .expect("runs");
+    let text = std::fs::read_to_string(report.dir.join(METADATA_FILE)).expect("metadata");
+    let m: ArtifactMetadata = serde_json::from_str(&text).expect("parses");
+    assert_eq!(
+        crate::telemetry::verify::verify_run(&report.dir).expect("reads"),
+        []
+    );
+    (report, m, tmp)
+}
+
+#[tokio::test]
+async fn a_run_records_each_scene_s_scores_and_the_run_s_checks() {
+    let (report, m, _tmp) = run(false, "b").await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    let a = &m.scenes[0].quality_metrics;
+    assert_eq!((a.width, a.height), (Some(64), Some(64)));
+    assert_eq!(
+        (a.blank_fraction, a.frozen_fraction),
+        (Some(0.0), Some(0.0))
+    );
+    assert_eq!(m.scenes[1].quality_metrics.blank_fraction, Some(1.0));
+    let q = &m.quality_metrics;
+    assert_eq!(q.passed, Some(false));
+    assert_eq!(q.avg_frames_per_scene, Some(25.0));
+    assert!(q.diversity_entropy.is_some_and(|d| d > 0.9), "{q:?}");
+    let failed: Vec<(QualityCheck, Option<&str>)> = q
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.check, c.scene_id.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (QualityCheck::Blank, Some("b")),
+            (QualityCheck::Frozen, Some("b"))
+        ]
+    );
+    // Diversity is run-wide: once, not once per scene.
+    let diversity = q
+        .checks
+        .iter()
+        .filter(|c| c.check == QualityCheck::Diversity);
+    assert_eq!(diversity.count(), 1);
+}
+
+#[tokio::test]
+async fn an_enforced_miss_fails_the_stage_and_keeps_its_checks() {
+    let (report, m, _tmp) = run(true, "b").await;
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join("stages/quality/1/attempt-1.json"))
+            .expect("record"),
+    )
+    .expect("json");
+    assert_eq!(rec["failure_class"], "invalid-output", "{rec}");
+    assert!(
+        rec["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("blank of scene `b`")),
+        "{rec}"
+    );
+    assert_eq!(m.quality_metrics.passed, Some(false));
+    assert!(
+        m.quality_metrics
+            .checks
+            .iter()
+            .any(|c| c.scene_id.as_deref() == Some("b"))
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_scene_id_names_each_scene_s_checks_as_the_telemetry_does() {
+    // The model gave both scenes the id `a`: the telemetry records the second as `a@2`, and
+    // its failed checks must name `a@2`, not the first scene.
+    let (report, m, _tmp) = run(false, "a").await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert_eq!(m.scenes[1].scene_id, "a@2");
+    let failed: Vec<(QualityCheck, Option<&str>)> = m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.check, c.scene_id.as_deref()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (QualityCheck::Blank, Some("a@2")),
+            (QualityCheck::Frozen, Some("a@2"))
+        ]
+    );
+}
