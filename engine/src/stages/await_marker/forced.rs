@@ -314,21 +314,31 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         let client = client.clone();
         let cancel = ctx.cancel.clone();
         async move {
-            let fetch = async {
-                match client
-                    .get(&url)
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => v,
-                        Err(e) => json!({ "url": url, "error": format!("not JSON: {e}") }),
-                    },
-                    Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
-                    Err(e) => json!({ "url": url, "error": e.to_string() }),
-                }
-            };
+            let fetch =
+                async {
+                    match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => match crate::clients::read_body_within(
+                            r,
+                            crate::clients::comfyui::MAX_BODY_BYTES,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<Value>(&b)
+                                .map_err(|e| format!("not JSON: {e}"))
+                        }) {
+                            Ok(v) => v,
+                            Err(e) => json!({ "url": url, "error": e }),
+                        },
+                        Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
+                        Err(e) => json!({ "url": url, "error": e.to_string() }),
+                    }
+                };
             tokio::select! {
                 v = fetch => v,
                 () = cancel.cancelled() => json!({ "url": url, "error": "not asked: the run was cancelled" }),

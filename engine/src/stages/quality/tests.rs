@@ -100,6 +100,77 @@ fn a_frame_that_is_not_a_png_counts_as_blank_with_a_note() {
     assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
 }
 
+/// CRC-32 (the PNG chunk checksum), bit by bit: enough for the few bytes of a test header.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few dozen bytes whose header claims `w`×`h` pixels: a 1×1 image with its IHDR
+/// size rewritten (and the chunk's CRC with it), as a hostile or broken writer could leave.
+fn write_huge_header_png(path: &Path, w: u32, h: u32) {
+    let tmp = path.with_extension("small.png");
+    write_png(&tmp, 1, 1, |_, _| [1, 2, 3]);
+    let mut bytes = std::fs::read(&tmp).expect("read");
+    std::fs::remove_file(&tmp).expect("rm");
+    // Signature (8), IHDR length (4) and type (4), then width and height; the CRC covers the
+    // type and the 13 data bytes.
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, &bytes).expect("write");
+}
+
+#[test]
+fn a_frame_claiming_200000_by_200000_pixels_is_not_decoded_and_counts_as_blank() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = tmp.path().join("huge.png");
+    write_huge_header_png(&p, 200_000, 200_000);
+    assert!(std::fs::metadata(&p).expect("stat").len() < 1024);
+    let s = analyse(&[p]);
+    assert_eq!((s.count, s.blank, s.size), (1, 1, None));
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    assert!(
+        s.notes[0].contains("cannot be decoded")
+            && s.notes[0].contains("200000×200000")
+            && s.notes[0].contains(&MAX_FRAME_PIXELS.to_string()),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
+fn a_frame_at_the_pixel_limit_is_read_past_its_header() {
+    // 7680×4320 is within the limit: the decoder gets past the size check and fails only on
+    // the missing pixel data, which is what shows the limit is not set below 8K.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = tmp.path().join("eight-k.png");
+    write_huge_header_png(&p, 7680, 4320);
+    let s = analyse(&[p]);
+    assert_eq!(s.blank, 1);
+    assert!(!s.notes[0].contains("over the limit"), "{:?}", s.notes);
+}
+
+#[test]
+fn a_noisy_frame_stops_the_blank_count_early_and_is_not_blank() {
+    // Every pixel distinct: far more values than a blank frame can have.
+    let px: Vec<u8> = (0..300u32 * 300)
+        .flat_map(|i| i.to_le_bytes()[..3].to_vec())
+        .collect();
+    assert!(!is_blank(&px, 3));
+}
+
 fn checks_all() -> Vec<QualityCheck> {
     vec![
         QualityCheck::FrameCount,
@@ -263,19 +334,28 @@ fn frames_step(ctx: &StageContext) -> Step {
 /// The story has two scenes; scene `b`'s frames are black.
 fn scripted() -> Scripted {
     Scripted::new()
-        .on("story", |_| {
-            Step::ok(json!({
-                "title": "T", "story_version": "1",
-                "scenes": [
-                    {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
-                    {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
-                ],
-            }))
-        })
+        .on("story", story_step)
         .otherwise(frames_step)
 }
 
+fn story_step(_: &StageContext) -> Step {
+    Step::ok(json!({
+        "title": "T", "story_version": "1",
+        "scenes": [
+            {"id": "a", "prompt": "a lighthouse keeper on a moon", "mood": "calm"},
+            {"id": "b", "prompt": "dust storms over the crater", "mood": "calm"},
+        ],
+    }))
+}
+
 async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
+    run_with(enforce, scripted()).await
+}
+
+async fn run_with(
+    enforce: bool,
+    scripted: Scripted,
+) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let req = RunRequest {
         spec: Some(spec(tmp.path(), enforce)),
@@ -283,7 +363,7 @@ async fn run(enforce: bool) -> (crate::exec::RunReport, ArtifactMetadata, tempfi
         skip_services: true,
         ..Default::default()
     };
-    let registry = scripted().over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
+    let registry = scripted.over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
     let report = crate::exec::run(req, registry, &Interrupt::new(), vec![])
         .await
         .expect("runs");
@@ -355,4 +435,47 @@ async fn an_enforced_miss_fails_the_stage_and_keeps_its_checks() {
             .iter()
             .any(|c| c.scene_id.as_deref() == Some("b"))
     );
+}
+
+#[tokio::test]
+async fn a_frame_claiming_a_huge_size_leaves_a_finished_run_that_resumes() {
+    // Scene `b`'s last frame is a small file whose header claims 200000×200000 pixels
+    // (decoding it unbounded asks for 160 GB and aborts the process).
+    let bomb = Scripted::new().on("story", story_step).otherwise(|ctx| {
+        let step = frames_step(ctx);
+        if ctx.instance.item == Some(1) {
+            let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+            write_huge_header_png(&dir.join("flat_00024_.png"), 200_000, 200_000);
+        }
+        step
+    });
+    let (report, m, _tmp) = run_with(false, bomb).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert!(report.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
+    assert_eq!(m.scenes[1].quality_metrics.blank_fraction, Some(1.0));
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join("stages/quality/1/attempt-1.json"))
+            .expect("record"),
+    )
+    .expect("json");
+    let notes = rec.to_string();
+    assert!(
+        notes.contains("flat_00024_.png") && notes.contains("cannot be decoded"),
+        "{rec}"
+    );
+    // `--resume` reads the same run folder and finishes without decoding the frame again.
+    let again = crate::exec::run(
+        RunRequest {
+            resume: Some(report.dir.clone()),
+            options: ExecOptions::default(),
+            skip_services: true,
+            ..Default::default()
+        },
+        scripted().over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("resumes");
+    assert_eq!(again.outcome, RunOutcome::Succeeded, "{again:?}");
 }
