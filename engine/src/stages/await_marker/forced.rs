@@ -314,31 +314,20 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
         let client = client.clone();
         let cancel = ctx.cancel.clone();
         async move {
-            let fetch =
-                async {
-                    match client
-                        .get(&url)
-                        .timeout(Duration::from_secs(5))
-                        .send()
+            let fetch = async {
+                match client
+                    .get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => json_within(r)
                         .await
-                    {
-                        Ok(r) if r.status().is_success() => match crate::clients::read_body_within(
-                            r,
-                            crate::clients::comfyui::MAX_BODY_BYTES,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            serde_json::from_slice::<Value>(&b)
-                                .map_err(|e| format!("not JSON: {e}"))
-                        }) {
-                            Ok(v) => v,
-                            Err(e) => json!({ "url": url, "error": e }),
-                        },
-                        Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
-                        Err(e) => json!({ "url": url, "error": e.to_string() }),
-                    }
-                };
+                        .unwrap_or_else(|e| json!({ "url": url, "error": e })),
+                    Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
+                    Err(e) => json!({ "url": url, "error": e.to_string() }),
+                }
+            };
             tokio::select! {
                 v = fetch => v,
                 () = cancel.cancelled() => json!({ "url": url, "error": "not asked: the run was cancelled" }),
@@ -351,4 +340,12 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
     };
     let queue = get(format!("{base}/queue")).await;
     (history, queue)
+}
+
+/// A JSON body read within the client's size bound: a server's dump is outside data.
+async fn json_within(r: reqwest::Response) -> Result<Value, String> {
+    let body = crate::clients::read_body_within(r, crate::clients::comfyui::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }
