@@ -4,7 +4,9 @@
 //! Every request is bounded in time (the service's `timeout_s`) and in size
 //! (`max_response_bytes`, counted while reading, so a runaway server cannot fill memory). The
 //! API key is read from the environment variable the spec names and lives only in the request
-//! header: it is never part of an error, a log line or anything written to disk.
+//! header: it is never part of an error, a log line or anything written to disk. A server may
+//! quote it back (a proxy that echoes the `Authorization` header in an error body): every error
+//! and answer leaves this client with the key's value replaced by [`REDACTED`].
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::spec::model::{FailureClass, OpenAiService};
+
+mod redact;
+pub use redact::REDACTED;
 
 /// Longest server error body quoted in an error message.
 const ERROR_BODY_LIMIT: usize = 400;
@@ -164,8 +169,33 @@ impl OpenAiClient {
         }
     }
 
+    /// An error of this client with the key taken out of what the server said.
+    fn redact(&self, e: LlmError) -> LlmError {
+        match &self.api_key {
+            Some(k) => e.redacted(k),
+            None => e,
+        }
+    }
+
+    /// A server's text with the key taken out: an answer is quoted into files too.
+    fn redact_text(&self, text: String) -> String {
+        match &self.api_key {
+            Some(k) if !k.is_empty() && text.contains(k.as_str()) => {
+                text.replace(k.as_str(), REDACTED)
+            }
+            _ => text,
+        }
+    }
+
     /// `GET /models`: the ids of the models the server offers.
     pub async fn models(&self) -> Result<Vec<String>, LlmError> {
+        match self.models_as_sent().await {
+            Ok(models) => Ok(models.into_iter().map(|m| self.redact_text(m)).collect()),
+            Err(e) => Err(self.redact(e)),
+        }
+    }
+
+    async fn models_as_sent(&self) -> Result<Vec<String>, LlmError> {
         let url = self.url("models");
         let resp = self
             .request(reqwest::Method::GET, &url)
@@ -199,6 +229,18 @@ impl OpenAiClient {
 
     /// `POST /chat/completions`, streamed (SSE) or not.
     pub async fn chat(&self, req: &ChatRequest, stream: bool) -> Result<ChatAnswer, LlmError> {
+        match self.chat_as_sent(req, stream).await {
+            Ok(mut answer) => {
+                answer.content = self.redact_text(answer.content);
+                answer.model = answer.model.map(|m| self.redact_text(m));
+                answer.finish_reason = answer.finish_reason.map(|f| self.redact_text(f));
+                Ok(answer)
+            }
+            Err(e) => Err(self.redact(e)),
+        }
+    }
+
+    async fn chat_as_sent(&self, req: &ChatRequest, stream: bool) -> Result<ChatAnswer, LlmError> {
         let url = self.url("chat/completions");
         let mut body = serde_json::to_value(req).map_err(|e| LlmError::Protocol {
             url: url.clone(),

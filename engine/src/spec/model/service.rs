@@ -73,7 +73,9 @@ pub struct OpenAiService {
     #[schemars(example = "mistral-7b-instruct-v0.3")]
     pub model: String,
     /// Name of an environment variable that holds a bearer API key. The key itself never
-    /// belongs in a spec, and is never written to a log or a run directory.
+    /// belongs in a spec, and is never written to a log or a run directory: a server that
+    /// quotes it back (a proxy echoing the `Authorization` header) is quoted with the key's
+    /// value replaced by `[redacted]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"OPENAI_API_KEY")]
     pub api_key_env: Option<String>,
