@@ -1141,6 +1141,109 @@ fn a_server_killed_mid_run_fails_the_attempt_in_bounded_time_and_a_restarted_one
     drop(server);
 }
 
+/// The `events.jsonl` of the one run under `dir`, once there is one.
+fn journal_under(dir: &Path) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == "events.jsonl") {
+                return std::fs::read_to_string(&p).ok();
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_retry_waits_for_a_killed_server_to_answer_again_and_the_run_succeeds() {
+    if harness::comfyui().is_none() {
+        return;
+    }
+    let port = harness::free_port();
+    let out = harness::scratch().join(harness::unique("restart-out"));
+    let state = harness::scratch().join(harness::unique("restart-state"));
+    let server = OwnComfy::start(port, &out, &state);
+    let url = server.url.clone();
+    // The render sleeps 3 s: long enough to be running when the server dies. No backoff: the
+    // retry would start the moment the first attempt fails.
+    let s = scene_spec(
+        &url,
+        &sleep_wf(3.0),
+        "",
+        "retry = { budget = 1, delay_s = 0 }",
+    );
+    let spec_path = s.dir.path().join("spec.toml");
+    let dir = s.dir.path().to_path_buf();
+    // Kill the server while the prompt runs; restart it only after the first attempt has
+    // failed, as a supervisor would a few seconds later.
+    let supervisor = std::thread::spawn(move || {
+        let mut server = server;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while harness::http("GET", &format!("{url}/queue"), None)
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|q| q["queue_running"].as_array().map(Vec::len))
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(Instant::now() < deadline, "the prompt never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.kill();
+        while !journal_under(&dir).is_some_and(|j| {
+            j.lines()
+                .any(|l| l.contains("\"attempt-finished\"") && l.contains("render"))
+        }) {
+            assert!(Instant::now() < deadline, "the first attempt never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        OwnComfy::start(port, &out, &state)
+    });
+    let rt = rt();
+    let scripted = cinepipe::testkit::Scripted::new().on("story", |_| {
+        cinepipe::testkit::Step::ok(Scene::story().1.as_ref().clone())
+    });
+    let request = cinepipe::exec::RunRequest {
+        spec: Some(spec_path),
+        skip_services: true,
+        ..Default::default()
+    };
+    let report = bounded(
+        &rt,
+        180,
+        cinepipe::exec::run(
+            request,
+            scripted.over_builtin(&[cinepipe::spec::model::StageKind::Llm]),
+            &cinepipe::exec::Interrupt::new(),
+            vec![],
+        ),
+    )
+    .expect("the run starts");
+    let restarted = supervisor.join().expect("supervisor");
+    let journal = journal_under(s.dir.path()).expect("a journal");
+    assert_eq!(
+        report.outcome,
+        cinepipe::exec::RunOutcome::Succeeded,
+        "{report:?}\n{journal}"
+    );
+    // Two attempts: the killed one and the retry the restarted server served.
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join("stages/render/0/attempt-2.json"))
+            .expect("the retry's record"),
+    )
+    .expect("json");
+    assert_eq!(
+        record["telemetry"]["HistoryExitReason"],
+        json!("success"),
+        "{record}"
+    );
+    drop(restarted);
+}
+
 #[test]
 fn a_client_knows_whether_its_server_answered_a_moment_ago() {
     let Some(server) = harness::comfyui() else {

@@ -39,6 +39,22 @@ pub fn health_url(service: &Service) -> String {
     }
 }
 
+/// The health URL of each URL of a service (each server of a ComfyUI pool), as [`health_url`]
+/// makes it for the first.
+pub fn health_urls(service: &Service) -> Vec<String> {
+    service
+        .urls()
+        .iter()
+        .map(|base| {
+            let base = base.trim_end_matches('/');
+            match service.kind() {
+                ServiceKind::Openai => format!("{base}/models"),
+                ServiceKind::Comfyui => format!("{base}/system_stats"),
+            }
+        })
+        .collect()
+}
+
 /// One GET with a short bound.
 ///
 /// A server that wants a key it was not given (401/403) is up: the server is there, and the
