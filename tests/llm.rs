@@ -640,3 +640,36 @@ fn a_server_echoing_the_authorization_header_in_its_401_leaks_the_key_nowhere() 
         "the key is in `cinepipe show`:\n{shown}"
     );
 }
+
+/// A deliberately stalled server: it accepts connections and reads, but never answers.
+fn stalled_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[test]
+fn the_stage_timeout_names_the_endpoint_it_was_waiting_for() {
+    let url = stalled_server();
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&url, "any", None) }));
+    let err = attempt(
+        &tiny(json!({ "timeout_s": 1.0 })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect_err("nothing answers");
+    assert!(
+        err.message
+            .contains(&format!("{url}/models: no answer within 1 s")),
+        "{}",
+        err.message
+    );
+}
