@@ -4,6 +4,9 @@
 pub mod comfyui;
 pub mod gpu;
 pub mod openai;
+mod quote;
+
+pub use quote::{QUOTE_LIMIT, quote_body};
 
 /// The HTTP client of the current tokio runtime: building one loads the TLS roots
 /// (milliseconds), and a shared one keeps its connections alive between requests. It has no

@@ -18,9 +18,6 @@ use crate::spec::model::{FailureClass, OpenAiService};
 mod redact;
 pub use redact::REDACTED;
 
-/// Longest server error body quoted in an error message.
-const ERROR_BODY_LIMIT: usize = 400;
-
 /// A request could not get an answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
@@ -357,14 +354,7 @@ pub fn error_message(body: &[u8]) -> String {
                 .and_then(|m| m.as_str().map(str::to_owned))
         })
         .unwrap_or_else(|| text.into_owned());
-    let one_line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
-        return "(empty body)".into();
-    }
-    match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
+    super::quote_body(msg.as_bytes())
 }
 
 /// The model ids of a `/models` answer (`data[].id`).

@@ -23,9 +23,6 @@ pub use view::{ViewPathError, check_view_name, check_view_subfolder};
 /// Largest body read from ComfyUI (upstream's full `/object_info` is a few MB).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Longest server error body quoted in an error message.
-const ERROR_BODY_LIMIT: usize = 400;
-
 /// Most bytes of an error body read (the rest is not waited for).
 const ERROR_BODY_READ: usize = 4096;
 
@@ -234,9 +231,22 @@ impl ComfyClient {
         })
     }
 
-    /// `GET /system_stats`: the health check (and the GPU readings' fallback source).
+    /// `GET /system_stats`: the health check (and the GPU readings' fallback source). Any
+    /// other JSON (a proxy's, another program's on the port) is not a healthy ComfyUI.
     pub async fn system_stats(&self) -> Result<Value, ComfyError> {
-        self.get_json("/system_stats").await
+        let v = self.get_json("/system_stats").await?;
+        if v.get("system").is_some_and(Value::is_object)
+            && v.get("devices").is_some_and(Value::is_array)
+        {
+            return Ok(v);
+        }
+        Err(ComfyError::Protocol {
+            url: self.url("/system_stats"),
+            message: format!(
+                "not a ComfyUI `/system_stats` answer (no `system` and `devices`): {}",
+                short(v.to_string().as_bytes())
+            ),
+        })
     }
 
     /// `/object_info`, fetched on first use.
@@ -432,17 +442,9 @@ impl ComfyClient {
     }
 }
 
-/// A body as one short line for an error message.
+/// A body as one short line for an error message (markup stripped).
 fn short(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
-        return "(empty body)".into();
-    }
-    match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
+    crate::clients::quote_body(body)
 }
 
 #[cfg(test)]
