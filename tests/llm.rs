@@ -673,3 +673,31 @@ fn the_stage_timeout_names_the_endpoint_it_was_waiting_for() {
         err.message
     );
 }
+
+#[test]
+fn a_quiet_run_that_fails_still_says_why() {
+    let url = echoing_401_server();
+    let dir = spec_dir(
+        &[(
+            "llm",
+            json!({ "kind": "openai", "base_url": url, "model": "any" }),
+        )],
+        "llm",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .arg("run")
+        .arg("--quiet")
+        .arg(dir.path().join("spec.toml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("cinepipe runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: story failed: no LLM provider answered") && err.contains("HTTP 401"),
+        "{err}"
+    );
+    // Quiet: the reason once, no progress lines.
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(!err.contains("start "), "{err}");
+}
