@@ -1245,6 +1245,28 @@ fn a_retry_waits_for_a_killed_server_to_answer_again_and_the_run_succeeds() {
 }
 
 #[test]
+fn object_info_is_fetched_once_and_an_unknown_class_does_not_refetch_it_for_every_graph() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let rt = rt();
+    let client = ComfyClient::new(&server.url, Duration::from_secs(30)).expect("client");
+    for _ in 0..3 {
+        bounded(&rt, 60, client.check_graph(&frames_wf(1))).expect("a valid graph");
+    }
+    assert_eq!(client.object_info_fetches(), 1);
+    // A class the server does not have: refused from the cached copy, scene after scene; the
+    // copy is refreshed for such a graph only once it is older than OBJECT_INFO_REFRESH.
+    let mut unknown = frames_wf(1);
+    unknown["1"]["class_type"] = json!("NoSuchNodeAnywhere");
+    for _ in 0..3 {
+        let e = bounded(&rt, 60, client.check_graph(&unknown)).expect_err("unknown class");
+        assert!(e.to_string().contains("NoSuchNodeAnywhere"), "{e}");
+    }
+    assert_eq!(client.object_info_fetches(), 1);
+}
+
+#[test]
 fn a_client_knows_whether_its_server_answered_a_moment_ago() {
     let Some(server) = harness::comfyui() else {
         return;
