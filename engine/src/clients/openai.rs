@@ -308,6 +308,12 @@ impl OpenAiClient {
                 Err(e) => return Err(transport(url, self.timeout, &e)),
             }
         }
+        // The key out first, before anything parses, cuts or quotes the body: a quote cut
+        // mid-key would keep the part before the cut.
+        let buf = match &self.api_key {
+            Some(k) => redact::redact_bytes(buf, k.as_bytes()),
+            None => buf,
+        };
         if !status.is_success() {
             return Err(LlmError::Http {
                 url: url.to_string(),

@@ -24,6 +24,7 @@ pub fn quote_body(body: &[u8]) -> String {
     }
 }
 
+/// A page of markup: it opens with a tag and closes one somewhere.
 fn looks_like_html(text: &str) -> bool {
     let head: String = text
         .trim_start()
@@ -35,8 +36,7 @@ fn looks_like_html(text: &str) -> bool {
         || head.starts_with("<html")
         || head.starts_with("<?xml")
         || (head.starts_with('<') && (head.contains("<body") || head.contains("<head")))
-        || head.starts_with("<h1")
-        || head.starts_with("<title")
+        || (head.starts_with('<') && (text.contains("</") || text.contains("/>")))
 }
 
 /// The text of an HTML page: everything outside tags, with `<script>`, `<style>` and comments

@@ -67,7 +67,7 @@ pub async fn probe(client: &reqwest::Client, url: &str, key: Option<&str>) -> Pr
     match req.send().await {
         Ok(r) if r.status().is_success() => match Shape::of(url) {
             None => Probe::Up,
-            Some(shape) => shape.judge(r).await,
+            Some(shape) => shape.judge(r, key).await,
         },
         Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Probe::Up,
         Ok(r) => Probe::Other(format!("answered HTTP {}", r.status())),
@@ -109,7 +109,9 @@ impl Shape {
         }
     }
 
-    async fn judge(self, r: reqwest::Response) -> Probe {
+    /// `key`: the API key the probe sent, taken out of the quoted body (a server may echo
+    /// the request's headers).
+    async fn judge(self, r: reqwest::Response, key: Option<&str>) -> Probe {
         let status = r.status();
         let body = match crate::clients::read_body_within(r, Shape::MAX_BYTES).await {
             Ok(b) => b,
@@ -130,9 +132,15 @@ impl Shape {
             Shape::SystemStats => "a ComfyUI `/system_stats` answer (`system` and `devices`)",
             Shape::Models => "an OpenAI-compatible `/models` answer (a `data` list)",
         };
+        // The key out before the quote is cut, so that no part of it is left.
+        let text = String::from_utf8_lossy(&body);
+        let text = match key.filter(|k| !k.is_empty()) {
+            Some(k) => text.replace(k, crate::clients::openai::REDACTED),
+            None => text.into_owned(),
+        };
         Probe::Other(format!(
             "answered HTTP {status}, but not with {what}: {}",
-            crate::clients::quote_body(&body)
+            crate::clients::quote_body(text.as_bytes())
         ))
     }
 }
@@ -211,6 +219,22 @@ mod tests {
         assert_eq!(
             probe(&client, &format!("{models}/v1/models"), None).await,
             Probe::Up
+        );
+        // The key the probe sent is not quoted back.
+        let echo = server_answering("<p>you sent Bearer sk-probe-secret</p>");
+        let p = probe(
+            &client,
+            &format!("{echo}/v1/models"),
+            Some("sk-probe-secret"),
+        )
+        .await;
+        assert_eq!(
+            p,
+            Probe::Other(
+                "answered HTTP 200 OK, but not with an OpenAI-compatible `/models` answer \
+                 (a `data` list): you sent Bearer [redacted]"
+                    .into()
+            )
         );
         // A ready URL of the user's own has no shape to check.
         assert_eq!(

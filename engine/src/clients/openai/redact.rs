@@ -53,6 +53,26 @@ impl LlmError {
     }
 }
 
+/// `body` with every occurrence of `secret` replaced by [`REDACTED`], byte for byte (a body
+/// need not be UTF-8).
+pub(super) fn redact_bytes(body: Vec<u8>, secret: &[u8]) -> Vec<u8> {
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body.as_slice();
+    while !rest.is_empty() {
+        if rest.starts_with(secret) {
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[secret.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +97,16 @@ mod tests {
         assert_eq!(
             models.redacted(key).to_string(),
             "the server at http://h/v1 does not have model `m`; it has: `[redacted]`, `other`"
+        );
+        // A body is redacted whole, before a quote could cut the key.
+        let long = format!("{}Bearer {key}", "x".repeat(395));
+        assert_eq!(
+            redact_bytes(long.into_bytes(), key.as_bytes()),
+            format!("{}Bearer [redacted]", "x".repeat(395)).into_bytes()
+        );
+        assert_eq!(
+            redact_bytes(b"\xffno key".to_vec(), key.as_bytes()),
+            b"\xffno key"
         );
         let untouched = LlmError::Protocol {
             url: "u".into(),
