@@ -437,18 +437,22 @@ async fn an_enforced_miss_fails_the_stage_and_keeps_its_checks() {
     );
 }
 
+/// Scene `b`'s last frame is a small file whose header claims 200000×200000 pixels (decoding
+/// it unbounded asks for 160 GB and aborts the process).
+fn bomb_frames_step(ctx: &StageContext) -> Step {
+    let step = frames_step(ctx);
+    if ctx.instance.item == Some(1) {
+        let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+        write_huge_header_png(&dir.join("flat_00024_.png"), 200_000, 200_000);
+    }
+    step
+}
+
 #[tokio::test]
-async fn a_frame_claiming_a_huge_size_leaves_a_finished_run_that_resumes() {
-    // Scene `b`'s last frame is a small file whose header claims 200000×200000 pixels
-    // (decoding it unbounded asks for 160 GB and aborts the process).
-    let bomb = Scripted::new().on("story", story_step).otherwise(|ctx| {
-        let step = frames_step(ctx);
-        if ctx.instance.item == Some(1) {
-            let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
-            write_huge_header_png(&dir.join("flat_00024_.png"), 200_000, 200_000);
-        }
-        step
-    });
+async fn a_frame_claiming_a_huge_size_leaves_a_finished_run() {
+    let bomb = Scripted::new()
+        .on("story", story_step)
+        .otherwise(bomb_frames_step);
     let (report, m, _tmp) = run_with(false, bomb).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
     assert!(report.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
@@ -463,11 +467,38 @@ async fn a_frame_claiming_a_huge_size_leaves_a_finished_run_that_resumes() {
         notes.contains("flat_00024_.png") && notes.contains("cannot be decoded"),
         "{rec}"
     );
-    // `--resume` reads the same run folder and finishes without decoding the frame again.
+}
+
+#[tokio::test]
+async fn a_resume_scores_the_huge_frame_it_stopped_at_and_finishes() {
+    // The first session stops at quality (as a process killed there would leave it); the
+    // resume runs the real quality stage over the same frames and finishes the run.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stopped = Scripted::new()
+        .on("story", story_step)
+        .on("quality", |_| {
+            Step::with(Err(StageFailure::new(
+                FailureClass::Interrupted,
+                "stopped here",
+            )))
+        })
+        .otherwise(bomb_frames_step);
+    let first = crate::exec::run(
+        RunRequest {
+            spec: Some(spec(tmp.path(), false)),
+            skip_services: true,
+            ..Default::default()
+        },
+        stopped.over_builtin(&[StageKind::Llm, StageKind::CollectFrames, StageKind::Quality]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(first.outcome, RunOutcome::Failed, "{first:?}");
     let again = crate::exec::run(
         RunRequest {
-            resume: Some(report.dir.clone()),
-            options: ExecOptions::default(),
+            resume: Some(first.dir.clone()),
             skip_services: true,
             ..Default::default()
         },
@@ -478,4 +509,19 @@ async fn a_frame_claiming_a_huge_size_leaves_a_finished_run_that_resumes() {
     .await
     .expect("resumes");
     assert_eq!(again.outcome, RunOutcome::Succeeded, "{again:?}");
+    // The resumed session scored scene `b` for real, huge frame and all.
+    let scored = std::fs::read_dir(again.dir.join("stages/quality/1"))
+        .expect("instance folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("attempt-"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.contains("flat_00024_.png") && t.contains("cannot be decoded"))
+        });
+    assert!(
+        scored,
+        "no attempt record of the resumed quality stage notes the frame"
+    );
+    assert!(again.dir.join(METADATA_FILE).is_file());
+    assert!(again.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
 }
