@@ -452,6 +452,22 @@ struct Scene {
 
 /// A spec (story → patch per scene → render) around `workflow`, checked for real.
 fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Scene {
+    let (dir, path) = write_scene_spec(url, workflow, set, render_extra);
+    let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
+    Scene {
+        dir,
+        spec: Arc::new(spec),
+        run_id: harness::unique("run"),
+    }
+}
+
+/// The files of [`scene_spec`], unchecked: the folder and the spec's path.
+fn write_scene_spec(
+    url: &str,
+    workflow: &Value,
+    set: &str,
+    render_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("wf.json"),
@@ -485,12 +501,7 @@ fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Sce
         )
         .toml("stages.render", render_extra)
         .write(dir.path(), "spec.toml");
-    let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
-    Scene {
-        dir,
-        spec: Arc::new(spec),
-        run_id: harness::unique("run"),
-    }
+    (dir, path)
 }
 
 impl Scene {
@@ -857,15 +868,21 @@ fn a_bad_prefix_is_refused_before_anything_is_queued() {
     };
     let _turn = turn();
     let rt = rt();
-    let s = scene_spec(
+    // Written in the spec: refused when the spec is checked, before any stage runs (the
+    // patch stage's own refusal of a rendered prefix is in
+    // `patch_refuses_a_prefix_out_of_the_output_folder`).
+    let (_dir, path) = write_scene_spec(
         &server.url,
         &frames_wf(1),
         r#""save.filename_prefix" = "../escape/{{prefix}}""#,
         "",
     );
-    let e = s.patch(&rt, 1).expect_err("refused");
-    assert_eq!(e.class, FailureClass::NodeError);
-    assert!(e.message.contains("`..` segment"), "{}", e.message);
+    let e = cinepipe::spec::load(&path, None).expect_err("refused by the check");
+    let shown = format!("{e:?}");
+    assert!(
+        shown.contains("has a `..` segment") && shown.contains("InvalidValue"),
+        "{shown}"
+    );
 
     // A patch output that carries one anyway (edited, or from an older build): the queue
     // stage refuses it before POST /prompt.

@@ -284,4 +284,27 @@ mod tests {
             Err(WorkflowError::NotJson(_))
         ));
     }
+
+    #[test]
+    fn a_prefix_that_leaves_the_output_folder_is_named_whatever_its_templates() {
+        use super::prefix_problem;
+        for ok in [
+            "{{prefix}}",
+            "cinepipe/{{scene.id}}/frame",
+            "a/..b/c",
+            "{{a}}..{{b}}",
+        ] {
+            assert_eq!(prefix_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("../x", "has a `..` segment"),
+            ("{{scene.id}}/../x", "has a `..` segment"),
+            ("/srv/{{prefix}}", "is absolute"),
+            ("\\\\share\\x", "is absolute"),
+            ("C:\\x", "starts with a drive letter"),
+            ("a\0b", "has a NUL character"),
+        ] {
+            assert_eq!(prefix_problem(bad), Some(why), "{bad}");
+        }
+    }
 }
