@@ -233,6 +233,11 @@ impl Walker {
                 tokio::time::sleep(wait).await;
                 let deadline = tokio::time::Instant::now() + SERVICE_RECOVERY_BOUND;
                 for service in services {
+                    tracing::info!(
+                        stage = %name,
+                        service = %service,
+                        "waiting for the service to answer again before the retry"
+                    );
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     if !watch
                         .until_answering(spec.clone(), service.clone(), left)
