@@ -100,6 +100,21 @@ _cinepipe() {
             cinepipe__subcmd__help,verify)
                 cmd="cinepipe__subcmd__help__subcmd__verify"
                 ;;
+            cinepipe__subcmd__help__subcmd__sweep,merge)
+                cmd="cinepipe__subcmd__help__subcmd__sweep__subcmd__merge"
+                ;;
+            cinepipe__subcmd__sweep,help)
+                cmd="cinepipe__subcmd__sweep__subcmd__help"
+                ;;
+            cinepipe__subcmd__sweep,merge)
+                cmd="cinepipe__subcmd__sweep__subcmd__merge"
+                ;;
+            cinepipe__subcmd__sweep__subcmd__help,help)
+                cmd="cinepipe__subcmd__sweep__subcmd__help__subcmd__help"
+                ;;
+            cinepipe__subcmd__sweep__subcmd__help,merge)
+                cmd="cinepipe__subcmd__sweep__subcmd__help__subcmd__merge"
+                ;;
             *)
                 ;;
         esac
@@ -367,8 +382,22 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__sweep)
-            opts=""
+            opts="merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__sweep__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -587,7 +616,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__sweep)
-            opts="-n -p -j -k -q -h --repeat --profile --partition --jobs --keep-going --out --resume --junit --quiet --color --help"
+            opts="-n -p -j -k -q -h --repeat --profile --partition --jobs --keep-going --out --resume --junit --quiet --color --help merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -626,6 +655,74 @@ _cinepipe() {
                     return 0
                     ;;
                 --resume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__sweep__subcmd__help)
+            opts="merge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__sweep__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__sweep__subcmd__help__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__sweep__subcmd__merge)
+            opts="-h --out --junit --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -73,19 +73,29 @@ complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s k -l keep-goin
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l no-cache -d 'Do not reuse cached LLM answers; ask again'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s q -l quiet -d 'Print no progress (no live display, no lines, no logs), only the result'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s h -l help -d 'Print help'
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s n -l repeat -d 'Runs of each (spec, profile) [default: the suite\'s `repeat`, else 1]' -r
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s p -l profile -d 'Profile to sweep; repeat the flag for several [default: the suite\'s `profiles`, else `standard`]' -r
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -l partition -d 'Run only this shard of the work list: `hash:K/N` (by a hash of each run\'s key: a run stays in its shard when specs are added) or `count:K/N` (round-robin); K may be `index-env` to read the 0-based `JOB_COMPLETION_INDEX`' -r
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s j -l jobs -d 'Runs at the same time' -r
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -l out -d 'The sweep folder to make [default: `sweeps/<UTC time>-<suite>`]' -r -F
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -l resume -d 'Finish the sweep in this folder: finished runs are kept, interrupted ones resumed, the rest run' -r -F
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -l junit -d 'Also write the sweep as JUnit XML to this file' -r -F
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s n -l repeat -d 'Runs of each (spec, profile) [default: the suite\'s `repeat`, else 1]' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s p -l profile -d 'Profile to sweep; repeat the flag for several [default: the suite\'s `profiles`, else `standard`]' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l partition -d 'Run only this shard of the work list: `hash:K/N` (by a hash of each run\'s key: a run stays in its shard when specs are added) or `count:K/N` (round-robin); K may be `index-env` to read the 0-based `JOB_COMPLETION_INDEX`' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s j -l jobs -d 'Runs at the same time' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l out -d 'The sweep folder to make [default: `sweeps/<UTC time>-<suite>`]' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l resume -d 'Finish the sweep in this folder: finished runs are kept, interrupted ones resumed, the rest run' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l junit -d 'Also write the sweep as JUnit XML to this file' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s k -l keep-going -d 'In each run, let the work that does not depend on a failure finish'
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s q -l quiet -d 'Print only the result'
-complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s k -l keep-going -d 'In each run, let the work that does not depend on a failure finish'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s q -l quiet -d 'Print only the result'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -a "merge" -d 'Merge the folders of a sweep\'s shards (`--partition`) into one sweep folder, with the `sweep.json` (and JUnit) an unsharded sweep of the same runs has'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from merge" -l out -d 'The merged sweep folder to make' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from merge" -l junit -d 'Also write the merged sweep as JUnit XML to this file' -r -F
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from merge" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the folders of a sweep\'s shards (`--partition`) into one sweep folder, with the `sweep.json` (and JUnit) an unsharded sweep of the same runs has'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -144,3 +154,4 @@ complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_s
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run sweep runs show verify install-node docs schema completions man help" -f -a "completions" -d 'Write the shell completions (bash, zsh, fish) generated from cinepipe\'s flags'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run sweep runs show verify install-node docs schema completions man help" -f -a "man" -d 'Write the man pages (`cinepipe.1`, one per command) generated from cinepipe\'s flags'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and not __fish_seen_subcommand_from validate plan graph run sweep runs show verify install-node docs schema completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand help; and __fish_seen_subcommand_from sweep" -f -a "merge" -d 'Merge the folders of a sweep\'s shards (`--partition`) into one sweep folder, with the `sweep.json` (and JUnit) an unsharded sweep of the same runs has'

@@ -453,6 +453,31 @@ fn scene_spec(url: &str, workflow: &Value, set: &str, render_extra: &str) -> Sce
 
 /// [`scene_spec`] on a pool of ComfyUI servers.
 fn pool_scene_spec(urls: &[&str], workflow: &Value, set: &str, render_extra: &str) -> Scene {
+    let (dir, path) = write_pool_scene_spec(urls, workflow, set, render_extra);
+    let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
+    Scene {
+        dir,
+        spec: Arc::new(spec),
+        run_id: harness::unique("run"),
+    }
+}
+
+/// The files of [`scene_spec`], unchecked: the folder and the spec's path.
+fn write_scene_spec(
+    url: &str,
+    workflow: &Value,
+    set: &str,
+    render_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    write_pool_scene_spec(&[url], workflow, set, render_extra)
+}
+
+fn write_pool_scene_spec(
+    urls: &[&str],
+    workflow: &Value,
+    set: &str,
+    render_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("wf.json"),
@@ -486,12 +511,7 @@ fn pool_scene_spec(urls: &[&str], workflow: &Value, set: &str, render_extra: &st
         )
         .toml("stages.render", render_extra)
         .write(dir.path(), "spec.toml");
-    let spec = cinepipe::spec::load(&path, None).unwrap_or_else(|e| panic!("{e:?}"));
-    Scene {
-        dir,
-        spec: Arc::new(spec),
-        run_id: harness::unique("run"),
-    }
+    (dir, path)
 }
 
 impl Scene {
@@ -910,15 +930,21 @@ fn a_bad_prefix_is_refused_before_anything_is_queued() {
     };
     let _turn = turn();
     let rt = rt();
-    let s = scene_spec(
+    // Written in the spec: refused when the spec is checked, before any stage runs (the
+    // patch stage's own refusal of a rendered prefix is in
+    // `patch_refuses_a_prefix_out_of_the_output_folder`).
+    let (_dir, path) = write_scene_spec(
         &server.url,
         &frames_wf(1),
         r#""save.filename_prefix" = "../escape/{{prefix}}""#,
         "",
     );
-    let e = s.patch(&rt, 1).expect_err("refused");
-    assert_eq!(e.class, FailureClass::NodeError);
-    assert!(e.message.contains("`..` segment"), "{}", e.message);
+    let e = cinepipe::spec::load(&path, None).expect_err("refused by the check");
+    let shown = format!("{e:?}");
+    assert!(
+        shown.contains("has a `..` segment") && shown.contains("InvalidValue"),
+        "{shown}"
+    );
 
     // A patch output that carries one anyway (edited, or from an older build): the queue
     // stage refuses it before POST /prompt.
@@ -1192,6 +1218,131 @@ fn a_server_killed_mid_run_fails_the_attempt_in_bounded_time_and_a_restarted_one
         "{out2}"
     );
     drop(server);
+}
+
+/// The `events.jsonl` of the one run under `dir`, once there is one.
+fn journal_under(dir: &Path) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == "events.jsonl") {
+                return std::fs::read_to_string(&p).ok();
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_retry_waits_for_a_killed_server_to_answer_again_and_the_run_succeeds() {
+    if harness::comfyui().is_none() {
+        return;
+    }
+    let port = harness::free_port();
+    let out = harness::scratch().join(harness::unique("restart-out"));
+    let state = harness::scratch().join(harness::unique("restart-state"));
+    let server = OwnComfy::start(port, &out, &state);
+    let url = server.url.clone();
+    // The render sleeps 3 s: long enough to be running when the server dies. No backoff: the
+    // retry would start the moment the first attempt fails.
+    let s = scene_spec(
+        &url,
+        &sleep_wf(3.0),
+        "",
+        "retry = { budget = 1, delay_s = 0 }",
+    );
+    let spec_path = s.dir.path().join("spec.toml");
+    let dir = s.dir.path().to_path_buf();
+    // Kill the server while the prompt runs; restart it only after the first attempt has
+    // failed, as a supervisor would a few seconds later.
+    let supervisor = std::thread::spawn(move || {
+        let mut server = server;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while harness::http("GET", &format!("{url}/queue"), None)
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|q| q["queue_running"].as_array().map(Vec::len))
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(Instant::now() < deadline, "the prompt never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.kill();
+        while !journal_under(&dir).is_some_and(|j| {
+            j.lines()
+                .any(|l| l.contains("\"attempt-finished\"") && l.contains("render"))
+        }) {
+            assert!(Instant::now() < deadline, "the first attempt never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        OwnComfy::start(port, &out, &state)
+    });
+    let rt = rt();
+    let scripted = cinepipe::testkit::Scripted::new().on("story", |_| {
+        cinepipe::testkit::Step::ok(Scene::story().1.as_ref().clone())
+    });
+    let request = cinepipe::run::RunRequest {
+        spec: Some(spec_path),
+        skip_services: true,
+        ..Default::default()
+    };
+    let report = bounded(
+        &rt,
+        180,
+        cinepipe::run::run(
+            request,
+            scripted.over_builtin(&[cinepipe::spec::model::StageKind::Llm]),
+            &cinepipe::exec::Interrupt::new(),
+            vec![],
+        ),
+    )
+    .expect("the run starts");
+    let restarted = supervisor.join().expect("supervisor");
+    let journal = journal_under(s.dir.path()).expect("a journal");
+    assert_eq!(
+        report.outcome,
+        cinepipe::exec::RunOutcome::Succeeded,
+        "{report:?}\n{journal}"
+    );
+    // Two attempts: the killed one and the retry the restarted server served.
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join("stages/render/0/attempt-2.json"))
+            .expect("the retry's record"),
+    )
+    .expect("json");
+    assert_eq!(
+        record["telemetry"]["HistoryExitReason"],
+        json!("success"),
+        "{record}"
+    );
+    drop(restarted);
+}
+
+#[test]
+fn object_info_is_fetched_once_and_an_unknown_class_does_not_refetch_it_for_every_graph() {
+    let Some(server) = harness::comfyui() else {
+        return;
+    };
+    let rt = rt();
+    let client = ComfyClient::new(&server.url, Duration::from_secs(30)).expect("client");
+    for _ in 0..3 {
+        bounded(&rt, 60, client.check_graph(&frames_wf(1))).expect("a valid graph");
+    }
+    assert_eq!(client.object_info_fetches(), 1);
+    // A class the server does not have: refused from the cached copy, scene after scene; the
+    // copy is refreshed for such a graph only once it is older than OBJECT_INFO_REFRESH.
+    let mut unknown = frames_wf(1);
+    unknown["1"]["class_type"] = json!("NoSuchNodeAnywhere");
+    for _ in 0..3 {
+        let e = bounded(&rt, 60, client.check_graph(&unknown)).expect_err("unknown class");
+        assert!(e.to_string().contains("NoSuchNodeAnywhere"), "{e}");
+    }
+    assert_eq!(client.object_info_fetches(), 1);
 }
 
 #[test]

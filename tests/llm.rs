@@ -529,6 +529,179 @@ fn cinepipe_run_sends_the_api_key_and_writes_it_nowhere() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&key));
 }
 
+/// A deliberately broken OpenAI-compatible server, as some proxies are: every request is
+/// answered 401 with the request's `Authorization` header quoted in the body. It serves until
+/// the test process ends.
+fn echoing_401_server() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&stream);
+                let mut auth = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("authorization:") {
+                        auth = line.trim_end().to_owned();
+                    } else if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let answer = json!({ "error": { "message":
+                    format!("invalid credentials; your request had `{auth}`") } })
+                .to_string();
+                let _ = write!(
+                    &stream,
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_echoing_the_authorization_header_in_its_401_leaks_the_key_nowhere() {
+    let key = format!("sk-cinepipe-echo-{}", std::process::id());
+    let url = echoing_401_server();
+    let dir = spec_dir(
+        &[(
+            "llm",
+            json!({
+                "kind": "openai", "base_url": url, "model": "any",
+                "api_key_env": "CINEPIPE_ECHO_TEST_KEY",
+            }),
+        )],
+        "llm",
+    );
+    let out = run_spec(dir.path(), &[("CINEPIPE_ECHO_TEST_KEY", &key)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    // The server's words are still quoted (so the checks below look at a quote), the key not.
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("Bearer [redacted]"), "{err}");
+    assert!(!err.contains(&key), "the key is on stderr:\n{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&key));
+
+    let runs = dir.path().join("runs");
+    let run_dir = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a run folder");
+    let files = all_files(dir.path());
+    for name in [
+        "events.jsonl",
+        "attempt-1.json",
+        "run-summary.txt",
+        "artifact-metadata.json",
+    ] {
+        let quoted = files.iter().any(|(p, b)| {
+            p.file_name().is_some_and(|f| f == name)
+                && String::from_utf8_lossy(b).contains("Bearer [redacted]")
+        });
+        let names: Vec<_> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert!(quoted, "no {name} quotes the server's 401: {names:?}");
+    }
+    for (p, bytes) in &files {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(&key),
+            "the key is in {}",
+            p.display()
+        );
+    }
+    let show = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .arg("show")
+        .arg(&run_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("cinepipe show runs");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&show.stdout),
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(shown.contains("401"), "{shown}");
+    assert!(
+        !shown.contains(&key),
+        "the key is in `cinepipe show`:\n{shown}"
+    );
+}
+
+/// A deliberately stalled server: it accepts connections and reads, but never answers.
+fn stalled_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[test]
+fn the_stage_timeout_names_the_endpoint_it_was_waiting_for() {
+    let url = stalled_server();
+    let cache = tempfile::tempdir().expect("tmp");
+    let svcs = services(json!({ "llm": openai(&url, "any", None) }));
+    let err = attempt(
+        &tiny(json!({ "timeout_s": 1.0 })),
+        &svcs,
+        cache.path(),
+        true,
+    )
+    .expect_err("nothing answers");
+    assert!(
+        err.message
+            .contains(&format!("{url}/models: no answer within 1 s")),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn a_quiet_run_that_fails_still_says_why() {
+    let url = echoing_401_server();
+    let dir = spec_dir(
+        &[(
+            "llm",
+            json!({ "kind": "openai", "base_url": url, "model": "any" }),
+        )],
+        "llm",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .arg("run")
+        .arg("--quiet")
+        .arg(dir.path().join("spec.toml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("cinepipe runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: story failed: no LLM provider answered") && err.contains("HTTP 401"),
+        "{err}"
+    );
+    // Quiet: the reason once, no progress lines.
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(!err.contains("start "), "{err}");
+}
+
 #[test]
 fn an_answer_slower_than_max_latency_is_the_slow_class() {
     let Some(server) = harness::llm() else { return };

@@ -192,6 +192,36 @@ impl Workflow {
     }
 }
 
+/// Why a `filename_prefix` would make ComfyUI write outside its output folder, if it would:
+/// absolute, a drive letter, a `..` segment or a NUL. `{{…}}` template parts stand for
+/// plain text, so a template's written parts are judged before anything is rendered.
+pub fn prefix_problem(prefix: &str) -> Option<&'static str> {
+    let mut literal = String::with_capacity(prefix.len());
+    let mut rest = prefix;
+    while let Some(open) = rest.find("{{") {
+        literal.push_str(&rest[..open]);
+        literal.push('x');
+        rest = rest[open..]
+            .find("}}")
+            .map_or("", |close| &rest[open + close + 2..]);
+    }
+    literal.push_str(rest);
+    if literal.starts_with('/') || literal.starts_with('\\') {
+        return Some("is absolute");
+    }
+    let b = literal.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        return Some("starts with a drive letter");
+    }
+    if literal.split(['/', '\\']).any(|s| s == "..") {
+        return Some("has a `..` segment");
+    }
+    if literal.contains('\0') {
+        return Some("has a NUL character");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +283,28 @@ mod tests {
             Workflow::parse("{"),
             Err(WorkflowError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn a_prefix_that_leaves_the_output_folder_is_named_whatever_its_templates() {
+        use super::prefix_problem;
+        for ok in [
+            "{{prefix}}",
+            "cinepipe/{{scene.id}}/frame",
+            "a/..b/c",
+            "{{a}}..{{b}}",
+        ] {
+            assert_eq!(prefix_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("../x", "has a `..` segment"),
+            ("{{scene.id}}/../x", "has a `..` segment"),
+            ("/srv/{{prefix}}", "is absolute"),
+            ("\\\\share\\x", "is absolute"),
+            ("C:\\x", "starts with a drive letter"),
+            ("a\0b", "has a NUL character"),
+        ] {
+            assert_eq!(prefix_problem(bad), Some(why), "{bad}");
+        }
     }
 }

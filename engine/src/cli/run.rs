@@ -35,10 +35,16 @@ pub(crate) fn run(args: RunArgs, color: bool) -> ExitCode {
         LogFormat::Text if std::io::stderr().is_terminal() => vec![Box::new(Live::new())],
         LogFormat::Text => vec![Box::new(Lines::new(std::io::stderr()))],
     };
-    run_request(req, observers, color)
+    run_request(req, observers, color, args.quiet)
 }
 
-fn run_request(req: RunRequest, observers: Vec<Box<dyn Observer>>, color: bool) -> ExitCode {
+/// `quiet`: no observer showed the failures as they happened, so a failed run ends with why.
+fn run_request(
+    req: RunRequest,
+    observers: Vec<Box<dyn Observer>>,
+    color: bool,
+    quiet: bool,
+) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,6 +111,13 @@ fn run_request(req: RunRequest, observers: Vec<Box<dyn Observer>>, color: bool) 
     }
     if let Some(e) = &report.telemetry_error {
         tracing::error!("error: the run's telemetry could not be written: {e}");
+    }
+    if quiet && report.outcome == RunOutcome::Failed {
+        for instance in &report.instances {
+            if let (InstanceState::Failed, Some(why)) = (instance.state, &instance.error) {
+                tracing::error!("error: {} failed: {why}", instance.id);
+            }
+        }
     }
     match report.outcome {
         RunOutcome::Interrupted => {

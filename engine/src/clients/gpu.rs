@@ -284,11 +284,11 @@ async fn system_stats_now(client: &reqwest::Client, url: &str) -> Result<Reading
     if !status.is_success() {
         return Err(SourceError::Unavailable(format!("answered HTTP {status}")));
     }
-    let body = resp
-        .text()
+    // `/system_stats` is a few hundred bytes; anything near the bound is not one.
+    let body = super::read_body_within(resp, 1024 * 1024)
         .await
-        .map_err(|e| SourceError::Unavailable(format!("broke off: {e}")))?;
-    parse_system_stats(&body)
+        .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+    parse_system_stats(&String::from_utf8_lossy(&body))
 }
 
 /// Reads `devices[0]` of ComfyUI's `/system_stats`: memory in use is `vram_total - vram_free`.

@@ -4,6 +4,9 @@
 pub mod comfyui;
 pub mod gpu;
 pub mod openai;
+mod quote;
+
+pub use quote::{QUOTE_LIMIT, quote_body};
 
 /// The HTTP client of the current tokio runtime: building one loads the TLS roots
 /// (milliseconds), and a shared one keeps its connections alive between requests. It has no
@@ -50,6 +53,38 @@ pub fn http() -> Result<reqwest::Client, HttpClientError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot build an HTTP client: {0}")]
 pub struct HttpClientError(String);
+
+/// Reads a response body of at most `limit` bytes. A longer one is refused, not cut, so a
+/// runaway or hostile server cannot fill memory through an answer nobody bounded.
+pub async fn read_body_within(
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Broken(e.to_string()))?
+    {
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A body [`read_body_within`] did not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the answer broke off: {0}")]
+    Broken(String),
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,9 @@
 //! Every request is bounded in time (the service's `timeout_s`) and in size
 //! (`max_response_bytes`, counted while reading, so a runaway server cannot fill memory). The
 //! API key is read from the environment variable the spec names and lives only in the request
-//! header: it is never part of an error, a log line or anything written to disk.
+//! header: it is never part of an error, a log line or anything written to disk. A server may
+//! quote it back (a proxy that echoes the `Authorization` header in an error body): every error
+//! and answer leaves this client with the key's value replaced by [`REDACTED`].
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::spec::model::{FailureClass, OpenAiService};
 
-/// Longest server error body quoted in an error message.
-const ERROR_BODY_LIMIT: usize = 400;
+mod redact;
+pub use redact::REDACTED;
 
 /// A request could not get an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -164,8 +166,33 @@ impl OpenAiClient {
         }
     }
 
+    /// An error of this client with the key taken out of what the server said.
+    fn redact(&self, e: LlmError) -> LlmError {
+        match &self.api_key {
+            Some(k) => e.redacted(k),
+            None => e,
+        }
+    }
+
+    /// A server's text with the key taken out: an answer is quoted into files too.
+    fn redact_text(&self, text: String) -> String {
+        match &self.api_key {
+            Some(k) if !k.is_empty() && text.contains(k.as_str()) => {
+                text.replace(k.as_str(), REDACTED)
+            }
+            _ => text,
+        }
+    }
+
     /// `GET /models`: the ids of the models the server offers.
     pub async fn models(&self) -> Result<Vec<String>, LlmError> {
+        match self.models_as_sent().await {
+            Ok(models) => Ok(models.into_iter().map(|m| self.redact_text(m)).collect()),
+            Err(e) => Err(self.redact(e)),
+        }
+    }
+
+    async fn models_as_sent(&self) -> Result<Vec<String>, LlmError> {
         let url = self.url("models");
         let resp = self
             .request(reqwest::Method::GET, &url)
@@ -199,6 +226,18 @@ impl OpenAiClient {
 
     /// `POST /chat/completions`, streamed (SSE) or not.
     pub async fn chat(&self, req: &ChatRequest, stream: bool) -> Result<ChatAnswer, LlmError> {
+        match self.chat_as_sent(req, stream).await {
+            Ok(mut answer) => {
+                answer.content = self.redact_text(answer.content);
+                answer.model = answer.model.map(|m| self.redact_text(m));
+                answer.finish_reason = answer.finish_reason.map(|f| self.redact_text(f));
+                Ok(answer)
+            }
+            Err(e) => Err(self.redact(e)),
+        }
+    }
+
+    async fn chat_as_sent(&self, req: &ChatRequest, stream: bool) -> Result<ChatAnswer, LlmError> {
         let url = self.url("chat/completions");
         let mut body = serde_json::to_value(req).map_err(|e| LlmError::Protocol {
             url: url.clone(),
@@ -269,6 +308,12 @@ impl OpenAiClient {
                 Err(e) => return Err(transport(url, self.timeout, &e)),
             }
         }
+        // The key out first, before anything parses, cuts or quotes the body: a quote cut
+        // mid-key would keep the part before the cut.
+        let buf = match &self.api_key {
+            Some(k) => redact::redact_bytes(buf, k.as_bytes()),
+            None => buf,
+        };
         if !status.is_success() {
             return Err(LlmError::Http {
                 url: url.to_string(),
@@ -315,14 +360,7 @@ pub fn error_message(body: &[u8]) -> String {
                 .and_then(|m| m.as_str().map(str::to_owned))
         })
         .unwrap_or_else(|| text.into_owned());
-    let one_line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
-        return "(empty body)".into();
-    }
-    match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
+    super::quote_body(msg.as_bytes())
 }
 
 /// The model ids of a `/models` answer (`data[].id`).

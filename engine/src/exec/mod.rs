@@ -20,10 +20,10 @@ pub use crate::rundir::event::{
 };
 pub use scheduler::{
     AttemptRecord, CANCEL_GRACE, ExecOptions, Executor, InstanceReport, InstanceState, Observer,
-    RunReport, Session, default_jobs,
+    RunReport, SERVICE_RECOVERY_BOUND, Session, default_jobs,
 };
 pub use signals::Interrupt;
 pub use stage::{
-    Attempt, BoxFuture, DEFAULT_ATTEMPT_BOUND, Registry, Stage, StageContext, StageFailure,
-    default_attempt_bound,
+    Attempt, BoxFuture, DEFAULT_ATTEMPT_BOUND, Registry, ServiceWatch, Stage, StageContext,
+    StageFailure, default_attempt_bound,
 };

@@ -196,10 +196,25 @@ impl StageContext {
     }
 }
 
-/// Stage kinds and their implementations.
+/// Asks whether a service answers again after an attempt could not reach it. The executor sits
+/// below the clients in the layering and cannot probe a server itself; the stages layer hands
+/// one in with its [`Registry`].
+pub trait ServiceWatch: Send + Sync {
+    /// Resolves once a URL of `service` answers its health check, or when `bound` has passed;
+    /// true when it answered.
+    fn until_answering(
+        &self,
+        spec: Arc<CheckedSpec>,
+        service: String,
+        bound: Duration,
+    ) -> BoxFuture<'static, bool>;
+}
+
+/// Stage kinds and their implementations, and what watches the services of each.
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: HashMap<StageKind, Arc<dyn Stage>>,
+    watches: HashMap<StageKind, Arc<dyn ServiceWatch>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -211,14 +226,30 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Adds (or replaces) the implementation of a kind.
+    /// Adds (or replaces) the implementation of a kind. A replaced kind loses its service
+    /// watch: nothing says the new implementation talks to the spec's services (a test's
+    /// scripted stage talks to none).
     pub fn with(mut self, kind: StageKind, stage: Arc<dyn Stage>) -> Registry {
         self.kinds.insert(kind, stage);
+        self.watches.remove(&kind);
         self
     }
 
     pub fn get(&self, kind: StageKind) -> Option<&Arc<dyn Stage>> {
         self.kinds.get(&kind)
+    }
+
+    /// Sets, for every kind registered so far, what the executor asks after an attempt could
+    /// not reach a service: whether the service answers again, before the retry is spent.
+    pub fn with_service_watch(mut self, watch: Arc<dyn ServiceWatch>) -> Registry {
+        for kind in self.kinds.keys() {
+            self.watches.insert(*kind, watch.clone());
+        }
+        self
+    }
+
+    pub fn service_watch(&self, kind: StageKind) -> Option<&Arc<dyn ServiceWatch>> {
+        self.watches.get(&kind)
     }
 
     /// The kinds a spec uses that have no implementation, in `StageKind::ALL` order, each with

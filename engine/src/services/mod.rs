@@ -20,5 +20,5 @@ mod stop;
 
 pub use ensure::{ServiceOptions, Services, services_of, used_services};
 pub use error::{EnsureError, ServiceError};
-pub use probe::{Probe, health_url, probe};
+pub use probe::{Probe, health_url, health_urls, probe};
 pub use stop::process_alive;

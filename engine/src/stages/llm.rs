@@ -178,12 +178,15 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
             health: health.into(),
             error,
         };
+        // The endpoint being asked when the stage's bound ends: the message names it.
+        let asking_chat = std::sync::atomic::AtomicBool::new(false);
         let attempt = async {
             let client = OpenAiClient::new(svc)?;
             if !recently_healthy(client.base_url(), &svc.model) {
                 client.check_model(&svc.model).await?;
                 mark_healthy(client.base_url(), &svc.model);
             }
+            asking_chat.store(true, std::sync::atomic::Ordering::Relaxed);
             let req = request_for(&svc.model);
             let t0 = Instant::now();
             let answer = client.chat(&req, stage.stream).await?;
@@ -196,8 +199,13 @@ pub async fn run(input: &LlmInput<'_>) -> Result<LlmOutcome, LlmFailure> {
         )
         .await
         .unwrap_or_else(|_| {
+            let endpoint = if asking_chat.load(std::sync::atomic::Ordering::Relaxed) {
+                "chat/completions"
+            } else {
+                "models"
+            };
             Err(LlmError::Timeout {
-                url: svc.base_url.clone(),
+                url: format!("{}/{endpoint}", svc.base_url.trim_end_matches('/')),
                 secs: stage.timeout_s,
             })
         });

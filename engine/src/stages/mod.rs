@@ -9,6 +9,7 @@ pub mod output;
 pub mod patch_workflow;
 pub mod quality;
 pub mod queue;
+pub mod service_watch;
 pub mod validate;
 
 use std::sync::Arc;
@@ -37,4 +38,5 @@ pub fn registry(telemetry: validate::TelemetryCheck) -> Registry {
             Arc::new(collect_frames::CollectFrames),
         )
         .with(StageKind::Quality, Arc::new(quality::Quality))
+        .with_service_watch(Arc::new(service_watch::HealthWatch))
 }

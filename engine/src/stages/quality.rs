@@ -25,7 +25,11 @@
 //! | `coherence` | LLM rubric grade, 1–5 (run-wide) | `>= min_coherence` |
 //!
 //! - **Decoding**: frames are PNGs, decoded with the `png` crate (palette and low bit depths
-//!   expanded); a frame that cannot be decoded counts as blank, with a note.
+//!   expanded); a frame that cannot be decoded counts as blank, with a note. Decoding is
+//!   bounded, so a small file whose header claims a huge image cannot exhaust memory: at most
+//!   [`MAX_FRAME_PIXELS`] pixels (7680×4320, checked from the header before anything is
+//!   allocated) and [`MAX_FRAME_BYTES`] (256 MiB) for the decoded image and, through the `png`
+//!   crate's `Limits`, for its own buffers. A frame over either "cannot be decoded".
 //! - **Blank**: a frame is blank (black, white or any single colour) when at least
 //!   [`BLANK_SHARE`] of its pixels are within [`BLANK_TOLERANCE`] (per channel, 8-bit scale) of
 //!   its most common pixel value. The demo's 64×64 frames with a 16×16 square (6.25% of the
@@ -55,8 +59,8 @@ mod score;
 
 use score::score;
 pub use score::{
-    BLANK_SHARE, BLANK_TOLERANCE, FrameStats, SceneInput, SceneScore, analyse, diversity, is_blank,
-    score_frames,
+    BLANK_SHARE, BLANK_TOLERANCE, FrameStats, MAX_FRAME_BYTES, MAX_FRAME_PIXELS, SceneInput,
+    SceneScore, analyse, diversity, is_blank, score_frames,
 };
 
 use super::output::{
@@ -335,7 +339,11 @@ async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Re
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
-        resp.json::<Value>().await.map_err(|e| e.to_string())
+        // Two embeddings of a few thousand floats each; far below this bound.
+        let body = crate::clients::read_body_within(resp, 64 * 1024 * 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
     };
     let body = tokio::select! {
         r = send => r?,

@@ -44,3 +44,35 @@ pub fn flat(dir: &Path, n: u32, colour: [u8; 3]) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// CRC-32 (the PNG chunk checksum), bit by bit: enough for the few bytes of a test header.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few dozen bytes whose header claims `w`×`h` pixels: a 1×1 image with its IHDR
+/// size rewritten (and the chunk's CRC with it), as a hostile or broken writer could leave.
+pub fn write_huge_header_png(path: &Path, w: u32, h: u32) {
+    let tmp = path.with_extension("small.png");
+    write_png(&tmp, 1, 1, |_, _| [1, 2, 3]);
+    let mut bytes = std::fs::read(&tmp).expect("read");
+    std::fs::remove_file(&tmp).expect("rm");
+    // Signature (8), IHDR length (4) and type (4), then width and height; the CRC covers the
+    // type and the 13 data bytes.
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, &bytes).expect("write");
+}

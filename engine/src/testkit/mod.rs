@@ -10,7 +10,7 @@ mod spec;
 use std::path::{Path, PathBuf};
 
 pub use context::{ContextExt, context};
-pub use frames::{flat, moving_square, write_png};
+pub use frames::{flat, moving_square, write_huge_header_png, write_png};
 pub use scripted::{LoggedAttempt, Scripted, Step, story};
 pub use spec::{NOWHERE, SCENE_PIPELINE, SpecBuilder, comfyui, openai};
 

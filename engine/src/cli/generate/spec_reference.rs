@@ -191,8 +191,7 @@ impl<'a> Ref<'a> {
                     }
                     _ => "table".to_owned(),
                 },
-                "number" => "number".to_owned(),
-                "integer" => "integer".to_owned(),
+                "number" | "integer" => format!("{t}{}", range_of(v)),
                 "string" => "string".to_owned(),
                 "boolean" => "boolean".to_owned(),
                 other => other.to_owned(),
@@ -203,6 +202,30 @@ impl<'a> Ref<'a> {
         } else {
             names.join(" or ")
         }
+    }
+}
+
+/// A number's range as the schema states it (` (> 0, ≤ 604800)`); an unsigned integer type's
+/// own bound counts as its maximum, so every number in a spec shows a range.
+fn range_of(v: &Value) -> String {
+    let num = |k: &str| v.get(k).filter(|n| n.is_number()).map(Value::to_string);
+    let low = num("exclusiveMinimum")
+        .map(|n| format!("> {n}"))
+        .or_else(|| num("minimum").map(|n| format!("≥ {n}")));
+    let high = num("exclusiveMaximum")
+        .map(|n| format!("< {n}"))
+        .or_else(|| num("maximum").map(|n| format!("≤ {n}")))
+        .or_else(|| match v.get("format").and_then(Value::as_str) {
+            Some("uint32") => Some(format!("≤ {}", u32::MAX)),
+            Some("uint64" | "uint") => Some(format!("≤ {}", u64::MAX)),
+            Some("int64") => Some(format!("≤ {}", i64::MAX)),
+            _ => None,
+        });
+    match (low, high) {
+        (None, None) => String::new(),
+        (Some(l), None) => format!(" ({l})"),
+        (None, Some(h)) => format!(" ({h})"),
+        (Some(l), Some(h)) => format!(" ({l}, {h})"),
     }
 }
 

@@ -20,11 +20,12 @@ mod view;
 
 pub use view::{ViewPathError, check_view_name, check_view_subfolder};
 
+/// The least time between two fetches of `/object_info` for a graph whose class the cached
+/// copy lacks.
+pub const OBJECT_INFO_REFRESH: Duration = Duration::from_secs(10);
+
 /// Largest body read from ComfyUI (upstream's full `/object_info` is a few MB).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Longest server error body quoted in an error message.
-const ERROR_BODY_LIMIT: usize = 400;
 
 /// Most bytes of an error body read (the rest is not waited for).
 const ERROR_BODY_READ: usize = 4096;
@@ -74,8 +75,11 @@ pub struct ComfyClient {
     base: String,
     timeout: Duration,
     /// `/object_info`, fetched once per client (a few MB on new servers) and refreshed only
-    /// when a graph names a class it lacks (a server restarted with new custom nodes).
-    object_info: tokio::sync::Mutex<Option<Arc<ObjectInfo>>>,
+    /// when a graph names a class it lacks (a server restarted with new custom nodes), at
+    /// most once per [`OBJECT_INFO_REFRESH`]; with when it was fetched.
+    object_info: tokio::sync::Mutex<Option<(Arc<ObjectInfo>, std::time::Instant)>>,
+    /// How many times `/object_info` was fetched and parsed.
+    object_info_fetches: std::sync::atomic::AtomicU32,
     /// When the server last answered a request (any HTTP status); cleared when one fails to
     /// reach it.
     answered_at: Mutex<Option<std::time::Instant>>,
@@ -93,6 +97,7 @@ impl ComfyClient {
             base,
             timeout,
             object_info: tokio::sync::Mutex::new(None),
+            object_info_fetches: std::sync::atomic::AtomicU32::new(0),
             answered_at: Mutex::new(None),
         })
     }
@@ -234,23 +239,44 @@ impl ComfyClient {
         })
     }
 
-    /// `GET /system_stats`: the health check (and the GPU readings' fallback source).
+    /// `GET /system_stats`: the health check (and the GPU readings' fallback source). Any
+    /// other JSON (a proxy's, another program's on the port) is not a healthy ComfyUI.
     pub async fn system_stats(&self) -> Result<Value, ComfyError> {
-        self.get_json("/system_stats").await
+        let v = self.get_json("/system_stats").await?;
+        if v.get("system").is_some_and(Value::is_object)
+            && v.get("devices").is_some_and(Value::is_array)
+        {
+            return Ok(v);
+        }
+        Err(ComfyError::Protocol {
+            url: self.url("/system_stats"),
+            message: format!(
+                "not a ComfyUI `/system_stats` answer (no `system` and `devices`): {}",
+                short(v.to_string().as_bytes())
+            ),
+        })
     }
 
     /// `/object_info`, fetched on first use.
     pub async fn object_info(&self) -> Result<Arc<ObjectInfo>, ComfyError> {
         let mut slot = self.object_info.lock().await;
-        if let Some(info) = slot.as_ref() {
+        if let Some((info, _)) = slot.as_ref() {
             return Ok(info.clone());
         }
         let info = Arc::new(self.fetch_object_info().await?);
-        *slot = Some(info.clone());
+        *slot = Some((info.clone(), std::time::Instant::now()));
         Ok(info)
     }
 
+    /// How many times this client fetched and parsed `/object_info`.
+    pub fn object_info_fetches(&self) -> u32 {
+        self.object_info_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn fetch_object_info(&self) -> Result<ObjectInfo, ComfyError> {
+        self.object_info_fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let v = self.get_json("/object_info").await?;
         object_info::parse_object_info(&v).map_err(|e| ComfyError::Protocol {
             url: self.url("/object_info"),
@@ -259,14 +285,22 @@ impl ComfyClient {
     }
 
     /// `/object_info`, fetched again when the cached copy lacks one of the graph's classes
-    /// (the server may have been restarted with more custom nodes since).
+    /// (the server may have been restarted with more custom nodes since) and is older than
+    /// [`OBJECT_INFO_REFRESH`]: a workflow that names a class the server never had is refused
+    /// from the cached copy, instead of fetching and parsing the whole list for every scene.
     async fn object_info_for(&self, graph: &Value) -> Result<Arc<ObjectInfo>, ComfyError> {
         let info = self.object_info().await?;
         if object_info::unknown_classes(graph, &info).is_empty() {
             return Ok(info);
         }
+        let mut slot = self.object_info.lock().await;
+        if let Some((cached, at)) = slot.as_ref()
+            && at.elapsed() < OBJECT_INFO_REFRESH
+        {
+            return Ok(cached.clone());
+        }
         let fresh = Arc::new(self.fetch_object_info().await?);
-        *self.object_info.lock().await = Some(fresh.clone());
+        *slot = Some((fresh.clone(), std::time::Instant::now()));
         Ok(fresh)
     }
 
@@ -432,17 +466,9 @@ impl ComfyClient {
     }
 }
 
-/// A body as one short line for an error message.
+/// A body as one short line for an error message (markup stripped).
 fn short(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
-        return "(empty body)".into();
-    }
-    match one_line.char_indices().nth(ERROR_BODY_LIMIT) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
+    crate::clients::quote_body(body)
 }
 
 #[cfg(test)]

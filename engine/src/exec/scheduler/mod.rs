@@ -56,6 +56,13 @@ pub fn default_jobs() -> usize {
         .max(4)
 }
 
+/// How long a retry waits, past its backoff, for a service that an attempt could not reach
+/// (class `transport`) to answer its health check again: long enough for a supervised
+/// server to restart (ComfyUI takes about 7 s, an LLM server loading its model longer). The
+/// health check is asked again and again, 0.25 s apart at first and doubling to 5 s. When the
+/// service has not answered by then, the retry runs anyway and fails on its own.
+pub const SERVICE_RECOVERY_BOUND: Duration = Duration::from_secs(60);
+
 /// The default of [`ExecOptions::cancel_grace`].
 pub const CANCEL_GRACE: Duration = Duration::from_secs(10);
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::super::retry;
-use super::AttemptRecord;
 use super::attempt::RunningAttempt;
 use super::walker::{Phase, Walker};
+use super::{AttemptRecord, SERVICE_RECOVERY_BOUND};
 use crate::rundir::event::{AttemptOutcome, EventKind};
 use crate::spec::graph::{FanMode, RequeueSpan};
 use crate::spec::model::FailureClass;
@@ -143,7 +143,11 @@ impl Walker {
                 let spent = self.instances[stage][slot].budget_spent;
                 let wait = retry::delay(&self.nodes[stage].retry, spent, retry::random_unit());
                 self.emit(finished(Some(wait.as_secs_f64())));
-                self.wait(stage, slot, wait);
+                if c == FailureClass::Transport {
+                    self.wait_for_services(stage, slot, wait);
+                } else {
+                    self.wait(stage, slot, wait);
+                }
                 return;
             }
         }
@@ -196,6 +200,60 @@ impl Walker {
         self.timers.spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = token.cancelled() => {}
+            }
+            (stage, slot)
+        });
+    }
+
+    /// Waits before the retry of an attempt that could not reach a server: the backoff, then
+    /// until each service of the stage answers again (within [`SERVICE_RECOVERY_BOUND`]), so
+    /// that a server restarting under a supervisor does not cost the retry. It holds no slot
+    /// meanwhile.
+    fn wait_for_services(&mut self, stage: usize, slot: usize, wait: Duration) {
+        let services: Vec<String> = self.nodes[stage]
+            .services
+            .iter()
+            .filter_map(|&i| self.spec.spec.services.get_index(i).map(|(n, _)| n.clone()))
+            .collect();
+        let Some(watch) = self.nodes[stage]
+            .service_watch
+            .clone()
+            .filter(|_| !services.is_empty())
+        else {
+            self.wait(stage, slot, wait);
+            return;
+        };
+        self.instances[stage][slot].phase = Phase::Waiting;
+        let token = self.interrupt.token().clone();
+        let spec = self.spec.clone();
+        let name = self.nodes[stage].name.clone();
+        self.timers.spawn(async move {
+            let watched = async {
+                tokio::time::sleep(wait).await;
+                let deadline = tokio::time::Instant::now() + SERVICE_RECOVERY_BOUND;
+                for service in services {
+                    tracing::info!(
+                        stage = %name,
+                        service = %service,
+                        "waiting for the service to answer again before the retry"
+                    );
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !watch
+                        .until_answering(spec.clone(), service.clone(), left)
+                        .await
+                    {
+                        tracing::warn!(
+                            stage = %name,
+                            service = %service,
+                            "the service did not answer again within {} s; retrying anyway",
+                            SERVICE_RECOVERY_BOUND.as_secs()
+                        );
+                    }
+                }
+            };
+            tokio::select! {
+                () = watched => {}
                 () = token.cancelled() => {}
             }
             (stage, slot)

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::super::signals::Interrupt;
-use super::super::stage::Stage;
+use super::super::stage::{ServiceWatch, Stage};
 use super::attempt::{AttemptResult, RunningAttempt};
 use super::{AttemptRecord, ExecOptions, Executor, Observer, Session};
 use crate::rundir::event::{Event, EventKind, InstanceId, JOURNAL_VERSION};
@@ -27,6 +27,8 @@ pub(super) struct StageNode {
     pub(super) services: Vec<usize>,
     /// `None` for a kind this cinepipe has no implementation of.
     pub(super) implementation: Option<Arc<dyn Stage>>,
+    /// What asks whether its services answer again before a retry that could not reach them.
+    pub(super) service_watch: Option<Arc<dyn ServiceWatch>>,
     pub(super) retry: RetryPolicy,
     /// How long one attempt may run.
     pub(super) bound: Duration,
@@ -157,6 +159,7 @@ impl Walker {
                     kind: stage.kind(),
                     services,
                     implementation,
+                    service_watch: exec.registry.service_watch(stage.kind()).cloned(),
                     retry: stage.common().retry.clone(),
                     bound,
                 }

@@ -93,12 +93,24 @@ async fn run_pipeline(
     opts: ExecOptions,
     interrupt: Interrupt,
 ) -> Ran {
+    let registry = script.registry();
+    run_registry(registry, render_retry, comfy, opts, interrupt).await
+}
+
+/// [`run_pipeline`] with the stages of `registry`.
+async fn run_registry(
+    registry: super::Registry,
+    render_retry: &str,
+    comfy: &str,
+    opts: ExecOptions,
+    interrupt: Interrupt,
+) -> Ran {
     let dir = tempfile::tempdir().expect("tempdir");
     let checked = pipeline(dir.path(), render_retry, comfy).check();
     let rd = RunDir::create(dir.path(), &checked, Path::new("t.toml")).expect("run dir");
     let journal = Journal::create(&rd.events()).expect("journal");
     let events = Collect::default();
-    let exec = Executor::new(Plan::new(checked), script.registry(), opts);
+    let exec = Executor::new(Plan::new(checked), registry, opts);
     let session = Session {
         dir: rd,
         journal,

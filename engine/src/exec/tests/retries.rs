@@ -189,3 +189,100 @@ async fn a_requeue_reruns_the_target_and_spends_its_budget() {
     assert_eq!(state(&ran.report, "frames[2]"), InstanceState::Failed);
     assert_eq!(ran.report.outcome, RunOutcome::Failed);
 }
+
+/// A service watch that answers after `after` (or says no at its bound), and keeps what it
+/// was asked.
+struct SlowWatch {
+    after: Duration,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl crate::exec::ServiceWatch for SlowWatch {
+    fn until_answering(
+        &self,
+        _: Arc<crate::spec::CheckedSpec>,
+        service: String,
+        bound: Duration,
+    ) -> crate::exec::BoxFuture<'static, bool> {
+        let (after, asked) = (self.after, self.asked.clone());
+        Box::pin(async move {
+            asked.lock().expect("asked").push(service);
+            tokio::time::sleep(after.min(bound)).await;
+            after <= bound
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_failure_waits_for_its_service_to_answer_before_the_retry() {
+    // render[0] cannot reach its server once, render[1] times out once; the watch says the
+    // server answers again 5 s after it is asked.
+    let script = base_script().on("render", |ctx| {
+        let r = match (ctx.instance.item, ctx.attempt) {
+            (Some(0), 1) => fail(FailureClass::Transport),
+            (Some(1), 1) => fail(FailureClass::Timeout),
+            _ => Ok(json!("ok")),
+        };
+        timed(Duration::from_millis(500), r)
+    });
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let watch = SlowWatch {
+        after: Duration::from_secs(5),
+        asked: asked.clone(),
+    };
+    let registry = script.registry().with_service_watch(Arc::new(watch));
+    let ran = run_registry(
+        registry,
+        r#"{ budget = 1, on = ["transport", "timeout"] }"#,
+        "",
+        opts(8, false),
+        Interrupt::new(),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, RunOutcome::Succeeded);
+    let log = script.log();
+    let gap = |id: &str| {
+        let starts: Vec<Instant> = log.iter().filter(|l| l.id == id).map(|l| l.start).collect();
+        starts[1].duration_since(starts[0]).as_secs_f64()
+    };
+    // The attempt's 0.5 s, then the wait for the service; a timeout retries at once.
+    assert_eq!(gap("render[0]"), 5.5);
+    assert_eq!(gap("render[1]"), 0.5);
+    assert_eq!(*asked.lock().expect("asked"), ["comfy"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_never_answers_holds_the_retry_for_the_bound_only() {
+    let script = base_script().on("render", |ctx| {
+        let r = if ctx.instance.item == Some(0) && ctx.attempt == 1 {
+            fail(FailureClass::Transport)
+        } else {
+            Ok(json!("ok"))
+        };
+        timed(Duration::from_millis(500), r)
+    });
+    let watch = SlowWatch {
+        after: Duration::from_secs(3600),
+        asked: Arc::default(),
+    };
+    let registry = script.registry().with_service_watch(Arc::new(watch));
+    let ran = run_registry(
+        registry,
+        "{ budget = 1 }",
+        "",
+        opts(8, false),
+        Interrupt::new(),
+    )
+    .await;
+    assert_eq!(ran.report.outcome, RunOutcome::Succeeded);
+    let log = script.log();
+    let starts: Vec<Instant> = log
+        .iter()
+        .filter(|l| l.id == "render[0]")
+        .map(|l| l.start)
+        .collect();
+    assert_eq!(
+        starts[1].duration_since(starts[0]),
+        Duration::from_millis(500) + crate::exec::SERVICE_RECOVERY_BOUND
+    );
+}

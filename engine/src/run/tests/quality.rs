@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::artifact_metadata::{ArtifactMetadata, METADATA_FILE};
-use crate::exec::{Attempt, ExecOptions, Interrupt, RunOutcome, StageContext};
+use crate::exec::{Attempt, ExecOptions, Interrupt, RunOutcome, StageContext, StageFailure};
 use crate::run::RunRequest;
-use crate::spec::model::{QualityCheck, StageKind};
+use crate::spec::model::{FailureClass, QualityCheck, StageKind};
 use crate::stages::output::FramesOutput;
 use crate::testkit::{Scripted, SpecBuilder, Step, flat, moving_square};
 
@@ -75,6 +75,13 @@ async fn run(
     enforce: bool,
     second: &'static str,
 ) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
+    run_with(enforce, scripted(second)).await
+}
+
+async fn run_with(
+    enforce: bool,
+    scripted: Scripted,
+) -> (crate::exec::RunReport, ArtifactMetadata, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let req = RunRequest {
         spec: Some(spec(tmp.path(), enforce)),
@@ -82,7 +89,7 @@ async fn run(
         skip_services: true,
         ..Default::default()
     };
-    let registry = scripted(second).over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
+    let registry = scripted.over_builtin(&[StageKind::Llm, StageKind::CollectFrames]);
     let report = crate::run::run(req, registry, &Interrupt::new(), vec![])
         .await
         .expect("runs");
@@ -177,4 +184,90 @@ async fn a_repeated_scene_id_names_each_scene_s_checks_as_the_telemetry_does() {
             (QualityCheck::Frozen, Some("a@2"))
         ]
     );
+}
+
+/// Scene `b`'s last frame is a small file whose header claims 200000×200000 pixels (decoding
+/// it unbounded asks for 160 GB and aborts the process).
+fn bomb_frames_step(ctx: &StageContext) -> Step {
+    let step = frames_step(ctx);
+    if ctx.instance.item == Some(1) {
+        let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+        crate::testkit::write_huge_header_png(&dir.join("flat_00024_.png"), 200_000, 200_000);
+    }
+    step
+}
+
+#[tokio::test]
+async fn a_frame_claiming_a_huge_size_leaves_a_finished_run() {
+    let bomb = scripted("b").otherwise(bomb_frames_step);
+    let (report, m, _tmp) = run_with(false, bomb).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert!(report.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
+    assert_eq!(m.scenes[1].quality_metrics.blank_fraction, Some(1.0));
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join("stages/quality/1/attempt-1.json"))
+            .expect("record"),
+    )
+    .expect("json");
+    let notes = rec.to_string();
+    assert!(
+        notes.contains("flat_00024_.png") && notes.contains("cannot be decoded"),
+        "{rec}"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_scores_the_huge_frame_it_stopped_at_and_finishes() {
+    // The first session stops at quality (as a process killed there would leave it); the
+    // resume runs the real quality stage over the same frames and finishes the run.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stopped = scripted("b")
+        .on("quality", |_| {
+            Step::with(Err(StageFailure::new(
+                FailureClass::Interrupted,
+                "stopped here",
+            )))
+        })
+        .otherwise(bomb_frames_step);
+    let first = crate::run::run(
+        RunRequest {
+            spec: Some(spec(tmp.path(), false)),
+            skip_services: true,
+            ..Default::default()
+        },
+        stopped.over_builtin(&[StageKind::Llm, StageKind::CollectFrames, StageKind::Quality]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(first.outcome, RunOutcome::Failed, "{first:?}");
+    let again = crate::run::run(
+        RunRequest {
+            resume: Some(first.dir.clone()),
+            skip_services: true,
+            ..Default::default()
+        },
+        scripted("b").over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("resumes");
+    assert_eq!(again.outcome, RunOutcome::Succeeded, "{again:?}");
+    // The resumed session scored scene `b` for real, huge frame and all.
+    let scored = std::fs::read_dir(again.dir.join("stages/quality/1"))
+        .expect("instance folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("attempt-"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.contains("flat_00024_.png") && t.contains("cannot be decoded"))
+        });
+    assert!(
+        scored,
+        "no attempt record of the resumed quality stage notes the frame"
+    );
+    assert!(again.dir.join(METADATA_FILE).is_file());
+    assert!(again.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
 }

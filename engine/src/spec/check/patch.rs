@@ -40,7 +40,23 @@ impl<'a> Checker<'a> {
         let path = self.base_dir.join(&s.workflow);
         match self.files.workflow(&path) {
             Ok(wf) => {
-                for key in s.set.keys() {
+                for (key, value) in &s.set {
+                    if let (Ok((_, input)), Value::String(text)) = (wf.resolve(key), value)
+                        && input == "filename_prefix"
+                        && let Some(why) = crate::workflow::prefix_problem(text)
+                    {
+                        let vptr = format!("{ptr}/set/{}", escape_segment(key));
+                        let span = self.value_span(&vptr);
+                        self.err(
+                            Code::InvalidValue,
+                            format!(
+                                "`filename_prefix` {text:?} of stage `{name}` {why}: ComfyUI would write outside its output folder"
+                            ),
+                            span,
+                            "leaves the output folder",
+                            Some("give a path relative to ComfyUI's output folder, such as `{{prefix}}`".into()),
+                        );
+                    }
                     if let Err(e) = wf.resolve(key) {
                         let span = self.entry_span(&format!("{ptr}/set/{}", escape_segment(key)));
                         let help = match &e {

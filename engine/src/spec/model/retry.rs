@@ -18,11 +18,11 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Seconds to wait before the first retry.
     #[serde(default)]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 604800.0))]
     pub delay_s: f64,
     /// Upper bound on the wait for `exponential` backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 604800.0))]
     pub max_delay_s: Option<f64>,
     /// Spread each wait randomly over [delay/2, delay] so that retries of many scenes do not
     /// reach a server at the same instant. Needs a non-zero `delay_s`.

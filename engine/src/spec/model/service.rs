@@ -73,7 +73,9 @@ pub struct OpenAiService {
     #[schemars(example = "mistral-7b-instruct-v0.3")]
     pub model: String,
     /// Name of an environment variable that holds a bearer API key. The key itself never
-    /// belongs in a spec, and is never written to a log or a run directory.
+    /// belongs in a spec, and is never written to a log or a run directory: a server that
+    /// quotes it back (a proxy echoing the `Authorization` header) is quoted with the key's
+    /// value replaced by `[redacted]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"OPENAI_API_KEY")]
     pub api_key_env: Option<String>,
@@ -83,15 +85,15 @@ pub struct OpenAiService {
     pub fallback: Option<String>,
     /// Bound on one HTTP request, in seconds.
     #[serde(default = "default_llm_request_timeout")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
     pub timeout_s: f64,
     /// Requests sent to this server at the same time.
     #[serde(default = "default_one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub max_concurrent: u32,
     /// Largest response body accepted, in bytes.
     #[serde(default = "default_max_response_bytes")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1073741824))]
     pub max_response_bytes: u64,
     /// How to start the server when nothing answers at `base_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,11 +115,11 @@ pub struct ComfyUiService {
     pub output_dir: Option<String>,
     /// Workflows queued on each server at the same time (ComfyUI runs one at a time).
     #[serde(default = "default_one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub max_concurrent: u32,
     /// Bound on one HTTP request, in seconds (not on the workflow: see the `queue` stage).
     #[serde(default = "default_comfy_request_timeout")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
     pub timeout_s: f64,
     /// The service tried next when this one is down. Must be another `comfyui` service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,11 +152,11 @@ pub struct Launch {
     pub ready_url: Option<String>,
     /// Seconds to wait for readiness before giving up.
     #[serde(default = "default_ready_timeout")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
     pub ready_timeout_s: f64,
     /// Seconds between SIGTERM and SIGKILL when the engine stops the server.
     #[serde(default = "default_stop_timeout")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = 604800.0))]
     pub stop_timeout_s: f64,
 }
 

@@ -148,11 +148,11 @@ stage_kind! {
         max_completion_tokens: u32,
         /// Slowest acceptable answer, in seconds (failure class `slow`).
         #[serde(default = "default_max_latency")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         max_latency_s: f64,
         /// Bound on one attempt, in seconds (failure class `timeout`).
         #[serde(default = "default_llm_timeout")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         timeout_s: f64,
         /// Reuse an earlier answer to the same request (`--no-cache` bypasses it).
         #[serde(default = "default_true")]
@@ -193,11 +193,11 @@ stage_kind! {
         service: String,
         /// Seconds between `/history` polls (the seeds' `PollIntervalSeconds`).
         #[serde(default = "default_poll_interval")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         poll_interval_s: f64,
         /// Longest wait for the workflow to finish, in seconds (`MaxWaitSeconds`).
         #[serde(default = "default_max_wait")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         max_wait_s: f64,
         /// Most `/history` polls per attempt; 0 = unbounded (`HistoryMaxAttempts`, `pollLimit`).
         #[serde(default)]
@@ -205,7 +205,7 @@ stage_kind! {
         /// Seconds to wait for outputs to appear in `/history` after the success signal
         /// (`PostExecutionTimeoutSeconds`).
         #[serde(default = "default_post_execution_timeout")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(range(min = 0.0, max = 604800.0))]
         post_execution_timeout_s: f64,
         /// Follow the run on ComfyUI's WebSocket as well as by polling.
         #[serde(default = "default_true")]
@@ -222,7 +222,7 @@ stage_kind! {
     AwaitMarkerStage {
         /// Seconds to wait for the marker.
         #[serde(default = "default_marker_timeout")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         timeout_s: f64,
         /// What a timeout does: `forced-copy` copies the frames that exist and records it (for
         /// a remote server, the frames `/history` lists, downloaded over HTTP); `fail` fails
@@ -232,7 +232,7 @@ stage_kind! {
         /// Seconds between polls when file-system events are unavailable, and between `/view`
         /// requests for the marker of a remote server (a service without `output_dir`).
         #[serde(default = "default_marker_poll")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         poll_interval_s: f64,
         /// Suffix of the marker file after the filename prefix.
         #[serde(default = "default_marker_suffix")]
@@ -272,14 +272,14 @@ stage_kind! {
         /// detected done marker lists, and those of a remote server (listed by the marker or
         /// `/history`, finished files only), are not waited for.
         #[serde(default = "default_stability")]
-        #[schemars(range(min = 0.0))]
+        #[schemars(range(min = 0.0, max = 604800.0))]
         stability_s: f64,
         /// Times a frame is re-checked for stability before the attempt fails.
         #[serde(default = "default_stability_retries")]
         stability_retries: u32,
         /// Bound on one attempt, in seconds.
         #[serde(default = "default_collect_timeout")]
-        #[schemars(extend("exclusiveMinimum" = 0))]
+        #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 604800))]
         timeout_s: f64,
     }
 }

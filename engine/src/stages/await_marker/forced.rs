@@ -321,10 +321,9 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
                     .send()
                     .await
                 {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) => v,
-                        Err(e) => json!({ "url": url, "error": format!("not JSON: {e}") }),
-                    },
+                    Ok(r) if r.status().is_success() => json_within(r)
+                        .await
+                        .unwrap_or_else(|e| json!({ "url": url, "error": e })),
                     Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
                     Err(e) => json!({ "url": url, "error": e.to_string() }),
                 }
@@ -341,4 +340,12 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
     };
     let queue = get(format!("{base}/queue")).await;
     (history, queue)
+}
+
+/// A JSON body read within the client's size bound: a server's dump is outside data.
+async fn json_within(r: reqwest::Response) -> Result<Value, String> {
+    let body = crate::clients::read_body_within(r, crate::clients::comfyui::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }

@@ -53,15 +53,33 @@ struct Decoded {
     hash: [u8; 32],
 }
 
-/// Decodes a PNG into 8-bit samples per channel (16-bit samples keep their high byte).
+/// Most pixels a frame may have to be decoded: 8K UHD (7680×4320). The header says the size
+/// before anything is allocated, so a small file claiming a huge image is refused unread.
+pub const MAX_FRAME_PIXELS: u64 = 7680 * 4320;
+/// Most bytes the decoder may allocate for one frame: the `png` crate's own working buffers
+/// (its `Limits`) and, separately, the decoded image (an 8K 16-bit RGBA frame fits).
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// Decodes a PNG into 8-bit samples per channel (16-bit samples keep their high byte), within
+/// [`MAX_FRAME_PIXELS`] and [`MAX_FRAME_BYTES`].
 fn decode(path: &Path) -> Result<Decoded, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    let limits = png::Limits {
+        bytes: MAX_FRAME_BYTES,
+    };
+    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), limits);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (w, h) = (reader.info().width, reader.info().height);
+    if u64::from(w) * u64::from(h) > MAX_FRAME_PIXELS {
+        return Err(format!(
+            "its header claims {w}×{h} pixels, over the limit of {MAX_FRAME_PIXELS}"
+        ));
+    }
     let size = reader
         .output_buffer_size()
-        .ok_or_else(|| "the image is too large to decode".to_owned())?;
+        .filter(|s| *s <= MAX_FRAME_BYTES)
+        .ok_or_else(|| format!("its decoded image would take more than {MAX_FRAME_BYTES} bytes"))?;
     let mut buf = vec![0; size];
     let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     buf.truncate(info.buffer_size());
@@ -70,13 +88,23 @@ fn decode(path: &Path) -> Result<Decoded, String> {
     let bytes_per_sample = if wide { 2 } else { 1 };
     let row = info.line_size;
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut pixels: Vec<u8> = Vec::with_capacity(w * h * channels);
-    for y in 0..h {
-        let line = buf
-            .get(y * row..y * row + w * channels * bytes_per_sample)
-            .ok_or_else(|| "truncated image data".to_owned())?;
-        pixels.extend(line.iter().step_by(bytes_per_sample));
-    }
+    let pixels: Vec<u8> = if !wide && row == w * channels {
+        // Rows without padding and one byte a sample: the buffer is the pixels already.
+        buf.truncate(w * h * channels);
+        if buf.len() < w * h * channels {
+            return Err("truncated image data".to_owned());
+        }
+        buf
+    } else {
+        let mut pixels = Vec::with_capacity(w * h * channels);
+        for y in 0..h {
+            let line = buf
+                .get(y * row..y * row + w * channels * bytes_per_sample)
+                .ok_or_else(|| "truncated image data".to_owned())?;
+            pixels.extend(line.iter().step_by(bytes_per_sample));
+        }
+        pixels
+    };
     let mut hasher = Sha256::new();
     hasher.update(info.width.to_le_bytes());
     hasher.update(info.height.to_le_bytes());
@@ -91,11 +119,20 @@ fn decode(path: &Path) -> Result<Decoded, String> {
 
 /// The blank rule of the module docs, on 8-bit samples of `channels` per pixel.
 pub fn is_blank(pixels: &[u8], channels: usize) -> bool {
+    let total = pixels.len() / channels;
+    // A blank frame has at most `(2 * BLANK_TOLERANCE + 1)^channels` distinct values near its
+    // mode and outliers in under `1 - BLANK_SHARE` of its pixels: past that many distinct
+    // values it is not blank, so the count stops there instead of growing with the frame.
+    let near_values = (2 * usize::from(BLANK_TOLERANCE) + 1).saturating_pow(channels as u32);
+    let most_distinct =
+        near_values.saturating_add(((1.0 - BLANK_SHARE) * total as f64).ceil() as usize);
     let mut counts: HashMap<&[u8], usize> = HashMap::new();
     for p in pixels.chunks_exact(channels) {
         *counts.entry(p).or_default() += 1;
+        if counts.len() > most_distinct {
+            return false;
+        }
     }
-    let total = pixels.len() / channels;
     let Some((mode, _)) = counts.iter().max_by_key(|(_, n)| **n) else {
         return true;
     };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::spec::model::QualityThresholds;
-use crate::testkit::{flat, moving_square};
+use crate::testkit::{flat, moving_square, write_huge_header_png};
 
 #[test]
 fn a_moving_square_is_neither_blank_nor_frozen() {
@@ -55,6 +55,45 @@ fn a_frame_that_is_not_a_png_counts_as_blank_with_a_note() {
     let s = analyse(&[p]);
     assert_eq!((s.count, s.blank, s.size), (1, 1, None));
     assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+}
+
+#[test]
+fn a_frame_claiming_200000_by_200000_pixels_is_not_decoded_and_counts_as_blank() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = tmp.path().join("huge.png");
+    write_huge_header_png(&p, 200_000, 200_000);
+    assert!(std::fs::metadata(&p).expect("stat").len() < 1024);
+    let s = analyse(&[p]);
+    assert_eq!((s.count, s.blank, s.size), (1, 1, None));
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    assert!(
+        s.notes[0].contains("cannot be decoded")
+            && s.notes[0].contains("200000×200000")
+            && s.notes[0].contains(&MAX_FRAME_PIXELS.to_string()),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
+fn a_frame_at_the_pixel_limit_is_read_past_its_header() {
+    // 7680×4320 is within the limit: the decoder gets past the size check and fails only on
+    // the missing pixel data, which is what shows the limit is not set below 8K.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = tmp.path().join("eight-k.png");
+    write_huge_header_png(&p, 7680, 4320);
+    let s = analyse(&[p]);
+    assert_eq!(s.blank, 1);
+    assert!(!s.notes[0].contains("over the limit"), "{:?}", s.notes);
+}
+
+#[test]
+fn a_noisy_frame_stops_the_blank_count_early_and_is_not_blank() {
+    // Every pixel distinct: far more values than a blank frame can have.
+    let px: Vec<u8> = (0..300u32 * 300)
+        .flat_map(|i| i.to_le_bytes()[..3].to_vec())
+        .collect();
+    assert!(!is_blank(&px, 3));
 }
 
 fn checks_all() -> Vec<QualityCheck> {

@@ -53,3 +53,31 @@ fn view_names_that_are_not_plain_are_refused_before_any_request() {
     );
     assert_eq!(e.class(), crate::spec::model::FailureClass::InvalidOutput);
 }
+
+#[tokio::test]
+async fn a_system_stats_answer_without_system_and_devices_is_not_healthy() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    // A deliberately wrong server: valid JSON, but not ComfyUI's.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = r#"{"status": "ok"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let c = ComfyClient::new(&url, Duration::from_secs(5)).expect("client");
+    let e = c.system_stats().await.expect_err("not ComfyUI");
+    assert!(
+        e.to_string()
+            .contains("not a ComfyUI `/system_stats` answer"),
+        "{e}"
+    );
+}
