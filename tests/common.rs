@@ -18,6 +18,9 @@ pub fn cinepipe_in(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("CLICOLOR_FORCE")
+        // The tests say when cinepipe runs as a GitHub Actions step, not the CI running them.
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
         .output()
         .expect("cinepipe runs")
 }

@@ -128,17 +128,20 @@ fn a_sweep_tells_stable_flaky_and_broken_apart_and_gates_the_exit_code() {
     let suite = suite(top.path(), llm, comfy);
     let out_dir = top.path().join("sweep");
     let junit = top.path().join("junit.xml");
-    let out = cinepipe_in(
-        top.path(),
-        &[
-            "sweep",
-            suite.to_str().expect("utf-8"),
-            "--out",
-            out_dir.to_str().expect("utf-8"),
-            "--junit",
-            junit.to_str().expect("utf-8"),
-        ],
-    );
+    let summary = top.path().join("step-summary.md");
+    // As a GitHub Actions step: annotations and the step summary too.
+    let out = Command::new(env!("CARGO_BIN_EXE_cinepipe"))
+        .args(["sweep", "--out"])
+        .arg(&out_dir)
+        .arg("--junit")
+        .arg(&junit)
+        .arg(&suite)
+        .current_dir(top.path())
+        .env("NO_COLOR", "1")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .expect("cinepipe runs");
     let (o, e) = (stdout(&out), stderr(&out));
     // `broken` fails its pass-rate gate: exit 1.
     assert_eq!(out.status.code(), Some(1), "{o}{e}");
@@ -241,6 +244,43 @@ fn a_sweep_tells_stable_flaky_and_broken_apart_and_gates_the_exit_code() {
     );
     // Failing (spec, profile) first.
     assert_eq!(report["verdicts"][0]["spec"], "broken.toml");
+
+    // GitHub: an error at the line of broken.toml's render stage, a warning for the flaky one,
+    // nothing for the stable one; the step summary has a row per (spec, profile).
+    let render_line = std::fs::read_to_string(suite.join("broken.toml"))
+        .expect("spec")
+        .lines()
+        .position(|l| l.trim() == "[stages.render]")
+        .expect("a render table")
+        + 1;
+    let errors: Vec<&str> = o.lines().filter(|l| l.starts_with("::error ")).collect();
+    assert_eq!(errors.len(), 1, "{o}");
+    assert!(
+        errors[0].contains("broken.toml,line=")
+            && errors[0].ends_with("render: execution-error (2)"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(&format!(",line={render_line},")),
+        "{} (line {render_line})",
+        errors[0]
+    );
+    let warnings: Vec<&str> = o.lines().filter(|l| l.starts_with("::warning ")).collect();
+    assert_eq!(warnings.len(), 1, "{o}");
+    assert!(warnings[0].contains("flaky.toml"), "{}", warnings[0]);
+    let md = std::fs::read_to_string(&summary).expect("step summary");
+    assert!(
+        md.starts_with("### cinepipe sweep `test-suite`: fail"),
+        "{md}"
+    );
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| ") && l.contains(".toml`"))
+            .count(),
+        3,
+        "{md}"
+    );
 
     // JUnit, read back: a suite per (spec, profile), a case per repeat; the flaky runs are
     // successes with a flakyFailure, the broken ones failures.
@@ -354,6 +394,11 @@ fn a_killed_sweep_resumes_and_redoes_no_finished_run() {
         let runs = std::fs::read_dir(&job).expect("job dir").count();
         assert_eq!(runs, 1, "{}", job.display());
     }
+    assert!(
+        !stdout(&out).contains("::"),
+        "no workflow commands off GitHub: {}",
+        stdout(&out)
+    );
     let report = read(&out_dir.join("sweep.json"));
     assert_eq!(report["result"], "pass", "{report}");
     assert_eq!(verdict(&report, "slow.toml")["passed"].as_u64(), Some(4));

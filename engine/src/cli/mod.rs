@@ -11,6 +11,7 @@ use crate::exit::ExitCode;
 mod args;
 pub mod display;
 pub mod generate;
+mod github;
 mod inspect;
 mod install_node;
 pub mod logging;

@@ -92,6 +92,7 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
     let report = &outcome.report;
     print_report(report, outcome.ran);
     outln!("sweep folder: {}", outcome.dir.display());
+    tell_github(&outcome.dir, report);
     if let Some(path) = &args.junit
         && let Err(code) = write_junit(&outcome.dir, report, path)
     {
@@ -149,12 +150,28 @@ fn merge(
     };
     print_report(&report, 0);
     outln!("sweep folder: {}", out.display());
+    tell_github(out, &report);
     if let Some(path) = junit
         && let Err(code) = write_junit(out, &report, path)
     {
         return code;
     }
     exit_of(&report)
+}
+
+/// On GitHub Actions: annotations on stdout and the step summary.
+fn tell_github(dir: &std::path::Path, report: &sweep::verdict::SweepReport) {
+    if !super::github::active() {
+        return;
+    }
+    if let Ok(manifest) = sweep::execute::read_manifest(dir) {
+        for line in super::github::annotations(report, &manifest.suite) {
+            outln!("{line}");
+        }
+    }
+    if let Err(e) = super::github::step_summary(report) {
+        tracing::warn!("warning: cannot append to $GITHUB_STEP_SUMMARY: {e}");
+    }
 }
 
 /// The verdict table, on stdout.

@@ -324,13 +324,27 @@ async fn run_job(
 }
 
 /// The run folder a job's folder holds, if an earlier session made one (with or without a
-/// journal: a run killed right after its folder was made resumes from nothing, in it).
+/// journal: a run killed right after its folder was made resumes from nothing, in it). A
+/// folder killed while it was being made (no manifest yet, so no journal either) held no work:
+/// it is removed, and the job starts a new run.
 fn run_folder_in(job_dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(job_dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| crate::rundir::RunDir::open(p).is_ok())
+    let mut found = None;
+    for entry in std::fs::read_dir(job_dir).ok()?.filter_map(Result::ok) {
+        let p = entry.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if crate::rundir::RunDir::open(&p).is_ok() {
+            found = Some(p);
+        } else if !p.join("events.jsonl").exists() {
+            tracing::info!(
+                "removing {}: a run folder killed while it was made",
+                p.display()
+            );
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    found
 }
 
 fn create(req: &SweepRequest) -> Result<(PathBuf, Manifest), SweepError> {
@@ -667,5 +681,21 @@ mod tests {
         let e = merge(&[shards[0].clone(), other], &tmp.path().join("mixed")).expect_err("differs");
         assert!(matches!(e, MergeError::DifferentSuites { .. }), "{e}");
         assert!(!tmp.path().join("twice").exists() && !tmp.path().join("mixed").exists());
+    }
+
+    #[test]
+    fn a_job_folder_killed_while_its_run_folder_was_made_starts_afresh() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let job = tmp.path().join("job");
+        // Killed before the manifest: only the resolved spec (or a temp file) is there.
+        std::fs::create_dir_all(job.join("half")).expect("mkdir");
+        std::fs::write(job.join("half/resolved-spec.json"), "{}").expect("write");
+        assert_eq!(run_folder_in(&job), None);
+        assert!(!job.join("half").exists(), "the half-made folder is gone");
+        // A made run folder (manifest, no journal yet) is the one to resume.
+        let spec = crate::testkit::SpecBuilder::chain("t", &["story", "validate"]);
+        let made = crate::rundir::RunDir::create(&job, &spec.check(), Path::new("t.toml"))
+            .expect("run folder");
+        assert_eq!(run_folder_in(&job), Some(made.path.clone()));
     }
 }
