@@ -59,3 +59,39 @@ pub fn bounded<T>(
             .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
     })
 }
+
+/// The events of a run's journal: whole lines only (while the process runs, or after a kill,
+/// the last line may be torn).
+pub fn journal_events(run: &Path) -> Vec<cinepipe::exec::Event> {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Whether `e` is a `kind` event (`attempt-started`, `succeeded`, …) of `instance` (any
+/// instance when empty).
+pub fn event_is(e: &cinepipe::exec::Event, kind: &str, instance: &str) -> bool {
+    let v = serde_json::to_value(e).expect("json");
+    v["event"] == kind && (instance.is_empty() || v["instance"] == instance)
+}
+
+/// Every `.json` file under `dir` parses: temp files of an interrupted atomic write are not
+/// `.json` files, so no file was left half-written.
+pub fn assert_json_files_parse(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("lists") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                let text = std::fs::read_to_string(&p).expect("reads");
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            }
+        }
+    }
+}

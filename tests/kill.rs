@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use cinepipe::exec::{Event, EventKind};
 use cinepipe::testkit::SpecBuilder;
 
-use crate::common::{cinepipe_in, stderr, stdout};
+use crate::common::{
+    assert_json_files_parse, cinepipe_in, event_is as is, journal_events as events, stderr, stdout,
+};
 
 /// A one-scene story from the harness's LLM server, then `validate`.
 fn spec_in(dir: &Path, url: &str, model: &str) -> PathBuf {
@@ -25,24 +27,6 @@ fn spec_in(dir: &Path, url: &str, model: &str) -> PathBuf {
             "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
         )
         .write(dir, "kill.toml")
-}
-
-fn events(run: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
-    // While the process runs (or after a kill) the last line may be torn: whole lines only.
-    let whole = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    whole
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
-
-fn is(e: &Event, kind: &str, instance: &str) -> bool {
-    let v = serde_json::to_value(e).expect("json");
-    v["event"] == kind && (instance.is_empty() || v["instance"] == instance)
 }
 
 /// The one run folder under `runs/`, once it exists.
@@ -95,23 +79,6 @@ fn run_and_kill(dir: &Path, spec: &Path, when: impl Fn(&[Event]) -> bool) -> (Pa
     (run, !ended)
 }
 
-/// Every `.json` file parses; temp files of an interrupted atomic write are not `.json` files.
-fn assert_json_files_parse(dir: &Path) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("lists") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                let text = std::fs::read_to_string(&p).expect("reads");
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            }
-        }
-    }
-}
-
 /// Resumes until the run succeeds (one resume is enough), with JSON logs on stderr.
 fn resume(dir: &Path, run: &Path) {
     let out = cinepipe_in(
@@ -139,10 +106,10 @@ fn resume(dir: &Path, run: &Path) {
     }
 }
 
-/// Every instance that completed did so once, and no attempt of it started afterwards.
-fn assert_completed_once(run: &Path) {
+/// Each of `ids` completed once, and no attempt of it started afterwards.
+fn assert_completed_once(run: &Path, ids: &[&str]) {
     let ev = events(run);
-    for id in ["story", "validate"] {
+    for &id in ids {
         let done: Vec<usize> = ev
             .iter()
             .enumerate()
@@ -187,7 +154,7 @@ fn kill_9_at_any_point_then_resume_runs_each_completed_instance_once() {
 
         resume(&dir, &run);
         assert_json_files_parse(&run);
-        assert_completed_once(&run);
+        assert_completed_once(&run, &["story", "validate"]);
         let after = events(&run);
         assert_eq!(
             &after[..before.len()],
@@ -333,27 +300,17 @@ fn kill_9_during_the_comfyui_stages_then_resume_finishes_the_scene_once() {
             &before[..],
             "{what}: the journal is appended to"
         );
-        for id in [
-            "story",
-            "patch[0]",
-            "render[0]",
-            "marker[0]",
-            "frames[0]",
-            "quality[0]",
-        ] {
-            let done: Vec<usize> = after
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| is(e, "succeeded", id))
-                .map(|(i, _)| i)
-                .collect();
-            assert_eq!(done.len(), 1, "{what}: {id} succeeded once: {after:#?}");
-            let later = after[done[0]..]
-                .iter()
-                .filter(|e| is(e, "attempt-started", id))
-                .count();
-            assert_eq!(later, 0, "{what}: {id} ran again after it completed");
-        }
+        assert_completed_once(
+            &run,
+            &[
+                "story",
+                "patch[0]",
+                "render[0]",
+                "marker[0]",
+                "frames[0]",
+                "quality[0]",
+            ],
+        );
         assert_eq!(
             cinepipe::verify::verify_run(&run).expect("reads"),
             [],

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cinepipe::exec::{Event, EventKind};
+use cinepipe::exec::EventKind;
 use cinepipe::testkit::SpecBuilder;
 use serde_json::{Value, json};
 
-use crate::common::{cinepipe_in, stderr, stdout};
+use crate::common::{
+    assert_json_files_parse, cinepipe_in, event_is as is, journal_events as events, stderr, stdout,
+};
 use crate::harness::{self, Server};
 
 /// A TCP relay to `upstream` on a loopback port. While `frozen` is set it passes nothing in
@@ -105,20 +107,6 @@ fn spec_in(dir: &Path, llm: &Server, comfy_url: &str, seconds: f64) -> PathBuf {
         .write(dir, "signals.toml")
 }
 
-fn events(run: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
-    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
-    whole
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
-
-fn is(e: &Event, kind: &str, instance: &str) -> bool {
-    let v = serde_json::to_value(e).expect("json");
-    v["event"] == kind && v["instance"] == instance
-}
-
 fn run_dir(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir.join("runs"))
         .ok()?
@@ -194,23 +182,6 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
-/// Every `.json` file under `dir` parses: no file was left half-written.
-fn assert_json_files_whole(dir: &Path) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("lists") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                let text = std::fs::read_to_string(&p).expect("reads");
-                serde_json::from_str::<Value>(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            }
-        }
-    }
-}
-
 /// Stops whatever our test left running on the shared ComfyUI.
 fn clear(comfy: &Server) {
     let _ = harness::http(
@@ -243,7 +214,7 @@ fn sigterm_during_a_render_cancels_it_on_the_server_exits_130_and_resumes() {
         took < Duration::from_secs(12),
         "within the cancel grace: {took:?}"
     );
-    assert_json_files_whole(&run);
+    assert_json_files_parse(&run);
 
     let ev = events(&run);
     assert!(
@@ -313,7 +284,7 @@ fn a_second_signal_exits_at_once_while_the_first_waits_on_a_server_that_hangs() 
         took < Duration::from_secs(2),
         "the second signal exits at once: {took:?}"
     );
-    assert_json_files_whole(&run);
+    assert_json_files_parse(&run);
     // The journal's lines are whole (a torn last line is dropped by `events`, and by resume).
     let ev = events(&run);
     assert!(

@@ -42,3 +42,15 @@ pub(crate) fn exit_for(errors: &SpecErrors) -> ExitCode {
         ExitCode::InvalidSpec
     }
 }
+
+/// The multi-threaded runtime `run` and `sweep` work on; it cannot be had only when the OS
+/// refuses threads, which is an I/O failure for the exit code.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!("error: cannot start the async runtime: {e}");
+            ExitCode::Io
+        })
+}

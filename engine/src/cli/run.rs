@@ -45,15 +45,9 @@ fn run_request(
     color: bool,
     quiet: bool,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::output::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("error: cannot start the async runtime: {e}");
-            return ExitCode::Io;
-        }
+        Err(code) => return code,
     };
     let interrupt = Interrupt::new();
     let result = rt.block_on(async {

@@ -23,15 +23,9 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
         out: args.out,
         resume: args.resume,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::output::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("error: cannot start the async runtime: {e}");
-            return ExitCode::Io;
-        }
+        Err(code) => return code,
     };
     let interrupt = Interrupt::new();
     let quiet = args.quiet;
