@@ -40,7 +40,8 @@ pub(super) async fn forced_copy(
     // File work stays off the runtime's threads.
     let copied = tokio::task::spawn_blocking(
         move || -> Result<(Vec<String>, Value, Vec<String>), String> {
-            let listing = comfy_files::list(&out2, &folder2, &matcher, 0)?;
+            let listing =
+                comfy_files::list(&out2, &folder2, &matcher, 0).map_err(|e| e.to_string())?;
             std::fs::create_dir_all(&dest2).map_err(|e| format!("{}: {e}", dest2.display()))?;
             let mut copied = Vec::new();
             let mut problems: Vec<String> = listing
@@ -56,7 +57,7 @@ pub(super) async fn forced_copy(
                 let target = dest2.join(&name);
                 match comfy_files::copy_nofollow(&out2, f, &target) {
                     Ok(()) => copied.push(target.display().to_string()),
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(e.to_string()),
                 }
             }
             comfy_files::sync_dir(&dest2);
@@ -192,7 +193,7 @@ pub(super) async fn forced_copy_over_http(
         }
         if let Err(e) = comfy_files::check_server_file(&f.filename, &f.subfolder, &f.kind, &folder)
         {
-            problems.push(e);
+            problems.push(e.to_string());
             continue;
         }
         if fetch.iter().any(|x| x.filename == f.filename) {
@@ -218,7 +219,7 @@ pub(super) async fn forced_copy_over_http(
     for (f, r) in fetch.iter().zip(downloaded.results) {
         match r {
             Ok(()) => copied.push(f.dest.display().to_string()),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let dest2 = dest.clone();
@@ -248,7 +249,7 @@ pub(super) async fn forced_copy_over_http(
 fn folder_listing(out_dir: &Path, folder_rel: &Path) -> Value {
     let (dir, exists) = match comfy_files::safe_join(out_dir, folder_rel) {
         Ok(x) => x,
-        Err(e) => return json!({ "error": e }),
+        Err(e) => return json!({ "error": e.to_string() }),
     };
     if !exists {
         return json!({ "folder": dir.display().to_string(), "exists": false, "entries": [] });

@@ -57,13 +57,15 @@ pub(super) async fn collect_local(
     let cancel = ctx.cancel.clone();
     let settled = settle(
         || {
-            comfy_files::list(out_dir, &base, matcher, depth).map(|mut listing| {
-                if only_named {
-                    listing.files.retain(|f| vouched.contains(&f.rel));
-                    listing.skipped.retain(|(rel, _)| vouched.contains(rel));
-                }
-                listing
-            })
+            comfy_files::list(out_dir, &base, matcher, depth)
+                .map(|mut listing| {
+                    if only_named {
+                        listing.files.retain(|f| vouched.contains(&f.rel));
+                        listing.skipped.retain(|(rel, _)| vouched.contains(rel));
+                    }
+                    listing
+                })
+                .map_err(|e| e.to_string())
         },
         |d| {
             let cancel = cancel.clone();
@@ -199,7 +201,7 @@ pub(super) async fn collect_over_http(
             continue;
         }
         if let Err(why) = comfy_files::check_server_file(filename, subfolder, kind, &folder) {
-            skipped.push((rel, why));
+            skipped.push((rel, why.to_string()));
             continue;
         }
         if fetch.iter().any(|f| &f.filename == filename) {
@@ -248,7 +250,7 @@ pub(super) async fn collect_over_http(
     for (f, r) in fetch.into_iter().zip(downloaded.results) {
         match r {
             Ok(()) => names.push(f.filename),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let staging2 = staging.to_path_buf();
@@ -301,7 +303,7 @@ fn copy_all(
     {
         match result {
             Ok(()) => copied.push(name),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let names = copied;
