@@ -179,7 +179,7 @@ async fn local(
         .parent()
         .unwrap_or(Path::new(""));
     // A symlinked folder on the way to the marker is refused before waiting on it.
-    comfy_files::safe_join(out_dir, folder_rel).map_err(invalid)?;
+    comfy_files::safe_join(out_dir, folder_rel).map_err(|e| invalid(e.to_string()))?;
 
     let outcome = wait_for_file(out_dir, &marker, timeout, poll, &ctx.cancel).await;
 

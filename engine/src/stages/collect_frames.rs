@@ -49,7 +49,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::comfy_files::{self, Listed, Output, Upstream};
+use super::comfy_files::{self, ComfyFilesError, Listed, Output, Upstream};
 use super::output::{
     FramesAttempt, FramesOutput, FramesRecord, MarkerOutput, SkippedFile, StageSystem,
 };
@@ -90,6 +90,15 @@ pub fn split_stable(
     })
 }
 
+/// Why the matches did not settle.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("cancelled while waiting for frames to settle")]
+    Cancelled,
+    #[error(transparent)]
+    List(#[from] ComfyFilesError),
+}
+
 /// Lists the matches until every one is stable or the re-checks run out. `list` takes one
 /// listing; `sleep` waits `window` (and says `false` when cancelled).
 pub async fn settle<L, S, F>(
@@ -98,9 +107,9 @@ pub async fn settle<L, S, F>(
     window: Duration,
     retries: u32,
     vouched: &HashSet<String>,
-) -> Result<Stable, String>
+) -> Result<Stable, SettleError>
 where
-    L: FnMut() -> Result<comfy_files::Listing, String>,
+    L: FnMut() -> Result<comfy_files::Listing, ComfyFilesError>,
     S: FnMut(Duration) -> F,
     F: std::future::Future<Output = bool>,
 {
@@ -121,7 +130,7 @@ where
     }
     for _ in 0..=retries {
         if !sleep(window).await {
-            return Err("cancelled while waiting for frames to settle".to_owned());
+            return Err(SettleError::Cancelled);
         }
         let cur = list()?;
         out.listings += 1;
@@ -358,7 +367,7 @@ async fn attempt(
         tokio::task::spawn_blocking(move || promote_staging(&s, &f, &k, &body))
             .await
             .map_err(|e| invalid(format!("keeping frames failed: {e}")))?
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e.to_string()))?;
         this.clone()
     } else {
         let _ = std::fs::remove_dir_all(&staging);

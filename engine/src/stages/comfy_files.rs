@@ -37,7 +37,9 @@ pub use local::{
 };
 
 use super::output::{MarkerOutput, RenderRef};
-use crate::clients::comfyui::{ComfyClient, check_view_name, check_view_subfolder};
+use crate::clients::comfyui::{
+    ComfyClient, ComfyError, ViewPathError, check_view_name, check_view_subfolder,
+};
 use crate::exec::{StageContext, StageFailure};
 use crate::spec::model::{ComfyUiService, FailureClass, Service, Stage as SpecStage, StageKind};
 
@@ -273,6 +275,66 @@ pub fn output(ctx: &StageContext, up: &Upstream) -> Result<Output, StageFailure>
         })
 }
 
+/// Why a file of the output folder could not be listed, copied or fetched; the message names
+/// the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ComfyFilesError {
+    #[error("{path} is a symbolic link; it is not followed")]
+    SymbolicLink { path: PathBuf },
+    #[error("{path} is not a folder")]
+    NotAFolder { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} changed while it was being collected")]
+    Changed { path: PathBuf },
+    #[error("copy {from} to {to}: {source}")]
+    Copy {
+        from: String,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("flush {path}: {source}")]
+    Flush {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `rel` is the server's `subfolder/filename`.
+    #[error("{rel}: empty")]
+    Empty { rel: String },
+    #[error("{rel}: not on the server (HTTP 404)")]
+    NotOnServer { rel: String },
+    #[error(transparent)]
+    Download(#[from] ComfyError),
+}
+
+/// Why a file the server names is not fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerFileError {
+    #[error("{filename}: of type `{kind}`, not `output`")]
+    NotOutput { filename: String, kind: String },
+    #[error("refused: {0}")]
+    BadName(ViewPathError),
+    #[error("{filename}: {source}")]
+    UnsafeSubfolder {
+        filename: String,
+        source: UnsafePath,
+    },
+    #[error("{filename}: {source}")]
+    BadSubfolder {
+        filename: String,
+        source: ViewPathError,
+    },
+    #[error("{subfolder}/{filename}: not in the prefix's folder `{folder}`")]
+    OutsideFolder {
+        subfolder: String,
+        filename: String,
+        folder: String,
+    },
+}
+
 /// The folder part of a prefix (`cinepipe/r/s/a1` of `cinepipe/r/s/a1/frame`), `""` for none,
 /// with `/` separators: the `subfolder` ComfyUI reports for the files it wrote with it.
 pub fn prefix_folder(prefix: &str) -> String {
@@ -297,19 +359,32 @@ pub fn check_server_file(
     subfolder: &str,
     kind: &str,
     folder: &str,
-) -> Result<(), String> {
+) -> Result<(), ServerFileError> {
     if kind != "output" {
-        return Err(format!("{filename}: of type `{kind}`, not `output`"));
+        return Err(ServerFileError::NotOutput {
+            filename: filename.to_owned(),
+            kind: kind.to_owned(),
+        });
     }
-    check_view_name(filename).map_err(|e| format!("refused: {e}"))?;
+    check_view_name(filename).map_err(ServerFileError::BadName)?;
     if !subfolder.is_empty() {
-        check_relative("subfolder", subfolder).map_err(|e| format!("{filename}: {e}"))?;
+        check_relative("subfolder", subfolder).map_err(|source| {
+            ServerFileError::UnsafeSubfolder {
+                filename: filename.to_owned(),
+                source,
+            }
+        })?;
     }
-    check_view_subfolder(subfolder).map_err(|e| format!("{filename}: {e}"))?;
+    check_view_subfolder(subfolder).map_err(|source| ServerFileError::BadSubfolder {
+        filename: filename.to_owned(),
+        source,
+    })?;
     if Path::new(subfolder) != Path::new(folder) {
-        return Err(format!(
-            "{subfolder}/{filename}: not in the prefix's folder `{folder}`"
-        ));
+        return Err(ServerFileError::OutsideFolder {
+            subfolder: subfolder.to_owned(),
+            filename: filename.to_owned(),
+            folder: folder.to_owned(),
+        });
     }
     Ok(())
 }
@@ -384,7 +459,9 @@ mod tests {
                 "not in the prefix's folder",
             ),
         ] {
-            let e = check_server_file(name, sub, kind, folder).expect_err(name);
+            let e = check_server_file(name, sub, kind, folder)
+                .expect_err(name)
+                .to_string();
             assert!(e.contains(why), "{name:?} in {sub:?}: {e}");
         }
     }
@@ -451,6 +528,7 @@ mod tests {
         // A symlinked folder on the way is refused, not walked.
         let e =
             list(&out, Path::new("link"), &glob("link/*.png"), 0).expect_err("symlinked folder");
+        let e = e.to_string();
         assert!(e.contains("is a symbolic link"), "{e}");
         // `**` does not walk into a symlinked folder either.
         let l = list(&out, Path::new(""), &glob("**/*.png"), 8).expect("list");
@@ -476,6 +554,7 @@ mod tests {
             .expect("symlink");
         let e =
             copy_nofollow(d.path(), &l.files[0], &d.path().join("copy.png")).expect_err("symlink");
+        let e = e.to_string();
         assert!(e.contains("a.png"), "{e}");
         assert!(!d.path().join("copy.png").exists());
     }
@@ -505,14 +584,22 @@ mod tests {
         let jobs: Vec<(&Listed, PathBuf)> =
             l.files.iter().map(|f| (f, stage.join(&f.rel))).collect();
         let r = copy_into_staging(&out, &jobs);
-        assert_eq!(r[0], Ok(()));
+        assert!(r[0].is_ok(), "{r:?}");
         assert_eq!(
             std::fs::read(stage.join("a.png")).expect("copy"),
             b"frame a"
         );
-        assert!(r[1].as_ref().is_err_and(|e| e.contains("b.png")), "{r:?}");
+        assert!(
+            r[1].as_ref()
+                .is_err_and(|e| e.to_string().contains("b.png")),
+            "{r:?}"
+        );
         assert!(!stage.join("b.png").exists());
-        assert!(r[2].as_ref().is_err_and(|e| e.contains("c.png")), "{r:?}");
+        assert!(
+            r[2].as_ref()
+                .is_err_and(|e| e.to_string().contains("c.png")),
+            "{r:?}"
+        );
         assert_eq!(
             std::fs::read(d.path().join("secret")).expect("read"),
             b"secret"

@@ -87,8 +87,8 @@ pub enum PatchError {
     Render { key: String, message: String },
     #[error("`set.\"{key}\"`: {message}")]
     Type { key: String, message: String },
-    #[error("{0}")]
-    Prefix(String),
+    #[error(transparent)]
+    Prefix(#[from] UnsafePrefix),
 }
 
 impl PatchError {
@@ -164,35 +164,67 @@ pub fn prefix_for(
     )
 }
 
+/// A `filename_prefix` that would make ComfyUI write outside its output folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafePrefix {
+    #[error("filename_prefix of node {node} is empty")]
+    Empty { node: String },
+    #[error(
+        "filename_prefix {prefix:?} of node {node} {flaw}; ComfyUI would write outside its output folder (or fail at run time)"
+    )]
+    Outside {
+        node: String,
+        prefix: String,
+        flaw: PrefixFlaw,
+    },
+}
+
+/// What is wrong with a prefix that is not empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixFlaw {
+    #[error("is absolute")]
+    Absolute,
+    #[error("starts with a drive letter")]
+    DriveLetter,
+    #[error("has a `..` segment")]
+    ParentSegment,
+    #[error("has a NUL character")]
+    Nul,
+}
+
 /// Refuses a `filename_prefix` that would write outside ComfyUI's output folder: absolute,
 /// a drive letter, or a `..` segment.
-pub fn check_prefix(node: &str, prefix: &str) -> Result<(), String> {
-    let bad = |why: &str| {
-        Err(format!(
-            "filename_prefix {prefix:?} of node {node} {why}; ComfyUI would write outside its output folder (or fail at run time)"
-        ))
+pub fn check_prefix(node: &str, prefix: &str) -> Result<(), UnsafePrefix> {
+    let bad = |flaw| {
+        Err(UnsafePrefix::Outside {
+            node: node.to_owned(),
+            prefix: prefix.to_owned(),
+            flaw,
+        })
     };
     if prefix.trim().is_empty() {
-        return Err(format!("filename_prefix of node {node} is empty"));
+        return Err(UnsafePrefix::Empty {
+            node: node.to_owned(),
+        });
     }
     if prefix.starts_with('/') || prefix.starts_with('\\') {
-        return bad("is absolute");
+        return bad(PrefixFlaw::Absolute);
     }
     let b = prefix.as_bytes();
     if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
-        return bad("starts with a drive letter");
+        return bad(PrefixFlaw::DriveLetter);
     }
     if prefix.split(['/', '\\']).any(|s| s == "..") {
-        return bad("has a `..` segment");
+        return bad(PrefixFlaw::ParentSegment);
     }
     if prefix.contains('\0') {
-        return bad("has a NUL character");
+        return bad(PrefixFlaw::Nul);
     }
     Ok(())
 }
 
 /// Every `filename_prefix` of a graph, checked; `Err` names the first bad one.
-pub fn check_prefixes(graph: &Value) -> Result<Map<String, Value>, String> {
+pub fn check_prefixes(graph: &Value) -> Result<Map<String, Value>, UnsafePrefix> {
     let mut out = Map::new();
     for (id, node) in graph.as_object().into_iter().flatten() {
         if let Some(p) = node.pointer("/inputs/filename_prefix") {
@@ -422,11 +454,37 @@ pub async fn check_on_servers(
     })
 }
 
-pub(crate) fn write_json(dir: &Path, name: &str, v: &impl Serialize) -> Result<PathBuf, String> {
+/// An instance's JSON file that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteJsonError {
+    #[error("cannot create {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serialize(#[from] serde_json::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn write_json(
+    dir: &Path,
+    name: &str,
+    v: &impl Serialize,
+) -> Result<PathBuf, WriteJsonError> {
     let path = dir.join(name);
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| e.to_string())?;
-    write_atomic(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| WriteJsonError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let bytes = serde_json::to_vec_pretty(v)?;
+    if let Err(source) = write_atomic(&path, &bytes) {
+        return Err(WriteJsonError::Write { path, source });
+    }
     Ok(path)
 }
 
@@ -501,7 +559,7 @@ async fn patch_attempt(ctx: &StageContext) -> Result<Value, StageFailure> {
 
     let dir = ctx.run_dir.join(&ctx.instance_dir);
     let wf_name = format!("workflow-{}.json", ctx.attempt);
-    let io = |e: String| StageFailure::new(FailureClass::InvalidOutput, e);
+    let io = |e: WriteJsonError| StageFailure::new(FailureClass::InvalidOutput, e.to_string());
     write_json(&dir, &wf_name, &patched.workflow).map_err(io)?;
     write_json(&dir, "scene.json", &patched.scene).map_err(io)?;
     let workflow_path = ctx.instance_dir.join(&wf_name).display().to_string();

@@ -104,7 +104,8 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     let story = read_story(ctx);
     let mut notes: Vec<String> = Vec::new();
     // The frames input: one scene's collect-frames output, or the gathered array of them.
-    let (scenes, per_scene) = scenes_from_inputs(ctx, story.as_ref()).map_err(invalid)?;
+    let (scenes, per_scene) =
+        scenes_from_inputs(ctx, story.as_ref()).map_err(|e| invalid(e.to_string()))?;
 
     let prompts: Vec<String> = match story.as_ref().and_then(|s| s.1.as_array()) {
         Some(items) => items
@@ -266,12 +267,24 @@ fn read_story(ctx: &StageContext) -> Option<(String, Value)> {
     Some((stage.to_owned(), list))
 }
 
+/// Why the frames input could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ScenesError {
+    #[error("the quality stage needs a `collect-frames` stage (no input has `Frames`)")]
+    NoFramesInput,
+    #[error("the output of `{name}` is not a collect-frames output: {source}")]
+    NotFrames {
+        name: String,
+        source: serde_json::Error,
+    },
+}
+
 /// The scenes to score, and whether this instance is one scene's: the output of the needed
 /// `collect-frames` stage (one scene's), or the gathered array of every scene's.
 fn scenes_from_inputs(
     ctx: &StageContext,
     story: Option<&(String, Value)>,
-) -> Result<(Vec<SceneInput>, bool), String> {
+) -> Result<(Vec<SceneInput>, bool), ScenesError> {
     // The ids the telemetry records (a repeated id made unique), so that a check names the
     // scene it scored and no other.
     let ids = story
@@ -291,9 +304,10 @@ fn scenes_from_inputs(
     };
     let (name, input) = ctx
         .input_of_kind(StageKind::CollectFrames)
-        .ok_or("the quality stage needs a `collect-frames` stage (no input has `Frames`)")?;
-    let unreadable = |e: serde_json::Error| {
-        format!("the output of `{name}` is not a collect-frames output: {e}")
+        .ok_or(ScenesError::NoFramesInput)?;
+    let unreadable = |source: serde_json::Error| ScenesError::NotFrames {
+        name: name.to_string(),
+        source,
     };
     if input.is_array() {
         // A gathered need: every scene's output, in item order (null for one that has none).
@@ -316,14 +330,47 @@ fn scenes_from_inputs(
     ))
 }
 
+/// Why an alignment was not measured.
+#[derive(Debug, thiserror::Error)]
+enum EmbeddingError {
+    #[error("`{service}` is not an `openai` service")]
+    NotOpenai { service: String },
+    #[error(transparent)]
+    Client(#[from] crate::clients::HttpClientError),
+    #[error(transparent)]
+    Send(#[from] reqwest::Error),
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error(transparent)]
+    Body(#[from] crate::clients::BodyError),
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{url} answered without two embeddings")]
+    NoEmbeddings { url: String },
+    #[error("the embeddings are empty, zero or of different sizes")]
+    Unusable,
+}
+
 /// Cosine similarity of the embeddings of `a` and `b` from an `openai` service's
 /// `/embeddings` (one request, both inputs).
-async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Result<f64, String> {
+async fn embed_cosine(
+    ctx: &StageContext,
+    service: &str,
+    a: &str,
+    b: &str,
+) -> Result<f64, EmbeddingError> {
     let Some(Service::Openai(s)) = ctx.spec.spec.services.get(service) else {
-        return Err(format!("`{service}` is not an `openai` service"));
+        return Err(EmbeddingError::NotOpenai {
+            service: service.to_owned(),
+        });
     };
     let url = format!("{}/embeddings", s.base_url.trim_end_matches('/'));
-    let client = crate::clients::http().map_err(|e| e.to_string())?;
+    let client = crate::clients::http()?;
     let mut req = client
         .post(&url)
         .timeout(std::time::Duration::try_from_secs_f64(s.timeout_s).unwrap_or_default())
@@ -334,20 +381,21 @@ async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Re
         req = req.bearer_auth(key);
     }
     let send = async {
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let resp = req.send().await?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+            return Err(EmbeddingError::Status {
+                url: url.clone(),
+                status,
+            });
         }
         // Two embeddings of a few thousand floats each; far below this bound.
-        let body = crate::clients::read_body_within(resp, 64 * 1024 * 1024)
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
+        let body = crate::clients::read_body_within(resp, 64 * 1024 * 1024).await?;
+        serde_json::from_slice::<Value>(&body).map_err(EmbeddingError::NotJson)
     };
     let body = tokio::select! {
         r = send => r?,
-        () = ctx.cancel.cancelled() => return Err("cancelled".to_owned()),
+        () = ctx.cancel.cancelled() => return Err(EmbeddingError::Cancelled),
     };
     let vector = |i: usize| -> Option<Vec<f64>> {
         body.pointer(&format!("/data/{i}/embedding"))?
@@ -357,9 +405,9 @@ async fn embed_cosine(ctx: &StageContext, service: &str, a: &str, b: &str) -> Re
             .collect()
     };
     let (Some(x), Some(y)) = (vector(0), vector(1)) else {
-        return Err(format!("{url} answered without two embeddings"));
+        return Err(EmbeddingError::NoEmbeddings { url });
     };
-    cosine(&x, &y).ok_or_else(|| "the embeddings are empty, zero or of different sizes".to_owned())
+    cosine(&x, &y).ok_or(EmbeddingError::Unusable)
 }
 
 /// Cosine similarity; `None` for vectors of different lengths or zero length.

@@ -138,8 +138,8 @@ async fn attempt(
         ctx.attempt,
     );
     reprefix(&mut graph, Some(&patch.prefix), &prefix, ctx.attempt);
-    let prefixes =
-        patch_workflow::check_prefixes(&graph).map_err(|m| fail(&ComfyError::BadPrefix(m)))?;
+    let prefixes = patch_workflow::check_prefixes(&graph)
+        .map_err(|e| fail(&ComfyError::BadPrefix(e.to_string())))?;
     // The nodes that write files: their outputs are the attempt's only when they ran.
     let writers: Vec<String> = prefixes.keys().cloned().collect();
     let mut render = RenderRef::new(prefix);
@@ -150,7 +150,7 @@ async fn attempt(
     let dir = ctx.run_dir.join(&ctx.instance_dir);
     let wf_name = format!("workflow-{}.json", ctx.attempt);
     write_json(&dir, &wf_name, &graph)
-        .map_err(|e| StageFailure::new(FailureClass::InvalidOutput, e))?;
+        .map_err(|e| StageFailure::new(FailureClass::InvalidOutput, e.to_string()))?;
     out.workflow_path = Some(ctx.instance_dir.join(&wf_name).display().to_string());
 
     // The first server that answers, in the pool's order, then the fallback's.

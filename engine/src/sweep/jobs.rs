@@ -97,13 +97,24 @@ pub enum PartitionKind {
     Count,
 }
 
+/// Why a `--partition` value was refused; `spec` is the value as given.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("`{spec}`: expected hash:K/N or count:K/N, with 1 <= K <= N")]
+    Malformed { spec: String },
+    #[error("`{spec}`: JOB_COMPLETION_INDEX is not set (index-env reads it)")]
+    IndexUnset { spec: String },
+    #[error("`{spec}`: JOB_COMPLETION_INDEX is `{value}`, not a number")]
+    IndexNotANumber { spec: String, value: String },
+}
+
 impl std::str::FromStr for Partition {
-    type Err = String;
+    type Err = PartitionError;
 
     /// `hash:K/N` or `count:K/N`, 1 ≤ K ≤ N; K may be `index-env`, read from
     /// `JOB_COMPLETION_INDEX` (0-based, as a Kubernetes Indexed Job sets it).
-    fn from_str(s: &str) -> Result<Partition, String> {
-        let bad = || format!("`{s}`: expected hash:K/N or count:K/N, with 1 <= K <= N");
+    fn from_str(s: &str) -> Result<Partition, PartitionError> {
+        let bad = || PartitionError::Malformed { spec: s.to_owned() };
         let (how, rest) = s.split_once(':').ok_or_else(bad)?;
         let how = match how {
             "hash" => PartitionKind::Hash,
@@ -113,12 +124,14 @@ impl std::str::FromStr for Partition {
         let (k, n) = rest.split_once('/').ok_or_else(bad)?;
         let of: u32 = n.parse().map_err(|_| bad())?;
         let shard: u32 = if k == "index-env" {
-            let v = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
-                format!("`{s}`: JOB_COMPLETION_INDEX is not set (index-env reads it)")
-            })?;
+            let v = std::env::var("JOB_COMPLETION_INDEX")
+                .map_err(|_| PartitionError::IndexUnset { spec: s.to_owned() })?;
             v.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("`{s}`: JOB_COMPLETION_INDEX is `{v}`, not a number"))?
+                .map_err(|_| PartitionError::IndexNotANumber {
+                    spec: s.to_owned(),
+                    value: v.clone(),
+                })?
                 + 1
         } else {
             k.parse().map_err(|_| bad())?

@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
+use quick_junit::{
+    NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
 
 use super::verdict::{RunSummary, SweepReport};
 
 /// The JUnit document of a sweep whose runs are `runs` (summarised by `report`).
-pub fn junit(report: &SweepReport, runs: &[RunSummary]) -> Result<String, String> {
+pub fn junit(report: &SweepReport, runs: &[RunSummary]) -> Result<String, SerializeError> {
     let mut doc = Report::new(format!("cinepipe-sweep-{}", report.suite));
     for v in &report.verdicts {
         let mut suite = TestSuite::new(format!("{} [{}]", v.spec, v.profile));
@@ -48,7 +50,7 @@ pub fn junit(report: &SweepReport, runs: &[RunSummary]) -> Result<String, String
         }
         doc.add_test_suite(suite);
     }
-    doc.to_string().map_err(|e| e.to_string())
+    doc.to_string()
 }
 
 fn rerun(failure: &str) -> TestRerun {

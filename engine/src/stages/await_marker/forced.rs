@@ -13,6 +13,37 @@ use crate::fsutil::write_atomic;
 use crate::spec::model::FailureClass;
 use crate::stages::comfy_files::{self, Upstream};
 
+/// Why the frames could not be copied or downloaded into the forced-copy folder.
+#[derive(Debug, thiserror::Error)]
+enum ForcedCopyError {
+    #[error(transparent)]
+    List(#[from] comfy_files::ComfyFilesError),
+    #[error("{path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ForcedCopyError {
+    /// The error of creating the folder `path`, for `map_err`.
+    fn create_dir(path: &Path) -> impl FnOnce(std::io::Error) -> ForcedCopyError + '_ {
+        move |source| ForcedCopyError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why a server's answer for the debug dump was not read.
+#[derive(Debug, thiserror::Error)]
+enum DumpBodyError {
+    #[error(transparent)]
+    Body(#[from] crate::clients::BodyError),
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
+
 pub(super) struct Forced {
     pub(super) count: usize,
     pub(super) directory: String,
@@ -39,9 +70,9 @@ pub(super) async fn forced_copy(
     let (out2, folder2, dest2) = (out_dir.to_path_buf(), folder_rel.clone(), dest.clone());
     // File work stays off the runtime's threads.
     let copied = tokio::task::spawn_blocking(
-        move || -> Result<(Vec<String>, Value, Vec<String>), String> {
+        move || -> Result<(Vec<String>, Value, Vec<String>), ForcedCopyError> {
             let listing = comfy_files::list(&out2, &folder2, &matcher, 0)?;
-            std::fs::create_dir_all(&dest2).map_err(|e| format!("{}: {e}", dest2.display()))?;
+            std::fs::create_dir_all(&dest2).map_err(ForcedCopyError::create_dir(&dest2))?;
             let mut copied = Vec::new();
             let mut problems: Vec<String> = listing
                 .skipped
@@ -56,7 +87,7 @@ pub(super) async fn forced_copy(
                 let target = dest2.join(&name);
                 match comfy_files::copy_nofollow(&out2, f, &target) {
                     Ok(()) => copied.push(target.display().to_string()),
-                    Err(e) => problems.push(e),
+                    Err(e) => problems.push(e.to_string()),
                 }
             }
             comfy_files::sync_dir(&dest2);
@@ -192,7 +223,7 @@ pub(super) async fn forced_copy_over_http(
         }
         if let Err(e) = comfy_files::check_server_file(&f.filename, &f.subfolder, &f.kind, &folder)
         {
-            problems.push(e);
+            problems.push(e.to_string());
             continue;
         }
         if fetch.iter().any(|x| x.filename == f.filename) {
@@ -208,7 +239,7 @@ pub(super) async fn forced_copy_over_http(
     tokio::task::spawn_blocking(move || {
         // A folder of an earlier try of this attempt number holds nothing to keep.
         let _ = std::fs::remove_dir_all(&dest2);
-        std::fs::create_dir_all(&dest2).map_err(|e| format!("{}: {e}", dest2.display()))
+        std::fs::create_dir_all(&dest2).map_err(ForcedCopyError::create_dir(&dest2))
     })
     .await
     .map_err(|e| io_fail(format!("the forced copy failed: {e}")))?
@@ -218,7 +249,7 @@ pub(super) async fn forced_copy_over_http(
     for (f, r) in fetch.iter().zip(downloaded.results) {
         match r {
             Ok(()) => copied.push(f.dest.display().to_string()),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let dest2 = dest.clone();
@@ -248,7 +279,7 @@ pub(super) async fn forced_copy_over_http(
 fn folder_listing(out_dir: &Path, folder_rel: &Path) -> Value {
     let (dir, exists) = match comfy_files::safe_join(out_dir, folder_rel) {
         Ok(x) => x,
-        Err(e) => return json!({ "error": e }),
+        Err(e) => return json!({ "error": e.to_string() }),
     };
     if !exists {
         return json!({ "folder": dir.display().to_string(), "exists": false, "entries": [] });
@@ -323,7 +354,7 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
                 {
                     Ok(r) if r.status().is_success() => json_within(r)
                         .await
-                        .unwrap_or_else(|e| json!({ "url": url, "error": e })),
+                        .unwrap_or_else(|e| json!({ "url": url, "error": e.to_string() })),
                     Ok(r) => json!({ "url": url, "error": format!("HTTP {}", r.status()) }),
                     Err(e) => json!({ "url": url, "error": e.to_string() }),
                 }
@@ -343,9 +374,7 @@ async fn server_state(ctx: &StageContext, up: &Upstream) -> (Value, Value) {
 }
 
 /// A JSON body read within the client's size bound: a server's dump is outside data.
-async fn json_within(r: reqwest::Response) -> Result<Value, String> {
-    let body = crate::clients::read_body_within(r, crate::clients::comfyui::MAX_BODY_BYTES)
-        .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+async fn json_within(r: reqwest::Response) -> Result<Value, DumpBodyError> {
+    let body = crate::clients::read_body_within(r, crate::clients::comfyui::MAX_BODY_BYTES).await?;
+    serde_json::from_slice(&body).map_err(DumpBodyError::NotJson)
 }

@@ -20,6 +20,25 @@ const MAX_DEPTH: usize = 16;
 /// not be, and the fallback notes so far.
 type Gathered = (Vec<String>, Vec<String>, Vec<String>);
 
+/// A staging folder or the instance's `frames/` that could not be made, filled or put in
+/// place; `path` is the file or folder the operation failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub(super) struct StagingError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl StagingError {
+    /// The error of an operation on `path`, for `map_err`.
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> StagingError + '_ {
+        move |source| StagingError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// The frames of a local output folder: listed, settled, copied.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn collect_local(
@@ -81,9 +100,9 @@ pub(super) async fn collect_local(
     .await
     .map_err(|e| {
         if ctx.cancel.is_cancelled() {
-            StageFailure::new(FailureClass::Timeout, e)
+            StageFailure::new(FailureClass::Timeout, e.to_string())
         } else {
-            invalid(e)
+            invalid(e.to_string())
         }
     })?;
 
@@ -134,7 +153,7 @@ pub(super) async fn collect_local(
     let (names, problems) = tokio::task::spawn_blocking(move || copy_all(&out2, &files, &staging2))
         .await
         .map_err(|e| invalid(format!("copying frames failed: {e}")))?
-        .map_err(invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
     Ok((names, problems, notes))
 }
 
@@ -199,7 +218,7 @@ pub(super) async fn collect_over_http(
             continue;
         }
         if let Err(why) = comfy_files::check_server_file(filename, subfolder, kind, &folder) {
-            skipped.push((rel, why));
+            skipped.push((rel, why.to_string()));
             continue;
         }
         if fetch.iter().any(|f| &f.filename == filename) {
@@ -229,11 +248,11 @@ pub(super) async fn collect_over_http(
     let staging2 = staging.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&staging2);
-        std::fs::create_dir_all(&staging2).map_err(|e| format!("{}: {e}", staging2.display()))
+        std::fs::create_dir_all(&staging2).map_err(StagingError::at(&staging2))
     })
     .await
     .map_err(|e| invalid(format!("downloading frames failed: {e}")))?
-    .map_err(invalid)?;
+    .map_err(|e| invalid(e.to_string()))?;
     let client = remote.client()?;
     let downloaded = comfy_files::download_into(&client, &fetch, &ctx.cancel).await?;
     if let Some(first) = downloaded.retried.first() {
@@ -248,7 +267,7 @@ pub(super) async fn collect_over_http(
     for (f, r) in fetch.into_iter().zip(downloaded.results) {
         match r {
             Ok(()) => names.push(f.filename),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let staging2 = staging.to_path_buf();
@@ -262,9 +281,9 @@ fn copy_all(
     root: &Path,
     files: &[Listed],
     dest: &Path,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), StagingError> {
     let _ = std::fs::remove_dir_all(dest);
-    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    std::fs::create_dir_all(dest).map_err(StagingError::at(dest))?;
     let base_names: Vec<String> = files
         .iter()
         .map(|f| {
@@ -301,7 +320,7 @@ fn copy_all(
     {
         match result {
             Ok(()) => copied.push(name),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     let names = copied;
@@ -315,14 +334,14 @@ pub(super) fn promote_staging(
     frames: &Path,
     kept: &Path,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), StagingError> {
     let old: PathBuf = frames.with_file_name(format!(".frames-old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&old);
     if frames.exists() {
-        std::fs::rename(frames, &old).map_err(|e| format!("{}: {e}", frames.display()))?;
+        std::fs::rename(frames, &old).map_err(StagingError::at(frames))?;
     }
-    std::fs::rename(staging, frames).map_err(|e| format!("{}: {e}", staging.display()))?;
-    write_atomic(kept, body).map_err(|e| format!("{}: {e}", kept.display()))?;
+    std::fs::rename(staging, frames).map_err(StagingError::at(staging))?;
+    write_atomic(kept, body).map_err(StagingError::at(kept))?;
     let _ = std::fs::remove_dir_all(&old);
     if let Some(parent) = frames.parent() {
         comfy_files::sync_dir(parent);

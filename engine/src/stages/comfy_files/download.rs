@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::local::{flush_written, start_writeback};
-use super::server_rel;
+use super::{ComfyFilesError, server_rel};
 use crate::clients::comfyui::{ComfyClient, ComfyError};
 use crate::exec::StageFailure;
 use crate::spec::model::FailureClass;
@@ -27,7 +27,7 @@ pub struct Fetch {
 #[derive(Debug, Default)]
 pub struct Downloaded {
     /// One per file, in order.
-    pub results: Vec<Result<(), String>>,
+    pub results: Vec<Result<(), ComfyFilesError>>,
     /// The files whose first request got no answer (a transport error or the client's
     /// timeout) and that were asked for once more, with that first error.
     pub retried: Vec<String>,
@@ -77,23 +77,24 @@ pub async fn download_into(
         .buffered(DOWNLOADS_IN_FLIGHT)
         .collect()
         .await;
-    let mut open: Vec<Result<File, String>> = Vec::with_capacity(files.len());
+    let mut open: Vec<Result<File, ComfyFilesError>> = Vec::with_capacity(files.len());
     let mut retried = Vec::new();
     for (f, (got, again)) in files.iter().zip(fetched) {
         retried.extend(again);
         open.push(match got {
             Ok(Some((_, 0))) => {
                 let _ = std::fs::remove_file(&f.dest);
-                Err(format!("{}: empty", server_rel(&f.subfolder, &f.filename)))
+                Err(ComfyFilesError::Empty {
+                    rel: server_rel(&f.subfolder, &f.filename),
+                })
             }
             Ok(Some((out, _))) => {
                 start_writeback(&out);
                 Ok(out)
             }
-            Ok(None) => Err(format!(
-                "{}: not on the server (HTTP 404)",
-                server_rel(&f.subfolder, &f.filename)
-            )),
+            Ok(None) => Err(ComfyFilesError::NotOnServer {
+                rel: server_rel(&f.subfolder, &f.filename),
+            }),
             Err(ComfyError::Cancelled { .. }) => {
                 // The other downloads of the batch stopped too; what they left is the caller's
                 // staging folder, which a cancelled attempt does not promote.
@@ -105,7 +106,7 @@ pub async fn download_into(
                     ),
                 ));
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ComfyFilesError::Download(e)),
         });
     }
     let files2: Vec<PathBuf> = files.iter().map(|f| f.dest.clone()).collect();

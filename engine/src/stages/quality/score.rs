@@ -60,28 +60,47 @@ pub const MAX_FRAME_PIXELS: u64 = 7680 * 4320;
 /// (its `Limits`) and, separately, the decoded image (an 8K 16-bit RGBA frame fits).
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+enum FrameDecodeError {
+    #[error(transparent)]
+    Open(#[from] std::io::Error),
+    #[error(transparent)]
+    Png(#[from] png::DecodingError),
+    #[error(
+        "its header claims {width}×{height} pixels, over the limit of {}",
+        MAX_FRAME_PIXELS
+    )]
+    TooManyPixels { width: u32, height: u32 },
+    #[error("its decoded image would take more than {} bytes", MAX_FRAME_BYTES)]
+    TooLarge,
+    #[error("truncated image data")]
+    Truncated,
+}
+
 /// Decodes a PNG into 8-bit samples per channel (16-bit samples keep their high byte), within
 /// [`MAX_FRAME_PIXELS`] and [`MAX_FRAME_BYTES`].
-fn decode(path: &Path) -> Result<Decoded, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+fn decode(path: &Path) -> Result<Decoded, FrameDecodeError> {
+    let file = std::fs::File::open(path)?;
     let limits = png::Limits {
         bytes: MAX_FRAME_BYTES,
     };
     let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), limits);
     decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let mut reader = decoder.read_info()?;
     let (w, h) = (reader.info().width, reader.info().height);
     if u64::from(w) * u64::from(h) > MAX_FRAME_PIXELS {
-        return Err(format!(
-            "its header claims {w}×{h} pixels, over the limit of {MAX_FRAME_PIXELS}"
-        ));
+        return Err(FrameDecodeError::TooManyPixels {
+            width: w,
+            height: h,
+        });
     }
     let size = reader
         .output_buffer_size()
         .filter(|s| *s <= MAX_FRAME_BYTES)
-        .ok_or_else(|| format!("its decoded image would take more than {MAX_FRAME_BYTES} bytes"))?;
+        .ok_or(FrameDecodeError::TooLarge)?;
     let mut buf = vec![0; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let info = reader.next_frame(&mut buf)?;
     buf.truncate(info.buffer_size());
     let channels = info.color_type.samples();
     let wide = info.bit_depth == png::BitDepth::Sixteen;
@@ -92,7 +111,7 @@ fn decode(path: &Path) -> Result<Decoded, String> {
         // Rows without padding and one byte a sample: the buffer is the pixels already.
         buf.truncate(w * h * channels);
         if buf.len() < w * h * channels {
-            return Err("truncated image data".to_owned());
+            return Err(FrameDecodeError::Truncated);
         }
         buf
     } else {
@@ -100,7 +119,7 @@ fn decode(path: &Path) -> Result<Decoded, String> {
         for y in 0..h {
             let line = buf
                 .get(y * row..y * row + w * channels * bytes_per_sample)
-                .ok_or_else(|| "truncated image data".to_owned())?;
+                .ok_or(FrameDecodeError::Truncated)?;
             pixels.extend(line.iter().step_by(bytes_per_sample));
         }
         pixels
