@@ -206,18 +206,49 @@ pub fn prefix_problem(prefix: &str) -> Option<&'static str> {
             .map_or("", |close| &rest[open + close + 2..]);
     }
     literal.push_str(rest);
-    if literal.starts_with('/') || literal.starts_with('\\') {
-        return Some("is absolute");
+    prefix_flaw(&literal).map(PrefixFlaw::as_str)
+}
+
+/// What is wrong with a `filename_prefix` that would make ComfyUI write outside its output
+/// folder (or fail): the one rule for the spec checker (on what is written) and the
+/// `patch-workflow` stage (on what was rendered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixFlaw {
+    #[error("is absolute")]
+    Absolute,
+    #[error("starts with a drive letter")]
+    DriveLetter,
+    #[error("has a `..` segment")]
+    ParentSegment,
+    #[error("has a NUL character")]
+    Nul,
+}
+
+impl PrefixFlaw {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrefixFlaw::Absolute => "is absolute",
+            PrefixFlaw::DriveLetter => "starts with a drive letter",
+            PrefixFlaw::ParentSegment => "has a `..` segment",
+            PrefixFlaw::Nul => "has a NUL character",
+        }
     }
-    let b = literal.as_bytes();
+}
+
+/// The flaw of a literal (fully rendered) `filename_prefix`, if it has one.
+pub fn prefix_flaw(prefix: &str) -> Option<PrefixFlaw> {
+    if prefix.starts_with('/') || prefix.starts_with('\\') {
+        return Some(PrefixFlaw::Absolute);
+    }
+    let b = prefix.as_bytes();
     if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
-        return Some("starts with a drive letter");
+        return Some(PrefixFlaw::DriveLetter);
     }
-    if literal.split(['/', '\\']).any(|s| s == "..") {
-        return Some("has a `..` segment");
+    if prefix.split(['/', '\\']).any(|s| s == "..") {
+        return Some(PrefixFlaw::ParentSegment);
     }
-    if literal.contains('\0') {
-        return Some("has a NUL character");
+    if prefix.contains('\0') {
+        return Some(PrefixFlaw::Nul);
     }
     None
 }

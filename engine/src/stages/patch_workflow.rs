@@ -32,6 +32,7 @@ use crate::clients::comfyui::{ComfyClient, ComfyError};
 use crate::exec::{Attempt, BoxFuture, StageContext, StageFailure};
 use crate::fsutil::write_atomic;
 use crate::spec::model::{FailureClass, PatchWorkflowStage, Stage as SpecStage, StageKind};
+pub use crate::workflow::PrefixFlaw;
 use crate::workflow::Workflow;
 
 /// The run's values that templates see as `{{run.*}}`.
@@ -179,19 +180,6 @@ pub enum UnsafePrefix {
     },
 }
 
-/// What is wrong with a prefix that is not empty.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PrefixFlaw {
-    #[error("is absolute")]
-    Absolute,
-    #[error("starts with a drive letter")]
-    DriveLetter,
-    #[error("has a `..` segment")]
-    ParentSegment,
-    #[error("has a NUL character")]
-    Nul,
-}
-
 /// Refuses a `filename_prefix` that would write outside ComfyUI's output folder: absolute,
 /// a drive letter, or a `..` segment.
 pub fn check_prefix(node: &str, prefix: &str) -> Result<(), UnsafePrefix> {
@@ -207,20 +195,10 @@ pub fn check_prefix(node: &str, prefix: &str) -> Result<(), UnsafePrefix> {
             node: node.to_owned(),
         });
     }
-    if prefix.starts_with('/') || prefix.starts_with('\\') {
-        return bad(PrefixFlaw::Absolute);
+    match crate::workflow::prefix_flaw(prefix) {
+        Some(flaw) => bad(flaw),
+        None => Ok(()),
     }
-    let b = prefix.as_bytes();
-    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
-        return bad(PrefixFlaw::DriveLetter);
-    }
-    if prefix.split(['/', '\\']).any(|s| s == "..") {
-        return bad(PrefixFlaw::ParentSegment);
-    }
-    if prefix.contains('\0') {
-        return bad(PrefixFlaw::Nul);
-    }
-    Ok(())
 }
 
 /// Every `filename_prefix` of a graph, checked; `Err` names the first bad one.
