@@ -132,12 +132,12 @@ fn merge(
     out: &std::path::Path,
     junit: Option<&std::path::Path>,
 ) -> ExitCode {
-    let report = match sweep::execute::merge(shards, out) {
+    let report = match sweep::merge::merge(shards, out) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("error: {e}");
             return match e {
-                sweep::execute::MergeError::Io { .. } => ExitCode::Io,
+                sweep::merge::MergeError::Io { .. } => ExitCode::Io,
                 _ => ExitCode::Usage,
             };
         }
