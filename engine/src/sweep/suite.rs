@@ -440,7 +440,7 @@ fn check_structure(
 
 /// The keys the schema allows in the object at `pointer` of `doc`.
 fn schema_keys(schema: &Value, _doc: &Value, pointer: &str) -> Vec<String> {
-    let deref = |n| local_ref(schema, n);
+    let deref = |n| crate::json_schema::deref(schema, n);
     let mut node = schema;
     for seg in pointer.split('/').filter(|s| !s.is_empty()) {
         let here = deref(node);
@@ -459,26 +459,7 @@ fn schema_keys(schema: &Value, _doc: &Value, pointer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Follows local `$ref`s (the suite schema has no others), bounded against cycles.
-fn local_ref<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {
-    for _ in 0..8 {
-        match node
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix('#'))
-            .and_then(|p| schema.pointer(p))
-        {
-            Some(target) => node = target,
-            None => break,
-        }
-    }
-    node
-}
-
 /// The JSON Schema of `suite.toml` (draft-07, as the run spec's).
 pub fn suite_schema() -> Value {
-    schemars::generate::SchemaSettings::draft07()
-        .into_generator()
-        .into_root_schema_for::<SuiteFile>()
-        .to_value()
+    crate::json_schema::draft07::<SuiteFile>()
 }

@@ -460,10 +460,7 @@ fn kpis(rs: &[&RunSummary]) -> Kpis {
 
 /// The JSON Schema of `sweep.json`.
 pub fn sweep_schema() -> serde_json::Value {
-    schemars::generate::SchemaSettings::draft07()
-        .into_generator()
-        .into_root_schema_for::<SweepReport>()
-        .to_value()
+    crate::json_schema::draft07::<SweepReport>()
 }
 
 #[cfg(test)]
