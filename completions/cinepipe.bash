@@ -616,7 +616,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__sweep)
-            opts="-n -p -j -k -q -h --repeat --profile --partition --jobs --keep-going --out --resume --junit --quiet --color --help merge help"
+            opts="-n -p -j -k -q -h --repeat --stress-duration --profile --partition --jobs --keep-going --out --resume --junit --quiet --color --help merge help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,6 +627,10 @@ _cinepipe() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stress-duration)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

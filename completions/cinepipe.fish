@@ -74,6 +74,7 @@ complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l no-cache -d 'D
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s q -l quiet -d 'Print no progress (no live display, no lines, no logs), only the result'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s h -l help -d 'Print help'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s n -l repeat -d 'Runs of each (spec, profile) [default: the suite\'s `repeat`, else 1]' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l stress-duration -d 'Stress: start rounds of every (spec, profile) until this much time has passed (`90s`, `10m`, `2h 30m`), in place of a repeat count; runs under way finish' -r
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s p -l profile -d 'Profile to sweep; repeat the flag for several [default: the suite\'s `profiles`, else `standard`]' -r
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -l partition -d 'Run only this shard of the work list: `hash:K/N` (by a hash of each run\'s key: a run stays in its shard when specs are added) or `count:K/N` (round-robin); K may be `index-env` to read the 0-based `JOB_COMPLETION_INDEX`' -r
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and not __fish_seen_subcommand_from merge help" -s j -l jobs -d 'Runs at the same time' -r

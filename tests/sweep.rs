@@ -455,3 +455,84 @@ fn a_bad_suite_file_is_refused_with_every_problem_at_its_span_before_any_run() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("unknown key `repeats`"));
 }
+
+#[test]
+fn a_stress_sweep_deals_rounds_until_its_time_is_up_and_draws_live_rows_on_a_terminal() {
+    let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+        return;
+    };
+    let _turn = harness::comfy_turn();
+    let top = tempfile::tempdir().expect("tempdir");
+    let suite = top.path().join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    });
+    std::fs::write(suite.join("quick.json"), wf.to_string()).expect("workflow");
+    spec("quick", llm, comfy, &suite.join("quick.json"), false).write(&suite, "quick.toml");
+    let out_dir = top.path().join("sweep");
+    // Shard 2 of 2 of a one-run round holds the even rounds only: its first round is empty.
+    // Under a pty (`script`) and outside CI, the live display is drawn.
+    let command = format!(
+        "{} sweep --stress-duration 6s --profile standard --partition count:2/2 --out {} {}",
+        env!("CARGO_BIN_EXE_cinepipe"),
+        out_dir.display(),
+        suite.display()
+    );
+    let started = Instant::now();
+    let out = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .current_dir(top.path())
+        .output()
+        .expect("script (util-linux) runs");
+    let wall = started.elapsed();
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(wall >= Duration::from_secs(6), "stopped early: {wall:?}");
+    assert!(
+        screen.contains("quick.toml [standard]: ") && screen.contains("stress: "),
+        "no live rows on the terminal: {screen}"
+    );
+    assert!(
+        !screen.contains("[1/"),
+        "plain lines where the live display belongs: {screen}"
+    );
+
+    let manifest = read(&out_dir.join("sweep-manifest.json"));
+    let rounds = manifest["stress"]["rounds"].as_u64().expect("rounds");
+    let repeats: Vec<u64> = manifest["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["repeat"].as_u64().expect("repeat"))
+        .collect();
+    assert!(!repeats.is_empty(), "{manifest}");
+    assert_eq!(
+        repeats,
+        (1..=rounds).filter(|r| r % 2 == 0).collect::<Vec<u64>>(),
+        "shard 2/2 runs the even rounds, every one it made: {manifest}"
+    );
+    let report = read(&out_dir.join("sweep.json"));
+    assert_eq!(report["result"], "pass", "{report}");
+    assert_eq!(report["planned"], report["finished"], "{report}");
+    assert_eq!(
+        verdict(&report, "quick.toml")["runs"].as_u64(),
+        Some(repeats.len() as u64)
+    );
+
+    // Its time is up: a resume finishes what was started and starts no new round.
+    let again = cinepipe_in(
+        top.path(),
+        &["sweep", "--resume", out_dir.to_str().expect("utf-8")],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("; 0 this session)"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(read(&out_dir.join("sweep-manifest.json")), manifest);
+}

@@ -169,6 +169,10 @@ pub struct SweepArgs {
     /// Runs of each (spec, profile) [default: the suite's `repeat`, else 1].
     #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: Option<u32>,
+    /// Stress: start rounds of every (spec, profile) until this much time has passed (`90s`,
+    /// `10m`, `2h 30m`), in place of a repeat count; runs under way finish.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "repeat")]
+    pub stress_duration: Option<std::time::Duration>,
     /// Profile to sweep; repeat the flag for several [default: the suite's `profiles`, else
     /// `standard`].
     #[arg(long = "profile", short = 'p', value_name = "PROFILE")]
@@ -189,7 +193,7 @@ pub struct SweepArgs {
     pub out: Option<PathBuf>,
     /// Finish the sweep in this folder: finished runs are kept, interrupted ones resumed, the
     /// rest run.
-    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["inputs", "repeat", "profiles", "partition", "out"])]
+    #[arg(long, value_name = "SWEEP_DIR", conflicts_with_all = ["inputs", "repeat", "stress_duration", "profiles", "partition", "out"])]
     pub resume: Option<PathBuf>,
     /// Also write the sweep as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +201,17 @@ pub struct SweepArgs {
     /// Print only the result.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A positive duration in jiff's friendly format (`90s`, `10m`, `1h 30m`) or ISO 8601 (`PT10M`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a duration like 90s, 10m or 1h 30m ({e})"))?;
+    if d.is_negative() || d.is_zero() {
+        return Err(format!("`{s}`: the duration must be more than zero"));
+    }
+    std::time::Duration::try_from(d).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// What `cinepipe sweep` does besides sweeping.

@@ -19,6 +19,13 @@ pub(crate) fn active() -> bool {
     std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
 }
 
+/// Whether this process runs under a CI service (`CI` set, as GitHub Actions, GitLab CI,
+/// Buildkite and others set it, and not `false`/`0`): its log wants plain lines, not a live
+/// display, even where the log is a pty.
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// The workflow commands for `report` (lines for stdout).
 pub(crate) fn annotations(report: &SweepReport, suite: &Suite) -> Vec<String> {
     let mut out = Vec::new();

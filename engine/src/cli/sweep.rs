@@ -1,12 +1,14 @@
 //! `cinepipe sweep`: the flags become a sweep request, a line per finished run (on stderr), the
 //! verdict table (on stdout), JUnit when asked, and the exit code from the gates.
 
+use std::io::IsTerminal;
+
 use super::args::{SweepAction, SweepArgs};
+use super::display::{Silent, SweepLines, SweepLive};
 use super::output::{exit_for, outln, render};
 use crate::exec::{self, Interrupt};
 use crate::exit::ExitCode;
-use crate::sweep::verdict::RunSummary;
-use crate::sweep::{self, SweepError, SweepRequest};
+use crate::sweep::{self, SweepError, SweepProgress, SweepRequest};
 
 /// Runs (or finishes) the sweep the flags name.
 pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
@@ -22,41 +24,29 @@ pub(crate) fn sweep(args: SweepArgs, color: bool) -> ExitCode {
         keep_going: args.keep_going,
         out: args.out,
         resume: args.resume,
+        stress: args.stress_duration,
     };
     let rt = match super::output::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let interrupt = Interrupt::new();
-    let quiet = args.quiet;
-    let progress = move |r: &RunSummary, done: usize, total: usize| {
-        if !quiet {
-            let how = match (r.passed(), r.retried) {
-                (true, false) => "pass".to_owned(),
-                (true, true) => "pass after retry".to_owned(),
-                (false, _) => format!(
-                    "FAIL ({})",
-                    r.failures.last().map_or(r.outcome.as_str(), String::as_str)
-                ),
-            };
-            eprintln!(
-                "[{done}/{total}] {} [{}] #{}: {how}{}",
-                r.spec,
-                r.profile,
-                r.repeat,
-                r.seconds
-                    .map(|s| format!(" in {s:.1}s"))
-                    .unwrap_or_default()
-            );
-        }
+    // Live rows on a terminal; plain lines in a CI log or a file (CI's stderr may be a pty).
+    let progress: Box<dyn SweepProgress> = if args.quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() && !crate::cli::github::in_ci() {
+        Box::new(SweepLive::new(args.jobs as usize, args.stress_duration))
+    } else {
+        Box::new(SweepLines)
     };
     let result = rt.block_on(async {
         if let Err(e) = exec::signals::listen(interrupt.clone()) {
             tracing::warn!("warning: cannot listen for Ctrl-C: {e}");
         }
-        sweep::sweep(req, &interrupt, &progress).await
+        sweep::sweep(req, &interrupt, progress.as_ref()).await
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(progress);
     let outcome = match result {
         Ok(o) => o,
         Err(SweepError::Spec(errors)) => {

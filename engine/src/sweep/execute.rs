@@ -51,6 +51,33 @@ pub struct SweepRequest {
     pub out: Option<PathBuf>,
     /// A sweep folder to finish.
     pub resume: Option<PathBuf>,
+    /// A stress sweep: rounds of every (spec, profile) until this much time has passed, in
+    /// place of a repeat count.
+    pub stress: Option<std::time::Duration>,
+}
+
+/// A stress sweep's clock, kept in the manifest so a resumed sweep knows when to stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stress {
+    /// How long new rounds may start, from `started`.
+    pub duration_s: f64,
+    /// When the sweep was made (RFC 3339, UTC).
+    pub started: String,
+    /// The profiles given on the command line (each round uses them).
+    pub profiles: Vec<String>,
+    /// Rounds made so far (a shard's share of a round may be empty).
+    pub rounds: u32,
+}
+
+impl Stress {
+    /// Time left for new rounds (none once the duration has passed, or if `started` cannot
+    /// be read, which stops the sweep rather than running it forever).
+    fn left(&self) -> Option<std::time::Duration> {
+        let started: jiff::Timestamp = self.started.parse().ok()?;
+        let spent = jiff::Timestamp::now().duration_since(started).as_secs_f64();
+        let left = self.duration_s - spent.max(0.0);
+        (left > 0.0).then(|| std::time::Duration::from_secs_f64(left))
+    }
 }
 
 /// `sweep-manifest.json`.
@@ -61,7 +88,22 @@ pub struct Manifest {
     pub suite: Suite,
     pub partition: Option<Partition>,
     pub keep_going: bool,
+    /// Absent for a sweep of a fixed repeat count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress: Option<Stress>,
+    /// The jobs made so far (a stress sweep adds a round at a time).
     pub jobs: Vec<Job>,
+}
+
+/// What hears of a sweep's progress (the command line's display).
+pub trait SweepProgress: Sync {
+    /// The work list (again after each new stress round), and the runs an earlier session
+    /// finished.
+    fn planned(&self, _jobs: &[Job], _finished: &[RunSummary]) {}
+    /// A run starts.
+    fn started(&self, _job: &Job) {}
+    /// A run ended: `done` of `total` runs of the work list so far.
+    fn finished(&self, run: &RunSummary, done: usize, total: usize);
 }
 
 /// How the sweep went, for the command line.
@@ -109,13 +151,13 @@ pub enum SweepError {
 pub async fn sweep(
     req: SweepRequest,
     interrupt: &Interrupt,
-    progress: &(dyn Fn(&RunSummary, usize, usize) + Sync),
+    progress: &dyn SweepProgress,
 ) -> Result<SweepOutcome, SweepError> {
     let (dir, manifest) = match &req.resume {
         Some(dir) => (dir.clone(), read_manifest(dir)?),
         None => create(&req)?,
     };
-    let mut done: Vec<RunSummary> = read_runs(&dir.join(RUNS_LOG));
+    let done: Vec<RunSummary> = read_runs(&dir.join(RUNS_LOG));
     let finished: HashSet<String> = done.iter().map(|r| r.key.clone()).collect();
     let pending: Vec<Job> = manifest
         .jobs
@@ -129,7 +171,13 @@ pub async fn sweep(
     let mut checked = Vec::new();
     let mut problems: Vec<SpecErrors> = Vec::new();
     let mut seen = HashSet::new();
-    for job in &pending {
+    // A stress sweep may start new rounds of every spec, so all of them are checked.
+    let to_check: &[Job] = if manifest.stress.is_some() {
+        &manifest.jobs
+    } else {
+        &pending
+    };
+    for job in to_check {
         if seen.insert((job.spec_path.clone(), job.profile.clone())) {
             match spec::load(&job.spec_path, Some(&job.profile)) {
                 Ok(c) => {
@@ -182,50 +230,45 @@ pub async fn sweep(
         }
     }
 
-    let total = manifest.jobs.len();
-    let no_cache = manifest.suite.no_cache;
-    let keep_going = manifest.keep_going;
-    let log = dir.join(RUNS_LOG);
-    let mut ran = 0u32;
-    let mut first_error: Option<SweepError> = None;
-    {
-        let dir = &dir;
-        let kinds = &kinds;
-        let mut results = futures_util::stream::iter(pending.into_iter().map(|job| async move {
-            let k = kinds.get(&job.spec_path).copied().unwrap_or_default();
-            let summary = run_job(dir, &job, k, no_cache, keep_going, interrupt).await;
-            (job, summary)
-        }))
-        .buffer_unordered(req.jobs.max(1));
-        while let Some((job, result)) = results.next().await {
-            match result {
-                Ok(Some(summary)) => {
-                    if let Err(source) = append_line(&log, &summary) {
-                        first_error.get_or_insert(SweepError::Io {
-                            path: log.clone(),
-                            source,
-                        });
-                        interrupt.interrupt(None);
-                        continue;
-                    }
-                    ran += 1;
-                    done.push(summary);
-                    if let Some(last) = done.last() {
-                        progress(last, done.len(), total);
-                    }
-                }
-                // Interrupted: its folder is resumed by `--resume`.
-                Ok(None) => {}
-                Err(error) => {
-                    first_error.get_or_insert(SweepError::Run {
-                        job: job.key.clone(),
-                        error: Box::new(error),
-                    });
-                    interrupt.interrupt(None);
-                }
+    let mut manifest = manifest;
+    let mut batch = Batch {
+        dir: &dir,
+        kinds: &kinds,
+        no_cache: manifest.suite.no_cache,
+        keep_going: manifest.keep_going,
+        jobs: req.jobs.max(1),
+        interrupt,
+        progress,
+        done,
+        ran: 0,
+        first_error: None,
+    };
+    let mut pending = pending;
+    progress.planned(&manifest.jobs, &batch.done);
+    loop {
+        batch.run(pending, manifest.jobs.len()).await;
+        if batch.first_error.is_some() || interrupt.is_interrupted() {
+            break;
+        }
+        // A stress sweep: another round while time is left.
+        match next_round(&dir, &mut manifest) {
+            Ok(Some(next)) => {
+                progress.planned(&manifest.jobs, &batch.done);
+                pending = next;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                batch.first_error = Some(e);
+                break;
             }
         }
     }
+    let Batch {
+        done,
+        ran,
+        first_error,
+        ..
+    } = batch;
     for s in services {
         notes.extend(s.shutdown().await);
     }
@@ -248,6 +291,111 @@ pub async fn sweep(
         ran,
         service_notes: notes,
     })
+}
+
+/// The runs of one batch (the work list, or a stress round), `jobs` at a time.
+struct Batch<'a> {
+    dir: &'a Path,
+    kinds: &'a std::collections::HashMap<PathBuf, verdict::SpecKinds>,
+    no_cache: bool,
+    keep_going: bool,
+    jobs: usize,
+    interrupt: &'a Interrupt,
+    progress: &'a dyn SweepProgress,
+    done: Vec<RunSummary>,
+    ran: u32,
+    first_error: Option<SweepError>,
+}
+
+impl Batch<'_> {
+    async fn run(&mut self, pending: Vec<Job>, total: usize) {
+        let (dir, kinds, interrupt) = (self.dir, self.kinds, self.interrupt);
+        let (no_cache, keep_going) = (self.no_cache, self.keep_going);
+        let progress = self.progress;
+        let log = dir.join(RUNS_LOG);
+        let mut results = futures_util::stream::iter(pending.into_iter().map(|job| async move {
+            if !interrupt.is_interrupted() {
+                progress.started(&job);
+            }
+            let k = kinds.get(&job.spec_path).copied().unwrap_or_default();
+            let summary = run_job(dir, &job, k, no_cache, keep_going, interrupt).await;
+            (job, summary)
+        }))
+        .buffer_unordered(self.jobs);
+        while let Some((job, result)) = results.next().await {
+            match result {
+                Ok(Some(summary)) => {
+                    if let Err(source) = append_line(&log, &summary) {
+                        self.first_error.get_or_insert(SweepError::Io {
+                            path: log.clone(),
+                            source,
+                        });
+                        interrupt.interrupt(None);
+                        continue;
+                    }
+                    self.ran += 1;
+                    self.progress.finished(&summary, self.done.len() + 1, total);
+                    self.done.push(summary);
+                }
+                // Interrupted: its folder is resumed by `--resume`.
+                Ok(None) => {}
+                Err(error) => {
+                    self.first_error.get_or_insert(SweepError::Run {
+                        job: job.key.clone(),
+                        error: Box::new(error),
+                    });
+                    interrupt.interrupt(None);
+                }
+            }
+        }
+    }
+}
+
+/// The next round of a stress sweep, written into the manifest before any of it runs (so a
+/// resumed sweep knows it); `None` when the sweep has no clock or its time is up.
+fn next_round(dir: &Path, manifest: &mut Manifest) -> Result<Option<Vec<Job>>, SweepError> {
+    let Some(stress) = &manifest.stress else {
+        return Ok(None);
+    };
+    if stress.left().is_none() {
+        return Ok(None);
+    }
+    let per_round = jobs::round(&manifest.suite, &stress.profiles, 1, 0).len();
+    let mut rounds = stress.rounds;
+    // A shard's share of a round may be empty (fewer runs in a round than shards): the next
+    // round is dealt until one holds a run of this shard. Count shards get one within `of`
+    // rounds; the bound stops a hash shard that the dice never favour.
+    let tries = manifest.partition.map_or(1, |p| p.of.saturating_mul(64));
+    let mut mine = Vec::new();
+    for _ in 0..tries {
+        rounds += 1;
+        // Numbered as in the whole list: shards of one stress sweep deal rounds alike.
+        let first =
+            u32::try_from(per_round.saturating_mul((rounds - 1) as usize)).unwrap_or(u32::MAX);
+        let all = jobs::round(&manifest.suite, &stress.profiles, rounds, first);
+        mine = match manifest.partition {
+            Some(p) => p.select(all),
+            None => all,
+        };
+        if !mine.is_empty() {
+            break;
+        }
+    }
+    if let Some(stress) = manifest.stress.as_mut() {
+        stress.rounds = rounds;
+    }
+    manifest.jobs.extend(mine.iter().cloned());
+    write_manifest(dir, manifest)?;
+    Ok((!mine.is_empty()).then_some(mine))
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), SweepError> {
+    let path = dir.join(MANIFEST);
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| SweepError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&path, &bytes).map_err(|source| SweepError::Io { path, source })
 }
 
 /// The report of the runs done so far.
@@ -361,13 +509,23 @@ fn create(req: &SweepRequest) -> Result<(PathBuf, Manifest), SweepError> {
             suite::from_specs(many)
         }
     };
-    let all = jobs::jobs(&suite, req.repeat, &req.profiles);
+    let stress = req.stress.map(|d| Stress {
+        duration_s: d.as_secs_f64(),
+        started: jiff::Timestamp::now().to_string(),
+        profiles: req.profiles.clone(),
+        rounds: 1,
+    });
+    let all = match &stress {
+        Some(_) => jobs::round(&suite, &req.profiles, 1, 0),
+        None => jobs::jobs(&suite, req.repeat, &req.profiles),
+    };
     let total = all.len();
     let selected = match req.partition {
         Some(p) => p.select(all),
         None => all,
     };
-    if selected.is_empty() {
+    // A stress shard with no run in the first round takes one from a later round.
+    if selected.is_empty() && stress.is_none() {
         return Err(SweepError::EmptyShard {
             partition: req.partition.map(|p| p.to_string()).unwrap_or_default(),
             total,
@@ -395,11 +553,10 @@ fn create(req: &SweepRequest) -> Result<(PathBuf, Manifest), SweepError> {
         suite,
         partition: req.partition,
         keep_going: req.keep_going,
+        stress,
         jobs: selected,
     };
-    let bytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| io(&dir, std::io::Error::other(e)))?;
-    write_atomic(&dir.join(MANIFEST), &bytes).map_err(|e| io(&dir.join(MANIFEST), e))?;
+    write_manifest(&dir, &manifest)?;
     Ok((dir, manifest))
 }
 

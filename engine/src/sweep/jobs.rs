@@ -79,6 +79,31 @@ pub fn jobs(suite: &Suite, repeat: Option<u32>, profiles: &[String]) -> Vec<Job>
     out
 }
 
+/// Round `round` of a stress sweep (`--stress-duration`): every (spec, profile) once more, as
+/// repeat `round`, placed after the `first_index` jobs of the earlier rounds.
+pub fn round(suite: &Suite, profiles: &[String], round: u32, first_index: u32) -> Vec<Job> {
+    let mut out = Vec::new();
+    for spec in &suite.specs {
+        let ps = if profiles.is_empty() {
+            &spec.profiles
+        } else {
+            profiles
+        };
+        for profile in ps {
+            let offset = u32::try_from(out.len()).unwrap_or(u32::MAX);
+            out.push(Job {
+                key: format!("{}|{profile}|{round}", spec.name),
+                spec: spec.name.clone(),
+                spec_path: spec.path.clone(),
+                profile: profile.clone(),
+                repeat: round,
+                index: first_index.saturating_add(offset),
+            });
+        }
+    }
+    out
+}
+
 /// `--partition`: which part of the work list this shard runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
@@ -158,11 +183,12 @@ impl Partition {
     pub fn select(&self, jobs: Vec<Job>) -> Vec<Job> {
         let of = u64::from(self.of);
         let want = u64::from(self.shard - 1);
+        // Count by the job's place in the whole list (not in this slice of it), so the rounds
+        // of a stress sweep, made one at a time, are dealt out as one list would be.
         jobs.into_iter()
-            .enumerate()
-            .filter(|(i, job)| {
+            .filter(|job| {
                 let n = match self.how {
-                    PartitionKind::Count => *i as u64,
+                    PartitionKind::Count => u64::from(job.index),
                     PartitionKind::Hash => {
                         let d = Sha256::digest(job.key.as_bytes());
                         let mut b = [0u8; 8];
@@ -172,7 +198,6 @@ impl Partition {
                 };
                 n % of == want
             })
-            .map(|(_, j)| j)
             .collect()
     }
 }
@@ -242,6 +267,39 @@ mod tests {
         let after: Vec<Job> = p.select(more);
         for j in &before {
             assert!(after.contains(j), "{} moved", j.key);
+        }
+    }
+
+    #[test]
+    fn stress_rounds_are_dealt_to_shards_as_one_list_would_be() {
+        let s = suite(&["a.toml", "b.toml", "c.toml"]);
+        let mut whole = Vec::new();
+        for r in 1..=4 {
+            let next = round(&s, &[], r, u32::try_from(whole.len()).expect("small"));
+            assert_eq!(next.len(), 6, "three specs, two profiles");
+            assert!(
+                next.iter()
+                    .all(|j| j.repeat == r && j.key.ends_with(&format!("|{r}")))
+            );
+            whole.extend(next);
+        }
+        let indices: Vec<u32> = whole.iter().map(|j| j.index).collect();
+        assert_eq!(indices, (0..24).collect::<Vec<u32>>());
+        for how in ["hash", "count"] {
+            for k in 1..=4 {
+                let p: Partition = format!("{how}:{k}/4").parse().expect("parses");
+                let at_once: Vec<String> =
+                    p.select(whole.clone()).into_iter().map(|j| j.key).collect();
+                let by_round: Vec<String> = whole
+                    .chunks(6)
+                    .flat_map(|c| p.select(c.to_vec()))
+                    .map(|j| j.key)
+                    .collect();
+                assert_eq!(at_once, by_round, "{how}:{k}/4");
+                if how == "count" {
+                    assert_eq!(at_once.len(), 6, "even shards");
+                }
+            }
         }
     }
 

@@ -170,6 +170,7 @@ mod tests {
             suite: suite.clone(),
             partition,
             keep_going: false,
+            stress: None,
             jobs,
         };
         write_atomic(&dir.join(MANIFEST), &serde_json::to_vec(&m).expect("json")).expect("write");
@@ -196,6 +197,7 @@ mod tests {
                 suite: suite.clone(),
                 partition: None,
                 keep_going: false,
+                stress: None,
                 jobs: all.clone(),
             },
             &runs,

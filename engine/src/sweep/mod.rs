@@ -9,7 +9,7 @@ pub mod merge;
 pub mod suite;
 pub mod verdict;
 
-pub use execute::{SweepError, SweepOutcome, SweepRequest, sweep};
+pub use execute::{SweepError, SweepOutcome, SweepProgress, SweepRequest, sweep};
 pub use jobs::Partition;
 pub use suite::suite_schema;
 pub use verdict::sweep_schema;
