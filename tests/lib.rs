@@ -8,6 +8,7 @@ mod cli;
 mod comfy_marker;
 mod comfy_remote;
 mod comfyui;
+mod deploy;
 mod invalid_specs;
 mod kill;
 mod llm;
