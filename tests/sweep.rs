@@ -536,3 +536,118 @@ fn a_stress_sweep_deals_rounds_until_its_time_is_up_and_draws_live_rows_on_a_ter
     );
     assert_eq!(read(&out_dir.join("sweep-manifest.json")), manifest);
 }
+
+/// Shards of a real sweep (count:K/3), merged by `cinepipe sweep merge`, report exactly what
+/// one unsharded sweep folder of the same run folders reports when it aggregates them.
+#[test]
+fn real_shards_merge_into_what_the_same_runs_report_unsharded() {
+    let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+        return;
+    };
+    let _turn = harness::comfy_turn();
+    let top = tempfile::tempdir().expect("tempdir");
+    let suite = top.path().join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    });
+    std::fs::write(suite.join("quick.json"), wf.to_string()).expect("workflow");
+    spec("quick", llm, comfy, &suite.join("quick.json"), false).write(&suite, "quick.toml");
+    let dir = |name: &str| top.path().join(name);
+    for k in 1..=3 {
+        let out = cinepipe_in(
+            top.path(),
+            &[
+                "sweep",
+                "--repeat",
+                "2",
+                "--profile",
+                "standard",
+                "--profile",
+                "fast",
+                "--partition",
+                &format!("count:{k}/3"),
+                "--out",
+                dir(&format!("s{k}")).to_str().expect("utf-8"),
+                suite.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "shard {k}: {}", stderr(&out));
+    }
+    let shards: Vec<String> = (1..=3)
+        .map(|k| dir(&format!("s{k}")).display().to_string())
+        .collect();
+    let mut args = vec!["sweep", "merge"];
+    args.extend(shards.iter().map(String::as_str));
+    let merged_junit = dir("merged.xml").display().to_string();
+    let merged = dir("merged").display().to_string();
+    args.extend(["--out", &merged, "--junit", &merged_junit]);
+    let out = cinepipe_in(top.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The unsharded folder of the same runs: the whole work list, the shards' run folders,
+    // no runs.jsonl; `--resume` reads every finished run folder, as a sweep does as it goes.
+    let whole = dir("whole");
+    std::fs::create_dir_all(whole.join("runs")).expect("mkdir");
+    let mut manifest = read(&dir("s1").join("sweep-manifest.json"));
+    let mut jobs: Vec<Value> = Vec::new();
+    for s in &shards {
+        let m = read(&Path::new(s).join("sweep-manifest.json"));
+        jobs.extend(m["jobs"].as_array().expect("jobs").iter().cloned());
+        for entry in std::fs::read_dir(Path::new(s).join("runs")).expect("runs") {
+            let from = entry.expect("entry").path();
+            let ok = Command::new("cp")
+                .arg("-a")
+                .arg(&from)
+                .arg(whole.join("runs"))
+                .status()
+                .is_ok_and(|st| st.success());
+            assert!(ok, "cp {}", from.display());
+        }
+    }
+    jobs.sort_by_key(|j| j["index"].as_u64());
+    assert_eq!(jobs.len(), 4, "2 repeats x 2 profiles, each in one shard");
+    manifest["jobs"] = Value::Array(jobs);
+    manifest["partition"] = Value::Null;
+    std::fs::write(
+        whole.join("sweep-manifest.json"),
+        serde_json::to_vec_pretty(&manifest).expect("json"),
+    )
+    .expect("manifest");
+    let whole_junit = dir("whole.xml").display().to_string();
+    let out = cinepipe_in(
+        top.path(),
+        &[
+            "sweep",
+            "--resume",
+            whole.to_str().expect("utf-8"),
+            "--junit",
+            &whole_junit,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("(4/4 runs; 4 this session)"),
+        "{}",
+        stdout(&out)
+    );
+    let a = std::fs::read_to_string(dir("merged").join("sweep.json")).expect("merged");
+    let b = std::fs::read_to_string(whole.join("sweep.json")).expect("whole");
+    assert_eq!(a, b, "the merged report is the unsharded one");
+    assert_eq!(
+        std::fs::read_to_string(&merged_junit).expect("junit"),
+        std::fs::read_to_string(&whole_junit).expect("junit"),
+    );
+    assert_eq!(read(&dir("merged").join("sweep.json"))["finished"], 4);
+
+    // A shard given twice overlaps; refused, with nothing written.
+    let twice = dir("twice").display().to_string();
+    let out = cinepipe_in(
+        top.path(),
+        &["sweep", "merge", &shards[0], &shards[0], "--out", &twice],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("overlap"), "{}", stderr(&out));
+    assert!(!dir("twice").join("sweep.json").exists());
+}

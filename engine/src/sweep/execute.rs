@@ -445,6 +445,16 @@ async fn run_job(
     }
     let job_dir = dir.join("runs").join(job.folder());
     let existing = run_folder_in(&job_dir);
+    // A run that finished (passed or failed) but was not recorded (killed between its end and
+    // the log line) is read as it is: resuming it would add a session to a finished run.
+    if let Some(run_dir) = existing.as_deref().filter(|d| finished(d)) {
+        let rel = run_dir
+            .strip_prefix(dir)
+            .unwrap_or(run_dir)
+            .display()
+            .to_string();
+        return Ok(Some(RunSummary::read(job, kinds, run_dir, &rel)));
+    }
     let req = RunRequest {
         spec: Some(job.spec_path.clone()),
         profile: Some(job.profile.clone()),
@@ -469,6 +479,19 @@ async fn run_job(
         .to_string();
     // A few small files: read in place.
     Ok(Some(RunSummary::read(job, kinds, &report.dir, &rel)))
+}
+
+/// Whether a run folder's last session ended with a verdict (not interrupted, not killed) and
+/// its telemetry was written.
+fn finished(run_dir: &Path) -> bool {
+    use crate::rundir::event::RunOutcome;
+    run_dir.join("artifact-metadata.json").is_file()
+        && crate::rundir::history::RunHistory::read(run_dir).is_ok_and(|h| {
+            h.sessions
+                .last()
+                .and_then(|s| s.end.as_ref())
+                .is_some_and(|e| matches!(e.outcome, RunOutcome::Succeeded | RunOutcome::Failed))
+        })
 }
 
 /// The run folder a job's folder holds, if an earlier session made one (with or without a

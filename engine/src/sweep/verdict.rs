@@ -89,10 +89,19 @@ impl RunSummary {
         };
         s.outcome = m.outcome.as_str().to_owned();
         s.telemetry_complete = crate::verify::verify_run(dir).is_ok_and(|v| v.is_empty());
-        s.seconds = m
-            .ended_at
-            .as_ref()
-            .map(|e| seconds_between(&m.started_at.0, &e.0));
+        // The time the run's sessions took, not the span from its first start to its last
+        // end: a run interrupted and resumed later did not run in between.
+        let sessions: Option<f64> = crate::rundir::history::RunHistory::read(dir).ok().map(|h| {
+            h.sessions
+                .iter()
+                .filter_map(|x| x.end.as_ref().map(|e| e.duration_s))
+                .sum()
+        });
+        s.seconds = sessions.filter(|d| *d > 0.0).or_else(|| {
+            m.ended_at
+                .as_ref()
+                .map(|e| seconds_between(&m.started_at.0, &e.0))
+        });
         let mut attempts: Vec<&AttemptSummary> = m.stage_attempt_summaries.iter().collect();
         // (scope, attempt): scope 0 is the run's own stages, n the n-th scene's.
         let mut scoped: Vec<(usize, &AttemptSummary)> = attempts.iter().map(|a| (0, *a)).collect();
