@@ -13,8 +13,8 @@
 //! Both use the cached story, so the LLM does no work and each run renders its two scenes on
 //! ComfyUI. Reported: runs/min of each and their ratio (target: the sweep ≥ 1.5× the loop), and
 //! the engine's own cost per run, wall time minus ComfyUI's execution time (its
-//! `execution_start` → `execution_success` clock readings from `/history`, summed over the
-//! phase's prompts). ComfyUI's share is the same for both: what differs is what the engine adds.
+//! `execution_start` → final `executing` on its own clock, written by the bench-only extension
+//! `benches/comfyui_clock/`, summed over the phase's prompts). ComfyUI's share is the same for both: what differs is what the engine adds.
 //!
 //! **Aggregation**: a sweep folder of 1,000 jobs whose run folders are copies of the sweep's
 //! finished ones (no `runs.jsonl`), finished by `cinepipe sweep --resume`: every run folder is
@@ -80,39 +80,46 @@ fn bin() -> PathBuf {
     b
 }
 
-/// ComfyUI's own execution time (ms) of the prompts it started at or after `since_ms`.
-fn comfy_work_ms(url: &str, since_ms: i64) -> f64 {
-    let out = Command::new("curl")
-        .args(["-fsS", &format!("{url}/history?max_items=100000")])
-        .output()
-        .expect("curl");
-    let history: Value = serde_json::from_slice(&out.stdout).expect("history json");
-    let mut total = 0.0;
-    for entry in history.as_object().into_iter().flat_map(|m| m.values()) {
-        let mut start = None;
-        let mut end = None;
-        for m in entry["status"]["messages"].as_array().into_iter().flatten() {
-            let ts = m[1]["timestamp"].as_i64();
-            match m[0].as_str() {
-                Some("execution_start") => start = ts,
-                Some("execution_success") => end = ts,
-                _ => {}
+/// ComfyUI's own execution time (s) of the prompts it started at or after `since_ns`: its
+/// `execution_start` to its final `executing` (node null), from the clock extension's log.
+fn comfy_work_s(clock_log: &Path, since_ns: i128) -> f64 {
+    let text = std::fs::read_to_string(clock_log)
+        .expect("the clock extension wrote its log (is it loaded?)");
+    let mut start: std::collections::HashMap<String, i128> = Default::default();
+    let mut total = 0i128;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let (Some(id), Some(t)) = (v["prompt_id"].as_str(), v["t_ns"].as_i64()) else {
+            continue;
+        };
+        let t = i128::from(t);
+        match v["event"].as_str() {
+            Some("execution_start") if t >= since_ns => {
+                start.insert(id.to_owned(), t);
             }
-        }
-        if let (Some(s), Some(e)) = (start, end)
-            && s >= since_ms
-        {
-            total += (e - s) as f64;
+            Some("executing") if v["node"].is_null() => {
+                if let Some(s) = start.remove(id) {
+                    total += t - s;
+                }
+            }
+            _ => {}
         }
     }
-    total
+    total as f64 / 1e9
 }
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 /// Runs `cmd`, returning its wall time and peak RSS (KiB) from wait4's rusage.
+// The child is reaped by wait4, which also returns its rusage (std's wait does not).
+#[allow(clippy::zombie_processes)]
 fn measured(cmd: &mut Command) -> (Duration, i64, std::process::ExitStatus) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn");
@@ -140,6 +147,7 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let comfy_out = t.join("comfy-out");
+    let clock_log = t.join("clock.jsonl");
     let (llm_port, comfy_port) = (free_port(), free_port());
     let llm = Server(
         Command::new(root().join("scripts/start-llm-server"))
@@ -157,6 +165,9 @@ fn main() {
             .arg(t.join("comfy-state"))
             .arg("--custom-nodes")
             .arg(root().join("comfyui_nodes"))
+            .arg("--custom-nodes")
+            .arg(root().join("engine/benches/comfyui_clock"))
+            .env("CINEPIPE_BENCH_CLOCK_LOG", &clock_log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -209,16 +220,16 @@ fn main() {
     );
 
     println!("sweep vs loop: {runs} runs of the demo spec (cached story, 2 scenes each)");
-    let since = now_ms();
+    let since = now_ns();
     let started = Instant::now();
     for i in 0..runs {
         let ok = run(true).status().expect("run").success();
         assert!(ok, "loop run {i} failed");
     }
     let loop_wall = started.elapsed().as_secs_f64();
-    let loop_comfy = comfy_work_ms(&comfy_url, since) / 1000.0;
+    let loop_comfy = comfy_work_s(&clock_log, since);
 
-    let since = now_ms();
+    let since = now_ns();
     let sweep_dir = t.join("sweep");
     let (wall, sweep_rss, status) = measured(
         Command::new(&bin)
@@ -231,7 +242,7 @@ fn main() {
     );
     assert!(status.success(), "the sweep failed: {status}");
     let sweep_wall = wall.as_secs_f64();
-    let sweep_comfy = comfy_work_ms(&comfy_url, since) / 1000.0;
+    let sweep_comfy = comfy_work_s(&clock_log, since);
     let per_min = |w: f64| f64::from(runs) * 60.0 / w;
     println!(
         "  loop : {loop_wall:>7.2} s  {:>6.1} runs/min  ComfyUI {loop_comfy:>6.2} s  engine {:>6.0} ms/run",
