@@ -22,6 +22,9 @@ _cinepipe() {
             cinepipe,docs)
                 cmd="cinepipe__subcmd__docs"
                 ;;
+            cinepipe,doctor)
+                cmd="cinepipe__subcmd__doctor"
+                ;;
             cinepipe,graph)
                 cmd="cinepipe__subcmd__graph"
                 ;;
@@ -63,6 +66,9 @@ _cinepipe() {
                 ;;
             cinepipe__subcmd__help,docs)
                 cmd="cinepipe__subcmd__help__subcmd__docs"
+                ;;
+            cinepipe__subcmd__help,doctor)
+                cmd="cinepipe__subcmd__help__subcmd__doctor"
                 ;;
             cinepipe__subcmd__help,graph)
                 cmd="cinepipe__subcmd__help__subcmd__graph"
@@ -122,7 +128,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep runs show verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep doctor runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,6 +193,44 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cinepipe__subcmd__doctor)
+            opts="-p -f -h --profile --format --min-free-gb --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --min-free-gb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cinepipe__subcmd__graph)
             opts="-f -h --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -214,7 +258,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep runs show verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep doctor runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +286,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__docs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

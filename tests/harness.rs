@@ -57,6 +57,36 @@ pub fn comfyui() -> Option<&'static Server> {
     require("ComfyUI", COMFY.get_or_init(start_comfyui))
 }
 
+/// A ComfyUI with no custom node at all (not the done-marker node): what a server looks like
+/// before `cinepipe install-node`. Started on first use, shared, stopped at exit.
+pub fn comfyui_without_nodes() -> Option<&'static Server> {
+    static BARE: OnceLock<Result<Server, String>> = OnceLock::new();
+    require(
+        "a ComfyUI without custom nodes",
+        BARE.get_or_init(|| {
+            let port = free_port();
+            let out = scratch().join("comfyui-bare-output");
+            let log = scratch().join("comfyui-bare.log");
+            let mut cmd = Command::new(root().join("scripts/start-comfyui"));
+            cmd.args(["--port", &port.to_string()])
+                .arg("--output-dir")
+                .arg(&out)
+                .arg("--state-dir")
+                .arg(scratch().join("comfyui-bare-state"));
+            let child = spawn_server(cmd, &log)?;
+            let pid = child.id() as i32;
+            let url = format!("http://127.0.0.1:{port}");
+            wait_ready(&format!("{url}/system_stats"), Some(child), Some(&log))?;
+            Ok(Server {
+                url,
+                model: String::new(),
+                output_dir: Some(out),
+                pid: Some(pid),
+            })
+        }),
+    )
+}
+
 /// The one rule for a test that cannot run here: under CI it fails, naming `why`; elsewhere it
 /// prints `note: test skipped: WHY` (seen with `--nocapture`) and the caller returns.
 ///

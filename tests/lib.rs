@@ -9,6 +9,7 @@ mod comfy_marker;
 mod comfy_remote;
 mod comfyui;
 mod deploy;
+mod doctor;
 mod invalid_specs;
 mod kill;
 mod llm;

@@ -50,7 +50,11 @@ class WriteDoneMarker:
     FUNCTION = "save_and_mark"
     OUTPUT_NODE = True
     CATEGORY = "cinepipe"
-    DESCRIPTION = "Saves the frames like SaveImage, then writes <prefix>.done atomically."
+    # doctor reads the contract from here (`/object_info/WriteDoneMarker`): keep the form.
+    DESCRIPTION = (
+        "Saves the frames like SaveImage, then writes <prefix>.done atomically"
+        f" (marker contract {marker_io.CONTRACT_VERSION})."
+    )
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix):

@@ -9,6 +9,7 @@ pub mod artifact_metadata;
 pub mod cli;
 pub mod clients;
 pub mod custom_nodes;
+pub mod doctor;
 pub mod exec;
 pub mod exit;
 pub mod fsutil;

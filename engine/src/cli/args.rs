@@ -58,6 +58,21 @@ pub enum Command {
     /// Run a suite of specs repeatedly (each spec under each profile, N times): verdicts per
     /// spec and profile, the seeds' KPIs, gates that decide the exit code, JUnit for CI.
     Sweep(SweepArgs),
+    /// Check that this machine can run a spec: each service reachable, its version, the model,
+    /// the done-marker node, GPU, queue, output folder and free space, clock skew.
+    Doctor {
+        /// The spec whose services to check [default: the demo's local ports, 18080 and 18188].
+        spec: Option<PathBuf>,
+        /// Profile to apply to the spec.
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Output format (`json` follows schemas/doctor.schema.json).
+        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Free space under which a folder is a warning, in GB.
+        #[arg(long, value_name = "GB", default_value_t = crate::doctor::DEFAULT_MIN_FREE_GB)]
+        min_free_gb: f64,
+    },
     /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
     Runs {
         /// The output folder (`run.output_dir` of the specs).

@@ -10,6 +10,7 @@ use crate::exit::ExitCode;
 
 mod args;
 pub mod display;
+mod doctor;
 pub mod generate;
 mod github;
 mod inspect;
@@ -61,6 +62,18 @@ where
         Command::Graph { spec, format } => spec_commands::graph(&spec, format, color),
         Command::Run(args) => run::run(args, color),
         Command::Sweep(args) => sweep::sweep(args, color),
+        Command::Doctor {
+            spec,
+            profile,
+            format,
+            min_free_gb,
+        } => doctor::doctor(
+            spec.as_deref(),
+            profile.as_deref(),
+            format,
+            min_free_gb,
+            color,
+        ),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),

@@ -16,6 +16,7 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("run-events.schema.json", run_events_schema()),
         ("suite.schema.json", crate::sweep::suite_schema()),
         ("sweep.schema.json", crate::sweep::sweep_schema()),
+        ("doctor.schema.json", crate::doctor::doctor_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())
