@@ -49,6 +49,9 @@ _cinepipe() {
             cinepipe,schema)
                 cmd="cinepipe__subcmd__schema"
                 ;;
+            cinepipe,sentinel)
+                cmd="cinepipe__subcmd__sentinel"
+                ;;
             cinepipe,show)
                 cmd="cinepipe__subcmd__show"
                 ;;
@@ -94,6 +97,9 @@ _cinepipe() {
             cinepipe__subcmd__help,schema)
                 cmd="cinepipe__subcmd__help__subcmd__schema"
                 ;;
+            cinepipe__subcmd__help,sentinel)
+                cmd="cinepipe__subcmd__help__subcmd__sentinel"
+                ;;
             cinepipe__subcmd__help,show)
                 cmd="cinepipe__subcmd__help__subcmd__show"
                 ;;
@@ -128,7 +134,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep doctor runs show verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep doctor sentinel runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -258,7 +264,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep doctor runs show verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep doctor sentinel runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -412,6 +418,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__schema)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__sentinel)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -641,6 +661,48 @@ _cinepipe() {
             fi
             case "${prev}" in
                 --out-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__sentinel)
+            opts="-h --comfyui --output-dir --state --poll-interval --stable-for --keep --once --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --comfyui)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --poll-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stable-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

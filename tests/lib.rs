@@ -17,6 +17,7 @@ mod prompts;
 mod properties;
 mod run;
 mod schemas;
+mod sentinel;
 mod services;
 mod signals;
 mod sweep;

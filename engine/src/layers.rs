@@ -11,7 +11,7 @@
 //!  6 services        `services`
 //!  7 stages          `stages`
 //!  8 telemetry       `telemetry`, `verify`
-//!  9 composition     `run`, `sweep`, `doctor`, `custom_nodes`
+//!  9 composition     `run`, `sweep`, `doctor`, `sentinel`, `custom_nodes`
 //! 10 presentation    `show`, `cli` (with `cli::generate`: the list of every generated file)
 //! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, a file under
 //!                    a `tests/` folder, or below a `#[cfg(test)]`) may import it
@@ -44,6 +44,7 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("run", 9, "composition root"),
     ("sweep", 9, "composition root"),
     ("doctor", 9, "composition root"),
+    ("sentinel", 9, "composition root"),
     ("custom_nodes", 9, "composition root"),
     ("show", 10, "presentation"),
     ("cli", 10, "presentation"),

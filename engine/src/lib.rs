@@ -19,6 +19,7 @@ mod layers;
 pub mod plan;
 pub mod run;
 pub mod rundir;
+pub mod sentinel;
 pub mod services;
 pub mod show;
 pub mod spec;

@@ -73,6 +73,9 @@ pub enum Command {
         #[arg(long, value_name = "GB", default_value_t = crate::doctor::DEFAULT_MIN_FREE_GB)]
         min_free_gb: f64,
     },
+    /// Write done-markers for workflows without the marker node: follow one ComfyUI and mark
+    /// each finished prompt's frames once they are on disk. Runs until SIGTERM or Ctrl-C.
+    Sentinel(SentinelArgs),
     /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
     Runs {
         /// The output folder (`run.output_dir` of the specs).
@@ -227,6 +230,47 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{s}`: the duration must be more than zero"));
     }
     std::time::Duration::try_from(d).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// The flags of `cinepipe sentinel`.
+#[derive(Debug, Args)]
+pub struct SentinelArgs {
+    /// The ComfyUI server to follow.
+    #[arg(long, value_name = "URL")]
+    pub comfyui: String,
+    /// Its output folder (ComfyUI's `--output-dir`), where frames and markers are.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// The state file (prompts handled) [default: `.cinepipe-sentinel.json` in the output
+    /// folder].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Seconds between passes over `/history` when the WebSocket does not wake it sooner.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
+    pub poll_interval: f64,
+    /// Seconds a prompt's files must keep their sizes before its marker is written.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5, value_parser = non_negative_seconds)]
+    pub stable_for: f64,
+    /// Prompt ids the state remembers (oldest dropped first).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    /// One pass, then exit (for a timer or cron instead of a service).
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("`{s}`: seconds, more than 0 and at most 3600")),
+    }
+}
+
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: seconds, from 0 to 3600")),
+    }
 }
 
 /// What `cinepipe sweep` does besides sweeping.

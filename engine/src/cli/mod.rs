@@ -18,6 +18,7 @@ mod install_node;
 pub mod logging;
 mod output;
 mod run;
+mod sentinel;
 mod spec_commands;
 mod sweep;
 
@@ -74,6 +75,7 @@ where
             min_free_gb,
             color,
         ),
+        Command::Sentinel(args) => sentinel::sentinel(args),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
