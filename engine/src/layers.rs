@@ -43,6 +43,7 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("verify", 8, "telemetry"),
     ("run", 9, "composition root"),
     ("sweep", 9, "composition root"),
+    ("bench", 9, "composition root"),
     ("custom_nodes", 9, "composition root"),
     ("show", 10, "presentation"),
     ("cli", 10, "presentation"),
