@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::exit::ExitCode;
 
 mod args;
+mod bench;
 pub mod display;
 pub mod generate;
 mod github;
@@ -48,6 +49,7 @@ where
     let (log_format, quiet) = match &cli.command {
         Command::Run(run) => (run.log_format, run.quiet),
         Command::Sweep(s) => (LogFormat::Text, s.quiet),
+        Command::Bench(b) => (LogFormat::Text, b.quiet),
         _ => (LogFormat::Text, false),
     };
     logging::init(log_format, quiet);
@@ -61,6 +63,7 @@ where
         Command::Graph { spec, format } => spec_commands::graph(&spec, format, color),
         Command::Run(args) => run::run(args, color),
         Command::Sweep(args) => sweep::sweep(args, color),
+        Command::Bench(args) => bench::bench(args, color),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),

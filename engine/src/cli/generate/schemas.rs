@@ -16,6 +16,8 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("run-events.schema.json", run_events_schema()),
         ("suite.schema.json", crate::sweep::suite_schema()),
         ("sweep.schema.json", crate::sweep::sweep_schema()),
+        ("bench.schema.json", crate::bench::bench_file_schema()),
+        ("bench-results.schema.json", crate::bench::results_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())
