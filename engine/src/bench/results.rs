@@ -25,7 +25,7 @@ pub struct BenchRun {
     pub warmup: bool,
     /// What the sweep reads from a run folder (outcome, KPI counts, scene and stage seconds).
     pub run: RunSummary,
-    /// Mean tokens per second of the run's LLM calls that report it.
+    /// Mean tokens per second of the run's LLM calls that report it (not from the cache).
     pub llm_tokens_per_second: Option<f64>,
     /// The run's quality checks all passed (null: no quality stage ran).
     pub quality_passed: Option<bool>,
@@ -34,14 +34,44 @@ pub struct BenchRun {
 }
 
 impl BenchRun {
-    /// Adds to `run` what a bench reads beyond a sweep, from the run folder `dir`.
+    /// Adds to `run` what a bench reads beyond a sweep, from the run folder `dir`. The run's
+    /// wall seconds and every attempt's seconds are the journal's (`events.jsonl`, read by
+    /// `RunHistory`): measured on the engine's monotonic clock, where the telemetry's
+    /// timestamps are wall-clock milliseconds; a run resumed after a kill counts the time its
+    /// sessions ran, not the time between them.
     pub fn read(variant: &str, round: u32, warmup: bool, run: RunSummary, dir: &Path) -> BenchRun {
+        let mut run = run;
+        if let Ok(h) = crate::rundir::history::RunHistory::read(dir) {
+            let ended: Vec<f64> = h
+                .sessions
+                .iter()
+                .filter_map(|s| s.end.as_ref().map(|e| e.duration_s))
+                .collect();
+            if !ended.is_empty() {
+                run.seconds = Some(ended.iter().sum());
+            }
+            let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for i in &h.instances {
+                for a in &i.attempts {
+                    if let Some(d) = a.duration_s {
+                        stages.entry(i.id.stage.clone()).or_default().push(d);
+                    }
+                }
+            }
+            run.stage_seconds = stages;
+        }
         let meta = std::fs::read(dir.join("artifact-metadata.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<crate::telemetry::ArtifactMetadata>(&b).ok());
         let tps: Vec<f64> = meta
             .iter()
-            .flat_map(|m| m.llm.iter().filter_map(|l| l.tokens_per_second))
+            // An answer from the cache measured the server once, in an earlier run.
+            .flat_map(|m| {
+                m.llm
+                    .iter()
+                    .filter(|l| !l.cache_hit)
+                    .filter_map(|l| l.tokens_per_second)
+            })
             .collect();
         BenchRun {
             variant: variant.to_owned(),
