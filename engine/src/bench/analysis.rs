@@ -108,7 +108,9 @@ pub fn verdict(
 }
 
 fn p_value(p: f64) -> String {
-    if p < 0.001 {
+    if p < 1e-300 {
+        "< 1e-300".to_owned()
+    } else if p < 0.001 {
         format!("{p:.1e}")
     } else {
         format!("{p:.3}")
