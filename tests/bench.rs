@@ -257,7 +257,8 @@ fn a_bench_compares_two_profiles_resumes_and_gates_a_real_regression() {
         6
     );
 
-    // 3. The gate. `fast` slowed for real by a 1.5 s sleep node before its save node: 4x
+    // 3. The gate. `fast` slowed for real by a 1.5 s sleep node before its save node (one
+    //    ComfyUI never takes from its cache, else only the first run would sleep): 4x
     //    slower or so, past even a 100 % allowance, interval above 1 → exit 4.
     let slow_wf = top.path().join("slow.json");
     let mut wf = read(&root().join("workflows/model-free/moving-square-done-marker.json"));
@@ -268,8 +269,7 @@ fn a_bench_compares_two_profiles_resumes_and_gates_a_real_regression() {
         .find(|(_, n)| n["_meta"]["title"] == "save")
         .map(|(id, n)| (id.clone(), n["inputs"]["images"].clone()))
         .expect("a save node");
-    wf["9001"] =
-        json!({"class_type": "CinepipeTestSleep", "inputs": {"images": save.1, "seconds": 1.5}});
+    wf["9001"] = json!({"class_type": "CinepipeTestSleepUncached", "inputs": {"images": save.1, "seconds": 1.5}});
     wf[&save.0]["inputs"]["images"] = json!(["9001", 0]);
     std::fs::write(&slow_wf, wf.to_string()).expect("slow workflow");
     std::fs::write(
@@ -283,6 +283,7 @@ fn a_bench_compares_two_profiles_resumes_and_gates_a_real_regression() {
     .expect("bench file");
     let baseline = a.join("results.json");
     let b = top.path().join("b");
+    let junit = top.path().join("bench.xml");
     let out = bench(
         top.path(),
         &[
@@ -296,6 +297,8 @@ fn a_bench_compares_two_profiles_resumes_and_gates_a_real_regression() {
             baseline.to_str().expect("utf-8"),
             "--max-regression",
             "100%",
+            "--junit",
+            junit.to_str().expect("utf-8"),
         ],
     );
     let (o, e) = (stdout(&out), stderr(&out));
@@ -310,6 +313,20 @@ fn a_bench_compares_two_profiles_resumes_and_gates_a_real_regression() {
     assert_eq!(fast["base_profile"], "fast");
     assert!(fast["overlay"].is_object());
     assert!(b.join("variants/fast.toml").is_file());
+    // JUnit: `fast` is the failed test case, with the regression as its message.
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert!(
+        xml.contains(r#"tests="2""#) && xml.contains(r#"failures="1""#),
+        "{xml}"
+    );
+    let fast_case = xml
+        .split("<testcase")
+        .find(|c| c.contains(r#"name="fast""#))
+        .expect("a case for fast");
+    assert!(
+        fast_case.contains("<failure") && fast_case.contains("regression"),
+        "{xml}"
+    );
 
     // 4. A plain rerun of the same variants is within the same allowance: exit 0.
     let c = top.path().join("c");

@@ -322,4 +322,25 @@ mod tests {
             original.base_dir.canonicalize().ok()
         );
     }
+
+    #[test]
+    fn a_bench_file_with_an_unknown_key_is_refused_naming_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("bench.toml");
+        std::fs::write(
+            &path,
+            "spec = \"s.toml\"\nrusn = 3\n[variants.a]\nprofile = \"fast\"\n",
+        )
+        .expect("write");
+        let err = read_bench_file(&path).expect_err("refused").to_string();
+        assert!(err.contains("rusn") && err.contains("bench.toml"), "{err}");
+        std::fs::write(
+            &path,
+            "spec = \"s.toml\"\n[variants.a]\nprofile = \"fast\"\noverlay = { stages = { r = { poll_interval_s = 2 } } }\n",
+        )
+        .expect("write");
+        let file = read_bench_file(&path).expect("reads");
+        assert_eq!(file.variants["a"].profile, "fast");
+        assert!(file.variants["a"].overlay.is_some());
+    }
 }
