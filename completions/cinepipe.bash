@@ -16,6 +16,9 @@ _cinepipe() {
             ",$1")
                 cmd="cinepipe"
                 ;;
+            cinepipe,bench)
+                cmd="cinepipe__subcmd__bench"
+                ;;
             cinepipe,completions)
                 cmd="cinepipe__subcmd__completions"
                 ;;
@@ -63,6 +66,9 @@ _cinepipe() {
                 ;;
             cinepipe,verify)
                 cmd="cinepipe__subcmd__verify"
+                ;;
+            cinepipe__subcmd__help,bench)
+                cmd="cinepipe__subcmd__help__subcmd__bench"
                 ;;
             cinepipe__subcmd__help,completions)
                 cmd="cinepipe__subcmd__help__subcmd__completions"
@@ -134,12 +140,74 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep doctor sentinel runs show verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep doctor sentinel bench runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__bench)
+            opts="-n -k -q -h --profiles --compare --runs --warmup --no-cache --seed --keep-going --out --resume --baseline --max-regression --junit --quiet --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --profiles)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compare)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --baseline)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-regression)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
@@ -264,8 +332,22 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep doctor sentinel runs show verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep doctor sentinel bench runs show verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

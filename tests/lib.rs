@@ -4,6 +4,7 @@
 mod common;
 mod harness;
 
+mod bench;
 mod cli;
 mod comfy_marker;
 mod comfy_remote;

@@ -12,6 +12,8 @@ pub enum ExitCode {
     InvalidSpec,
     /// A run's files break the telemetry contract (`cinepipe verify`): every violation is printed.
     ContractViolation,
+    /// `cinepipe bench --baseline`: a variant's median regressed past `--max-regression`.
+    Regression,
     /// The command line was wrong (unknown flag, missing argument).
     Usage,
     /// A service the run needs does not answer and could not be started.
@@ -24,11 +26,12 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every code, in numeric order (the man page lists them).
-    pub const ALL: [ExitCode; 8] = [
+    pub const ALL: [ExitCode; 9] = [
         ExitCode::Success,
         ExitCode::Failure,
         ExitCode::InvalidSpec,
         ExitCode::ContractViolation,
+        ExitCode::Regression,
         ExitCode::Usage,
         ExitCode::ServiceUnavailable,
         ExitCode::Io,
@@ -41,6 +44,7 @@ impl ExitCode {
             ExitCode::Failure => 1,
             ExitCode::InvalidSpec => 2,
             ExitCode::ContractViolation => 3,
+            ExitCode::Regression => 4,
             ExitCode::Usage => 64,
             ExitCode::ServiceUnavailable => 69,
             ExitCode::Io => 74,
@@ -59,6 +63,9 @@ impl ExitCode {
             Self::InvalidSpec => "a spec broke a rule; every problem is printed",
             Self::ContractViolation => {
                 "a run folder breaks the telemetry contract (cinepipe verify)"
+            }
+            Self::Regression => {
+                "cinepipe bench --baseline: a variant's median regressed past --max-regression, its interval above no change"
             }
             Self::Usage => "the command line was wrong",
             Self::ServiceUnavailable => {

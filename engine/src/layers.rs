@@ -45,6 +45,7 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("sweep", 9, "composition root"),
     ("doctor", 9, "composition root"),
     ("sentinel", 9, "composition root"),
+    ("bench", 9, "composition root"),
     ("custom_nodes", 9, "composition root"),
     ("show", 10, "presentation"),
     ("cli", 10, "presentation"),

@@ -6,6 +6,7 @@
 //! The binary is a thin shell over [`cli::run`].
 
 pub mod artifact_metadata;
+pub mod bench;
 pub mod cli;
 pub mod clients;
 pub mod custom_nodes;

@@ -76,6 +76,10 @@ pub enum Command {
     /// Write done-markers for workflows without the marker node: follow one ComfyUI and mark
     /// each finished prompt's frames once they are on disk. Runs until SIGTERM or Ctrl-C.
     Sentinel(SentinelArgs),
+    /// Compare variants of one spec (profiles, or a bench file's profile overlays): runs
+    /// interleaved, `results.json` with intervals and a rank test, `ANALYSIS.md` with plots,
+    /// and a regression gate against a baseline.
+    Bench(BenchArgs),
     /// List the runs in an output folder: id, start, outcome, sessions, instances, scenes.
     Runs {
         /// The output folder (`run.output_dir` of the specs).
@@ -271,6 +275,70 @@ fn non_negative_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}`: seconds, from 0 to 3600")),
     }
+}
+
+/// The flags of `cinepipe bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The spec to bench (with `--compare`, instead of the bench file's `spec`).
+    #[arg(required_unless_present_any = ["resume", "compare"])]
+    pub spec: Option<PathBuf>,
+    /// The variants: profiles, comma-separated (the first is the reference).
+    #[arg(long, value_delimiter = ',', value_name = "A,B", required_unless_present_any = ["resume", "compare"])]
+    pub profiles: Vec<String>,
+    /// A bench file (`bench.toml`): the spec, and variants as profile overlays.
+    #[arg(long, value_name = "FILE", conflicts_with = "profiles")]
+    pub compare: Option<PathBuf>,
+    /// Measured runs of each variant [default: the bench file's `runs`, else 5].
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: Option<u32>,
+    /// Warm-up runs of each variant, run first and recorded apart [default: the bench file's
+    /// `warmup`, else 1].
+    #[arg(long)]
+    pub warmup: Option<u32>,
+    /// Ask the LLM again in every run instead of using its cached answer.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The seed of each round's order and of the bootstrap [default: random, recorded].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// In each run, let the work that does not depend on a failure finish.
+    #[arg(long, short)]
+    pub keep_going: bool,
+    /// The bench folder to make [default: `benches/<UTC time>-<spec>`].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Finish the bench in this folder: finished runs are kept, an interrupted one resumed,
+    /// the rest run.
+    #[arg(long, value_name = "BENCH_DIR", conflicts_with_all = ["spec", "profiles", "compare", "runs", "warmup", "seed", "out", "no_cache"])]
+    pub resume: Option<PathBuf>,
+    /// An earlier `results.json`: exit 4 when a variant's median wall time regresses past
+    /// `--max-regression` with its interval above no change.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub baseline: Option<PathBuf>,
+    /// The largest slowdown against the baseline that passes, in percent (`10%` or `10`).
+    #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent)]
+    pub max_regression: f64,
+    /// Also write the comparison as JUnit XML to this file (a test case per variant).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Print only the verdict.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `10%` or `10` → 0.10.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage (write e.g. `10%`)"))?;
+    if !(0.0..=1000.0).contains(&n) {
+        return Err(format!("{s} is out of range (0% to 1000%)"));
+    }
+    Ok(n / 100.0)
 }
 
 /// What `cinepipe sweep` does besides sweeping.

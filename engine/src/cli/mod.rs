@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::exit::ExitCode;
 
 mod args;
+mod bench;
 pub mod display;
 mod doctor;
 pub mod generate;
@@ -50,6 +51,7 @@ where
     let (log_format, quiet) = match &cli.command {
         Command::Run(run) => (run.log_format, run.quiet),
         Command::Sweep(s) => (LogFormat::Text, s.quiet),
+        Command::Bench(b) => (LogFormat::Text, b.quiet),
         _ => (LogFormat::Text, false),
     };
     logging::init(log_format, quiet);
@@ -76,6 +78,7 @@ where
             color,
         ),
         Command::Sentinel(args) => sentinel::sentinel(args),
+        Command::Bench(args) => bench::bench(args, color),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),

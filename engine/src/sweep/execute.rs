@@ -192,43 +192,7 @@ pub async fn sweep(
         return Err(SweepError::Spec(first));
     }
 
-    // Services: once for the whole sweep, not once per run.
-    let registry = crate::run::registry();
-    let opts = ServiceOptions::new(dir.join(".services"));
-    let mut services = Vec::new();
-    let mut notes = Vec::new();
-    // A service that several specs name alike (same name, same settings) is brought up once.
-    let mut ensured: HashSet<String> = HashSet::new();
-    for c in &checked {
-        let names: Vec<String> =
-            crate::services::services_of(&c.spec, |s| registry.get(s.kind()).is_some())
-                .into_iter()
-                .filter(|n| {
-                    let settings = c
-                        .spec
-                        .services
-                        .get(n)
-                        .and_then(|s| serde_json::to_string(s).ok())
-                        .unwrap_or_default();
-                    ensured.insert(format!("{n}\u{0}{settings}"))
-                })
-                .collect();
-        if names.is_empty() {
-            continue;
-        }
-        match Services::ensure(c, &names, &opts, interrupt.token()).await {
-            Ok(s) => {
-                notes.extend(s.notes().iter().cloned());
-                services.push(s);
-            }
-            Err(e) => {
-                for s in services {
-                    s.shutdown().await;
-                }
-                return Err(SweepError::Service(Box::new(e)));
-            }
-        }
-    }
+    let (services, mut notes) = bring_up(&checked, &dir, interrupt).await?;
 
     let mut manifest = manifest;
     let mut batch = Batch {
@@ -398,6 +362,52 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), SweepError> {
     write_atomic(&path, &bytes).map_err(|source| SweepError::Io { path, source })
 }
 
+/// Brings up, once, the services the specs `checked` use (state under `dir/.services`): a
+/// service that several specs name alike (same name, same settings) is brought up once. On an
+/// error, the ones already up are stopped. A bench brings its variants' services up with it.
+pub(crate) async fn bring_up(
+    checked: &[spec::CheckedSpec],
+    dir: &Path,
+    interrupt: &Interrupt,
+) -> Result<(Vec<Services>, Vec<String>), SweepError> {
+    let registry = crate::run::registry();
+    let opts = ServiceOptions::new(dir.join(".services"));
+    let mut services = Vec::new();
+    let mut notes = Vec::new();
+    let mut ensured: HashSet<String> = HashSet::new();
+    for c in checked {
+        let names: Vec<String> =
+            crate::services::services_of(&c.spec, |s| registry.get(s.kind()).is_some())
+                .into_iter()
+                .filter(|n| {
+                    let settings = c
+                        .spec
+                        .services
+                        .get(n)
+                        .and_then(|s| serde_json::to_string(s).ok())
+                        .unwrap_or_default();
+                    ensured.insert(format!("{n}\u{0}{settings}"))
+                })
+                .collect();
+        if names.is_empty() {
+            continue;
+        }
+        match Services::ensure(c, &names, &opts, interrupt.token()).await {
+            Ok(s) => {
+                notes.extend(s.notes().iter().cloned());
+                services.push(s);
+            }
+            Err(e) => {
+                for s in services {
+                    s.shutdown().await;
+                }
+                return Err(SweepError::Service(Box::new(e)));
+            }
+        }
+    }
+    Ok((services, notes))
+}
+
 /// The report of the runs done so far.
 pub fn report(manifest: &Manifest, done: &[RunSummary]) -> SweepReport {
     // Only this folder's jobs, each once (a log line written twice by a crash between the
@@ -432,7 +442,7 @@ pub fn report(manifest: &Manifest, done: &[RunSummary]) -> SweepReport {
 
 /// One job: its run folder made or resumed, run, and read back. `Ok(None)` when the run was
 /// interrupted (it is resumed by the next session).
-async fn run_job(
+pub(crate) async fn run_job(
     dir: &Path,
     job: &Job,
     kinds: verdict::SpecKinds,
@@ -612,7 +622,7 @@ pub fn read_runs(path: &Path) -> Vec<RunSummary> {
         .collect()
 }
 
-pub(super) fn append_line(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
+pub(crate) fn append_line<T: Serialize>(path: &Path, summary: &T) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(summary).map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()

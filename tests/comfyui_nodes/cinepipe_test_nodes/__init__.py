@@ -97,15 +97,26 @@ class CinepipeTestSleep:
         return (images,)
 
 
+class CinepipeTestSleepUncached(CinepipeTestSleep):
+    """CinepipeTestSleep that ComfyUI never answers from its cache: a NaN is unequal to
+    itself, so every prompt runs it again (a bench's slowed variant stays slow on every run)."""
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+
 NODE_CLASS_MAPPINGS = {
     "CinepipeTestRaise": CinepipeTestRaise,
     "CinepipeTestSleep": CinepipeTestSleep,
+    "CinepipeTestSleepUncached": CinepipeTestSleepUncached,
     "CinepipeTestNothing": CinepipeTestNothing,
     "CinepipeTestFailOnce": CinepipeTestFailOnce,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CinepipeTestRaise": "Raise (cinepipe test)",
     "CinepipeTestSleep": "Sleep (cinepipe test)",
+    "CinepipeTestSleepUncached": "Sleep, never cached (cinepipe test)",
     "CinepipeTestNothing": "Nothing (cinepipe test)",
     "CinepipeTestFailOnce": "Fail once (cinepipe test)",
 }

@@ -17,6 +17,8 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("suite.schema.json", crate::sweep::suite_schema()),
         ("sweep.schema.json", crate::sweep::sweep_schema()),
         ("doctor.schema.json", crate::doctor::doctor_schema()),
+        ("bench.schema.json", crate::bench::bench_file_schema()),
+        ("bench-results.schema.json", crate::bench::results_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())
