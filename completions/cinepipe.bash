@@ -676,7 +676,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__run)
-            opts="-p -j -k -q -h --profile --jobs --keep-going --resume --no-cache --quiet --log-format --color --help"
+            opts="-p -j -k -q -h --profile --jobs --keep-going --resume --no-cache --quiet --log-format --metrics-file --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -704,6 +704,10 @@ _cinepipe() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --color)
@@ -758,7 +762,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__sentinel)
-            opts="-h --comfyui --output-dir --state --poll-interval --stable-for --keep --once --color --help"
+            opts="-h --comfyui --output-dir --state --poll-interval --stable-for --keep --once --metrics-file --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -785,6 +789,10 @@ _cinepipe() {
                     return 0
                     ;;
                 --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -69,6 +69,7 @@ complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -s j -l jobs -d '
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l resume -d 'Finish the run in this folder without redoing the stage instances it completed' -r -F
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l log-format -d 'How progress and logs are written on stderr: `text` (a live display on a terminal, plain lines otherwise) or `json` (one JSON object per event, as in `events.jsonl`, and per log line)' -r -f -a "text\t''
 json\t''"
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l metrics-file -d 'Add this run\'s counts to a Prometheus metrics file (text format, for node_exporter\'s textfile collector); its state is kept beside it (`FILE.state.json`)' -r -F
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand run" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -114,6 +115,7 @@ complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l state -d 
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l poll-interval -d 'Seconds between passes over `/history` when the WebSocket does not wake it sooner' -r
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l stable-for -d 'Seconds a prompt\'s files must keep their sizes before its marker is written' -r
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l keep -d 'Prompt ids the state remembers (oldest dropped first)' -r
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l metrics-file -d 'Keep Prometheus counters of passes and markers in this file (text format, for node_exporter\'s textfile collector)' -r -F
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sentinel" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"

@@ -19,6 +19,8 @@ fn start(server: &Server, out: &Path, state: &Path, log: &Path) -> Child {
         .arg(out)
         .arg("--state")
         .arg(state)
+        .arg("--metrics-file")
+        .arg(state.with_file_name("sentinel.prom"))
         .args(["--poll-interval", "0.2", "--stable-for", "0.2"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
@@ -49,6 +51,42 @@ fn wait_for(path: &Path, log: &Path) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The metrics file's text, after `promtool check metrics` (Debian's prometheus package, from
+/// scripts/install-validators) found nothing to say about it.
+fn promtool_checked(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("the metrics file");
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            harness::skip(&format!(
+                "promtool cannot run (scripts/install-validators): {e}"
+            ));
+            return text;
+        }
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 fn save_only(prefix: &str, frames: u32) -> Value {
@@ -104,7 +142,16 @@ fn the_sentinel_marks_prompts_without_the_node_and_a_restart_misses_none() {
     .toml("stages.frames", "min_frames = 25")
     .output_dir(&tmp.path().join("runs"))
     .write(tmp.path(), "sentinel.toml");
-    let run = cinepipe_in(tmp.path(), &["run", spec.to_str().expect("utf-8")]);
+    let prom = tmp.path().join("cinepipe.prom");
+    let run = cinepipe_in(
+        tmp.path(),
+        &[
+            "run",
+            spec.to_str().expect("utf-8"),
+            "--metrics-file",
+            prom.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(
         run.status.code(),
         Some(0),
@@ -129,6 +176,19 @@ fn the_sentinel_marks_prompts_without_the_node_and_a_restart_misses_none() {
     );
     let verify = cinepipe_in(tmp.path(), &["verify", runs[0].to_str().expect("utf-8")]);
     assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    // The run's metrics: Prometheus' own checker accepts them, and they count this run.
+    let metrics = promtool_checked(&prom);
+    for line in [
+        "cinepipe_runs_total{spec=\"sentinel\",profile=\"standard\",outcome=\"success\"} 1",
+        "cinepipe_done_markers_total{spec=\"sentinel\",seen=\"true\"} 1",
+        "cinepipe_scenes_total{spec=\"sentinel\",frames=\"some\"} 1",
+        "cinepipe_stage_duration_seconds_count{spec=\"sentinel\",stage=\"render\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
 
     // One more prompt while it runs, then a clean stop.
     let tag = harness::unique("sentinel");
@@ -168,6 +228,14 @@ fn the_sentinel_marks_prompts_without_the_node_and_a_restart_misses_none() {
         first_bytes,
         "a marker is written once"
     );
+    // The sentinel's counters grew across the restart: 1 run + 1 + 2 markers at least.
+    let counts = promtool_checked(&tmp.path().join("sentinel.prom"));
+    let markers: f64 = counts
+        .lines()
+        .find_map(|l| l.strip_prefix("cinepipe_sentinel_markers_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no marker count in:\n{counts}"));
+    assert!(markers >= 4.0, "{counts}");
     let said = std::fs::read_to_string(&log2).expect("log");
     assert!(
         !said.contains("/before/"),

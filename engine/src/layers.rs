@@ -10,7 +10,7 @@
 //!  5 clients         `clients`
 //!  6 services        `services`
 //!  7 stages          `stages`
-//!  8 telemetry       `telemetry`, `verify`
+//!  8 telemetry       `telemetry`, `verify`, `metrics`
 //!  9 composition     `run`, `sweep`, `doctor`, `sentinel`, `custom_nodes`
 //! 10 presentation    `show`, `cli` (with `cli::generate`: the list of every generated file)
 //! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, a file under
@@ -41,6 +41,7 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("stages", 7, "stages"),
     ("telemetry", 8, "telemetry"),
     ("verify", 8, "telemetry"),
+    ("metrics", 8, "telemetry"),
     ("run", 9, "composition root"),
     ("sweep", 9, "composition root"),
     ("doctor", 9, "composition root"),

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod json_schema;
 #[cfg(test)]
 mod layers;
+pub mod metrics;
 pub mod plan;
 pub mod run;
 pub mod rundir;

@@ -53,6 +53,8 @@ pub struct SentinelOptions {
     pub keep: usize,
     /// One pass, then stop.
     pub once: bool,
+    /// A Prometheus metrics file to keep counts in.
+    pub metrics: Option<PathBuf>,
 }
 
 /// The state file.
@@ -214,6 +216,9 @@ pub async fn run(
     });
     let mut tally = Tally::default();
     let base = opts.comfyui.trim_end_matches('/').to_owned();
+    // Counts written to the metrics file so far: each write adds what is new since.
+    let mut counted = Tally::default();
+    let mut last_write = std::time::Instant::now();
     loop {
         match pass(&http, &base, opts, &mut state, &mut seen, &mut tally, log).await {
             Ok(true) => persist(&opts.state, &state)?,
@@ -221,6 +226,16 @@ pub async fn run(
             Err(why) => log(&format!("warning: {why}; trying again")),
         }
         tally.passes += 1;
+        // After a pass that wrote a marker, and at least once a minute for the passes.
+        if tally != counted
+            && (tally.markers != counted.markers
+                || tally.without_files != counted.without_files
+                || last_write.elapsed() >= Duration::from_secs(60)
+                || opts.once)
+        {
+            count(opts, &tally, &mut counted, log);
+            last_write = std::time::Instant::now();
+        }
         if opts.once {
             break;
         }
@@ -234,7 +249,40 @@ pub async fn run(
         l.abort();
     }
     persist(&opts.state, &state)?;
+    if tally != counted {
+        count(opts, &tally, &mut counted, log);
+    }
     Ok(tally)
+}
+
+/// Adds to the metrics file what `tally` has beyond `counted`. A metrics file that cannot be
+/// written is said, and does not stop the markers.
+fn count(opts: &SentinelOptions, tally: &Tally, counted: &mut Tally, log: &(dyn Fn(&str) + Sync)) {
+    let Some(path) = &opts.metrics else {
+        return;
+    };
+    let delta = |now: u64, before: u64| now.saturating_sub(before) as f64;
+    let result = crate::metrics::update(path, |s| {
+        s.add(
+            "cinepipe_sentinel_passes_total",
+            &[],
+            delta(tally.passes, counted.passes),
+        );
+        s.add(
+            "cinepipe_sentinel_markers_total",
+            &[],
+            delta(tally.markers, counted.markers),
+        );
+        s.add(
+            "cinepipe_sentinel_prompts_without_frames_total",
+            &[],
+            delta(tally.without_files, counted.without_files),
+        );
+    });
+    match result {
+        Ok(()) => *counted = tally.clone(),
+        Err(e) => log(&format!("warning: cannot write the metrics: {e}")),
+    }
 }
 
 fn persist(path: &Path, state: &State) -> Result<(), SentinelError> {

@@ -177,6 +177,10 @@ pub struct RunArgs {
     /// per log line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Add this run's counts to a Prometheus metrics file (text format, for node_exporter's
+    /// textfile collector); its state is kept beside it (`FILE.state.json`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The flags of `cinepipe sweep`.
@@ -261,6 +265,10 @@ pub struct SentinelArgs {
     /// One pass, then exit (for a timer or cron instead of a service).
     #[arg(long)]
     pub once: bool,
+    /// Keep Prometheus counters of passes and markers in this file (text format, for
+    /// node_exporter's textfile collector).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {

@@ -35,7 +35,7 @@ pub(crate) fn run(args: RunArgs, color: bool) -> ExitCode {
         LogFormat::Text if std::io::stderr().is_terminal() => vec![Box::new(Live::new())],
         LogFormat::Text => vec![Box::new(Lines::new(std::io::stderr()))],
     };
-    run_request(req, observers, color, args.quiet)
+    run_request(req, observers, color, args.quiet, args.metrics_file)
 }
 
 /// `quiet`: no observer showed the failures as they happened, so a failed run ends with why.
@@ -44,6 +44,7 @@ fn run_request(
     observers: Vec<Box<dyn Observer>>,
     color: bool,
     quiet: bool,
+    metrics_file: Option<std::path::PathBuf>,
 ) -> ExitCode {
     let rt = match super::output::runtime() {
         Ok(rt) => rt,
@@ -106,6 +107,33 @@ fn run_request(
     if let Some(e) = &report.telemetry_error {
         tracing::error!("error: the run's telemetry could not be written: {e}");
     }
+    // Metrics of a run that ended (an interrupted one is counted when it is finished).
+    let mut metrics_failed = false;
+    if let Some(path) = &metrics_file
+        && report.outcome != RunOutcome::Interrupted
+    {
+        let meta = std::fs::read(report.dir.join("artifact-metadata.json"))
+            .ok()
+            .and_then(|b| {
+                serde_json::from_slice::<crate::artifact_metadata::ArtifactMetadata>(&b).ok()
+            });
+        match meta {
+            Some(m) => {
+                if let Err(e) =
+                    crate::metrics::update(path, |s| crate::metrics::record_run(s, &m.run_name, &m))
+                {
+                    tracing::error!("error: cannot write the metrics: {e}");
+                    metrics_failed = true;
+                }
+            }
+            None => {
+                tracing::error!(
+                    "error: no readable artifact-metadata.json to count in the metrics"
+                );
+                metrics_failed = true;
+            }
+        }
+    }
     if quiet && report.outcome == RunOutcome::Failed {
         for instance in &report.instances {
             if let (InstanceState::Failed, Some(why)) = (instance.state, &instance.error) {
@@ -123,7 +151,9 @@ fn run_request(
         }
         RunOutcome::Failed => ExitCode::Failure,
         RunOutcome::Succeeded
-            if report.journal_error.is_some() || report.telemetry_error.is_some() =>
+            if report.journal_error.is_some()
+                || report.telemetry_error.is_some()
+                || metrics_failed =>
         {
             ExitCode::Io
         }

@@ -19,6 +19,7 @@ pub(crate) fn sentinel(args: SentinelArgs) -> ExitCode {
         stable_for: Duration::from_secs_f64(args.stable_for),
         keep: args.keep as usize,
         once: args.once,
+        metrics: args.metrics_file,
     };
     if !opts.output_dir.is_dir() {
         tracing::error!(
