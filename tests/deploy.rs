@@ -272,3 +272,40 @@ fn the_systemd_units_verify_and_are_hardened() {
         .expect("systemd-analyze runs");
     assert!(text(&out).contains("Unknown key"), "{}", text(&out));
 }
+
+/// The alerting rules pass `promtool check rules`; a rule with a broken expression does not.
+#[test]
+fn the_prometheus_alert_rules_pass_promtool() {
+    let probe = Command::new("promtool").arg("--version").output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        harness::skip("promtool is not installed (scripts/install-validators)");
+        return;
+    }
+    let rules = root().join("deploy/prometheus/cinepipe-alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("SUCCESS: 9 rules found"),
+        "{}",
+        text(&out)
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let original = std::fs::read_to_string(&rules).expect("rules");
+    let bad = broken(
+        tmp.path(),
+        "bad.yml",
+        &original,
+        "increase(cinepipe_forced_copies_total[1h])",
+        "increase(cinepipe_forced_copies_total[1h]",
+    );
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&bad)
+        .output()
+        .expect("promtool runs");
+    assert!(!out.status.success(), "{}", text(&out));
+}
