@@ -10,6 +10,7 @@ mod comfy_marker;
 mod comfy_remote;
 mod comfyui;
 mod deploy;
+mod disk_full;
 mod doctor;
 mod invalid_specs;
 mod kill;

@@ -82,27 +82,58 @@ impl RunDir {
             path: output_dir.to_owned(),
             source,
         })?;
-        let (id, path) = loop {
+        // Made whole under a hidden name, then renamed into place: a run folder is there with
+        // its manifest and resolved spec, or not at all (a full disk or a kill while it is
+        // made leaves only a hidden `.<id>.creating`, which nothing lists or resumes).
+        let (id, path, staging) = loop {
             let id = new_run_id();
             let path = output_dir.join(&id);
+            if path.exists() {
+                continue;
+            }
+            let staging = output_dir.join(format!(".{id}.creating"));
             // `create_dir`, not `create_dir_all`: an id that exists is never shared.
-            match std::fs::create_dir(&path) {
-                Ok(()) => break (id, path),
+            match std::fs::create_dir(&staging) {
+                Ok(()) => break (id, path, staging),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(source) => return Err(RunDirError::Create { path, source }),
+                Err(source) => {
+                    return Err(RunDirError::Create {
+                        path: staging,
+                        source,
+                    });
+                }
             }
         };
-        let dir = RunDir { id, path };
         let manifest = Manifest {
-            run_id: dir.id.clone(),
+            run_id: id.clone(),
             spec: std::path::absolute(spec_path).unwrap_or_else(|_| spec_path.to_owned()),
             profile: spec.profile.clone(),
             created: super::event::now_rfc3339(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        dir.write_json(Path::new(RESOLVED_SPEC), &resolved(spec))?;
-        dir.write_json(Path::new(MANIFEST), &manifest)?;
-        Ok(dir)
+        let made = (|| {
+            let staged = RunDir {
+                id: id.clone(),
+                path: staging.clone(),
+            };
+            staged.write_json(Path::new(RESOLVED_SPEC), &resolved(spec))?;
+            staged.write_json(Path::new(MANIFEST), &manifest)?;
+            // `rename` does not replace a folder that is not empty, and ids are unique.
+            std::fs::rename(&staging, &path).map_err(|source| RunDirError::Create {
+                path: path.clone(),
+                source,
+            })?;
+            // The rename is durable once the parent's entry is (best effort, as in fsutil).
+            if let Ok(d) = std::fs::File::open(output_dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        Ok(RunDir { id, path })
     }
 
     /// Opens an existing run folder and reads its manifest. A folder whose journal was never
