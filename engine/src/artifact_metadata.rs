@@ -367,8 +367,9 @@ pub struct QualityMetrics {
     /// Narrative coherence graded by the LLM rubric (1–5; the seeds' target is ≥ 4).
     #[schemars(range(min = 1.0, max = 5.0))]
     pub narrative_coherence: Option<f64>,
-    /// Normalised entropy of the scenes' themes (0–1).
-    #[schemars(range(min = 0.0, max = 1.0))]
+    /// Entropy of the scenes' key themes, in bits (the seeds' target is ≥ 2.0); null with
+    /// fewer than two scenes.
+    #[schemars(range(min = 0.0))]
     pub diversity_entropy: Option<f64>,
     /// Mean prompt-to-scene similarity over the scenes (cosine, the seeds' target is ≥ 0.75).
     #[schemars(range(min = -1.0, max = 1.0))]

@@ -20,7 +20,8 @@
 //! | `resolution` | `min(width / min_width, height / min_height)` of the smallest frame | `>= 1` |
 //! | `blank` | share of blank frames | `<= max_blank_fraction` |
 //! | `frozen` | share of frames whose pixels are identical to the frame before | `<= max_frozen_fraction` |
-//! | `diversity` | normalised word entropy of the scene prompts (run-wide) | `>= min_diversity` |
+//! | `diversity` | entropy in bits of the scenes' key themes (run-wide) | `>= min_diversity` (2.0) |
+//! | `duplicate` | a scene's highest similarity to another scene | `<= max_similarity` (0.6, lexical) or `<= max_embedding_similarity` (0.9, embeddings) |
 //! | `alignment` | cosine of the scene prompt's and the story's embeddings | `>= min_alignment` |
 //! | `coherence` | LLM rubric grade, 1–5 (run-wide) | `>= min_coherence` |
 //!
@@ -37,12 +38,29 @@
 //!   included) is.
 //! - **Frozen**: a frame is frozen when the SHA-256 of its decoded pixels (and size) equals the
 //!   previous frame's; the first frame never is. The fraction is over all frames.
-//! - **Diversity**: the words of every scene's `prompt` (lowercased, letters and digits, English
-//!   stop words and words under 3 letters dropped); Shannon entropy `H = -Σ p log2 p` over the
-//!   word counts, normalised by `log2 N` (N = words in all): 1 when no word repeats, 0 when one
-//!   word is all there is. The story is read from the run folder (the output of the stage the
-//!   scenes fan out from, an ancestor of this one); with fewer than 2 words, or no story, the
-//!   value is null.
+//! - **Themes**: a scene's themes are the words of its `prompt` (split at anything not a letter
+//!   or digit, lowercased, English stop words and words under 3 letters dropped, a plural's `s`
+//!   or `ies` reduced, so "Storms" and "storm" are one theme), each once, in reading order; its
+//!   **key themes** are the first [`KEY_THEMES_PER_SCENE`] (3): image prompts name their subject
+//!   first, and the cap keeps a long prompt from buying diversity by length alone.
+//! - **Diversity**: each scene adds each of its key themes once; `p(theme)` = scenes naming it /
+//!   all (scene, theme) pairs; the value is the Shannon entropy `H = -Σ p log2 p` in bits (the
+//!   seeds' "entropy over key themes ≥ 2.0"). A scene repeated adds no diversity: any story
+//!   whose scenes are all one scene scores `log2 k` for that scene's `k ≤ 3` key themes, at most
+//!   `log2 3` ≈ 1.58, under 2.0. The default threshold is the seeds' 2.0 for every story of two
+//!   scenes or more. For 2–3 scenes it stays 2.0 because it is reachable and still tells
+//!   stories apart there: two scenes score at most `log2 6` ≈ 2.58 (disjoint key themes), 2.25
+//!   when they share one key theme, 1.92 when they share two, 1.58 when identical; three scenes
+//!   at most `log2 9` ≈ 3.17. A story of one scene has no diversity between scenes: the check
+//!   is not recorded (a note says so). With two scenes or more and no theme at all, the value is
+//!   null (and so fails). The story is read from the run folder (the output of the stage the
+//!   scenes fan out from, an ancestor of this one).
+//! - **Duplicate**: for each scene, its highest similarity to any other scene of the story.
+//!   With an `embedding_service`, the cosine of the prompts' embeddings (one `/embeddings`
+//!   request for every prompt), held to `max_embedding_similarity`; otherwise, and when that
+//!   service fails (with a note), the Jaccard similarity of the two prompts' theme sets (all
+//!   themes, not only the key ones: shared / either), held to `max_similarity`. A failed check's
+//!   note names the scene it repeats. Identical prompts score 1.0 either way.
 //! - **Alignment** and **coherence** run only when requested in `checks` (the spec check then
 //!   requires their services). Alignment asks the `embedding_service`'s `/embeddings`;
 //!   coherence by a rubric is not built yet and is recorded null with a note.
@@ -53,14 +71,21 @@
 //!
 //! Every attempt writes `attempt-<n>.json` in its instance folder.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+mod embed;
 mod score;
+mod text;
 
+pub use embed::cosine;
+use embed::{embed, embed_cosine};
 use score::score;
 pub use score::{
     BLANK_SHARE, BLANK_TOLERANCE, FrameStats, MAX_FRAME_BYTES, MAX_FRAME_PIXELS, SceneInput,
-    SceneScore, analyse, diversity, is_blank, score_frames,
+    SceneScore, analyse, is_blank, score_frames,
+};
+pub use text::{
+    KEY_THEMES_PER_SCENE, closest_other, diversity, key_themes, lexical_similarity, themes,
 };
 
 use super::output::{
@@ -70,9 +95,7 @@ use crate::artifact_metadata::QualityCheckResult;
 use crate::exec::{Attempt, BoxFuture, InstanceId, Stage, StageContext, StageFailure};
 use crate::rundir::RunDir;
 use crate::spec::Fan;
-use crate::spec::model::{
-    FailureClass, QualityCheck, QualityStage, Service, Stage as SpecStage, StageKind,
-};
+use crate::spec::model::{FailureClass, QualityCheck, QualityStage, Stage as SpecStage, StageKind};
 
 /// The `quality` kind for the executor.
 pub struct Quality;
@@ -107,13 +130,23 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     let (scenes, per_scene) =
         scenes_from_inputs(ctx, story.as_ref()).map_err(|e| invalid(e.to_string()))?;
 
-    let prompts: Vec<String> = match story.as_ref().and_then(|s| s.1.as_array()) {
-        Some(items) => items
-            .iter()
-            .filter_map(|i| i.get("prompt").and_then(Value::as_str).map(str::to_owned))
+    // Every scene of the story (id, prompt), for the checks between scenes; without a story,
+    // the scenes this instance scores.
+    let story_scenes: Vec<(String, String)> = match story.as_ref().and_then(|s| s.1.as_array()) {
+        Some(items) => crate::story::scene_ids(items)
+            .into_iter()
+            .zip(items)
+            .map(|((id, _), i)| {
+                let prompt = i.get("prompt").and_then(Value::as_str).unwrap_or_default();
+                (id, prompt.to_owned())
+            })
             .collect(),
-        None => scenes.iter().map(|s| s.prompt.clone()).collect(),
+        None => scenes
+            .iter()
+            .map(|s| (s.id.clone(), s.prompt.clone()))
+            .collect(),
     };
+    let prompts: Vec<String> = story_scenes.iter().map(|s| s.1.clone()).collect();
     let story_text = prompts.join("\n");
     let wants = |c: QualityCheck| cfg.checks.contains(&c);
 
@@ -138,6 +171,11 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
         }
     }
 
+    let duplicates = match wants(QualityCheck::Duplicate) {
+        true => Some(duplicate_checks(ctx, cfg, &scenes, &story_scenes).await),
+        false => None,
+    };
+
     let run_dir = ctx.run_dir.clone();
     let checks = cfg.checks.clone();
     let thresholds = cfg.thresholds.clone();
@@ -156,23 +194,29 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
         all_checks.extend(s.checks.iter().cloned());
         notes.extend(s.notes.iter().cloned());
     }
+    if let Some(found) = duplicates {
+        notes.extend(found.notes);
+        all_checks.extend(found.checks);
+    }
     let mut diversity_value = None;
     if wants(QualityCheck::Diversity) {
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
         diversity_value = diversity(&refs);
-        if diversity_value.is_none() {
-            notes.push(
-                "diversity not measured: fewer than 2 content words in the scene prompts"
-                    .to_owned(),
-            );
+        if refs.len() < 2 {
+            // Diversity is between scenes: a one-scene story has none to measure or miss.
+            notes.push("diversity not checked: the story has fewer than 2 scenes".to_owned());
+        } else {
+            if diversity_value.is_none() {
+                notes.push("diversity not measured: the scene prompts have no theme".to_owned());
+            }
+            all_checks.push(score(
+                QualityCheck::Diversity,
+                None,
+                diversity_value,
+                cfg.thresholds.min_diversity,
+                true,
+            ));
         }
-        all_checks.push(score(
-            QualityCheck::Diversity,
-            None,
-            diversity_value,
-            cfg.thresholds.min_diversity,
-            true,
-        ));
     }
     if wants(QualityCheck::Coherence) {
         notes.push(format!(
@@ -298,6 +342,7 @@ fn scenes_from_inputs(
                 || text("id").map_or_else(|| format!("scene-{}", index + 1), str::to_owned),
                 |(id, _)| id.clone(),
             ),
+            index,
             prompt: text("prompt").unwrap_or_default().to_owned(),
             frames: frames.map(|f| f.frames.paths.clone()).unwrap_or_default(),
         }
@@ -330,95 +375,81 @@ fn scenes_from_inputs(
     ))
 }
 
-/// Why an alignment was not measured.
-#[derive(Debug, thiserror::Error)]
-enum EmbeddingError {
-    #[error("`{service}` is not an `openai` service")]
-    NotOpenai { service: String },
-    #[error(transparent)]
-    Client(#[from] crate::clients::HttpClientError),
-    #[error(transparent)]
-    Send(#[from] reqwest::Error),
-    #[error("{url} answered {status}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-    },
-    #[error(transparent)]
-    Body(#[from] crate::clients::BodyError),
-    #[error("not JSON: {0}")]
-    NotJson(serde_json::Error),
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{url} answered without two embeddings")]
-    NoEmbeddings { url: String },
-    #[error("the embeddings are empty, zero or of different sizes")]
-    Unusable,
+/// What the `duplicate` check gave: one result per scored scene, and notes.
+struct Duplicates {
+    checks: Vec<QualityCheckResult>,
+    notes: Vec<String>,
 }
 
-/// Cosine similarity of the embeddings of `a` and `b` from an `openai` service's
-/// `/embeddings` (one request, both inputs).
-async fn embed_cosine(
+/// The `duplicate` check of each scored scene: its highest similarity to any other scene of
+/// the story, by embedding cosine when an `embedding_service` is configured and answers,
+/// lexically otherwise (and when it fails, with a note).
+async fn duplicate_checks(
     ctx: &StageContext,
-    service: &str,
-    a: &str,
-    b: &str,
-) -> Result<f64, EmbeddingError> {
-    let Some(Service::Openai(s)) = ctx.spec.spec.services.get(service) else {
-        return Err(EmbeddingError::NotOpenai {
-            service: service.to_owned(),
-        });
-    };
-    let url = format!("{}/embeddings", s.base_url.trim_end_matches('/'));
-    let client = crate::clients::http()?;
-    let mut req = client
-        .post(&url)
-        .timeout(std::time::Duration::try_from_secs_f64(s.timeout_s).unwrap_or_default())
-        .json(&json!({ "model": s.model, "input": [a, b] }));
-    if let Some(var) = &s.api_key_env
-        && let Ok(key) = std::env::var(var)
-    {
-        req = req.bearer_auth(key);
+    cfg: &QualityStage,
+    scenes: &[SceneInput],
+    story: &[(String, String)],
+) -> Duplicates {
+    let mut notes = Vec::new();
+    if story.len() < 2 {
+        notes.push("duplicate not checked: the story has fewer than 2 scenes".to_owned());
+        return Duplicates {
+            checks: Vec::new(),
+            notes,
+        };
     }
-    let send = async {
-        let resp = req.send().await?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(EmbeddingError::Status {
-                url: url.clone(),
-                status,
-            });
-        }
-        // Two embeddings of a few thousand floats each; far below this bound.
-        let body = crate::clients::read_body_within(resp, 64 * 1024 * 1024).await?;
-        serde_json::from_slice::<Value>(&body).map_err(EmbeddingError::NotJson)
+    let texts: Vec<&str> = story.iter().map(|s| s.1.as_str()).collect();
+    let embedded = match &cfg.embedding_service {
+        Some(service) => match embed(ctx, service, &texts).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                notes.push(format!(
+                    "duplicate check by embeddings failed ({e}); lexical similarity used instead"
+                ));
+                None
+            }
+        },
+        None => None,
     };
-    let body = tokio::select! {
-        r = send => r?,
-        () = ctx.cancel.cancelled() => return Err(EmbeddingError::Cancelled),
-    };
-    let vector = |i: usize| -> Option<Vec<f64>> {
-        body.pointer(&format!("/data/{i}/embedding"))?
-            .as_array()?
-            .iter()
-            .map(Value::as_f64)
-            .collect()
-    };
-    let (Some(x), Some(y)) = (vector(0), vector(1)) else {
-        return Err(EmbeddingError::NoEmbeddings { url });
-    };
-    cosine(&x, &y).ok_or(EmbeddingError::Unusable)
-}
-
-/// Cosine similarity; `None` for vectors of different lengths or zero length.
-pub fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
-    if a.len() != b.len() || a.is_empty() {
-        return None;
-    }
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    (na > 0.0 && nb > 0.0).then(|| (dot / (na * nb)).clamp(-1.0, 1.0))
+    let t = &cfg.thresholds;
+    let checks = scenes
+        .iter()
+        .map(|s| {
+            let (closest, threshold) = match &embedded {
+                Some(v) => (
+                    closest_other(s.index, v.len(), |i, j| cosine(v.get(i)?, v.get(j)?)),
+                    t.max_embedding_similarity,
+                ),
+                None => (
+                    closest_other(s.index, texts.len(), |i, j| {
+                        lexical_similarity(texts.get(i)?, texts.get(j)?)
+                    }),
+                    t.max_similarity,
+                ),
+            };
+            let result = score(
+                QualityCheck::Duplicate,
+                Some(&s.id),
+                closest.map(|c| c.0),
+                threshold,
+                false,
+            );
+            match closest {
+                Some((v, j)) if !result.passed => notes.push(format!(
+                    "scene `{}` is a near-duplicate of scene `{}` (similarity {v:.2} > {threshold})",
+                    s.id,
+                    story.get(j).map_or("?", |o| o.0.as_str()),
+                )),
+                None => notes.push(format!(
+                    "duplicate of scene `{}` not measured: no theme to compare",
+                    s.id
+                )),
+                Some(_) => {}
+            }
+            result
+        })
+        .collect();
+    Duplicates { checks, notes }
 }
 
 #[cfg(test)]

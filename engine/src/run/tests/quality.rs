@@ -271,3 +271,102 @@ async fn a_resume_scores_the_huge_frame_it_stopped_at_and_finishes() {
     assert!(again.dir.join(METADATA_FILE).is_file());
     assert!(again.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
 }
+
+/// Both scenes' frames are a moving square; the story is `prompts`.
+fn story_of(prompts: [&'static str; 2]) -> Scripted {
+    Scripted::new()
+        .on("story", move |_| {
+            Step::ok(json!({
+                "title": "T", "story_version": "1",
+                "scenes": [
+                    {"id": "a", "prompt": prompts[0], "mood": "calm"},
+                    {"id": "b", "prompt": prompts[1], "mood": "calm"},
+                ],
+            }))
+        })
+        .otherwise(|ctx| {
+            let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let paths = moving_square(&dir, 25);
+            let rel: Vec<String> = paths
+                .iter()
+                .map(|p| {
+                    let rel = p.strip_prefix(&ctx.run_dir).expect("inside");
+                    rel.display().to_string()
+                })
+                .collect();
+            Step::with(Attempt::output(&FramesOutput {
+                render: crate::stages::output::RenderRef::new("p"),
+                frames: crate::artifact_metadata::Frames {
+                    count: 25,
+                    min_frames: 25,
+                    short: false,
+                    directory: None,
+                    paths: rel,
+                    best_attempt: Some(1),
+                },
+                frames_collected_this_attempt: 25,
+                system: crate::stages::output::StageSystem::default(),
+            }))
+        })
+}
+
+#[tokio::test]
+async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_passes() {
+    // The demo's failure as the issue saw it: one prompt for both scenes. Themes {light,
+    // world} from each scene once: 1 bit, under 2.0; each scene is 1.0 like the other.
+    let same = story_of(["The light of the world", "The light of the world"]);
+    let (report, m, _tmp) = run_with(false, same).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    let q = &m.quality_metrics;
+    assert_eq!(q.passed, Some(false));
+    assert_eq!(q.diversity_entropy, Some(1.0));
+    let failed: Vec<(QualityCheck, Option<&str>, Option<f64>)> = q
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.check, c.scene_id.as_deref(), c.value))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (QualityCheck::Duplicate, Some("a"), Some(1.0)),
+            (QualityCheck::Diversity, None, Some(1.0)),
+            (QualityCheck::Duplicate, Some("b"), Some(1.0)),
+        ]
+    );
+
+    // Enforced, the same story fails the stage, naming both checks.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let req = RunRequest {
+        spec: Some(spec(tmp.path(), true)),
+        skip_services: true,
+        ..Default::default()
+    };
+    let same = story_of(["The light of the world", "The light of the world"]);
+    let report = crate::run::run(
+        req,
+        same.over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    let rec = std::fs::read_to_string(report.dir.join("stages/quality/0/attempt-1.json"))
+        .expect("record");
+    assert!(
+        rec.contains("duplicate of scene `a`: 1.000") && rec.contains("diversity: 1.000"),
+        "{rec}"
+    );
+
+    // A varied story: six key themes (log2 6 bits), nothing shared.
+    let varied = story_of([
+        "a lighthouse keeper on a moon",
+        "dust storms over the crater",
+    ]);
+    let (report, m, _tmp) = run_with(true, varied).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert_eq!(m.quality_metrics.passed, Some(true));
+    assert_eq!(m.quality_metrics.diversity_entropy, Some(6f64.log2()));
+}

@@ -383,8 +383,11 @@ pub enum QualityCheck {
     Blank,
     /// Frozen or duplicate consecutive frames.
     Frozen,
-    /// Entropy of the scenes' themes.
+    /// Entropy of the scenes' key themes, in bits (run-wide).
     Diversity,
+    /// Near-duplicate scenes: a scene's highest similarity to another scene (embedding cosine
+    /// with `embedding_service`, lexical otherwise).
+    Duplicate,
     /// Prompt-to-scene similarity by embeddings (needs `embedding_service`).
     Alignment,
     /// Narrative coherence graded by an LLM rubric (needs `rubric_service`).
@@ -412,10 +415,21 @@ pub struct QualityThresholds {
     #[serde(default = "default_max_frozen")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_frozen_fraction: f64,
-    /// Smallest normalised entropy of scene themes (0–1).
+    /// Smallest entropy of the scenes' key themes, in bits (the seeds' target is 2.0; 16 bits
+    /// would take 65536 equally common themes).
     #[serde(default = "default_min_diversity")]
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[schemars(range(min = 0.0, max = 16.0))]
     pub min_diversity: f64,
+    /// Largest lexical (theme-set Jaccard) similarity of a scene to any other (0–1), for the
+    /// `duplicate` check without an `embedding_service`.
+    #[serde(default = "default_max_similarity")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_similarity: f64,
+    /// Largest embedding cosine of a scene to any other (0–1), for the `duplicate` check with
+    /// an `embedding_service`.
+    #[serde(default = "default_max_embedding_similarity")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_embedding_similarity: f64,
     /// Smallest cosine similarity between a scene's prompt and the story (0–1).
     #[serde(default = "default_min_alignment")]
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -435,6 +449,8 @@ impl Default for QualityThresholds {
             max_blank_fraction: default_max_blank(),
             max_frozen_fraction: default_max_frozen(),
             min_diversity: default_min_diversity(),
+            max_similarity: default_max_similarity(),
+            max_embedding_similarity: default_max_embedding_similarity(),
             min_alignment: default_min_alignment(),
             min_coherence: default_min_coherence(),
         }
@@ -554,6 +570,7 @@ fn default_quality_checks() -> Vec<QualityCheck> {
         QualityCheck::Blank,
         QualityCheck::Frozen,
         QualityCheck::Diversity,
+        QualityCheck::Duplicate,
     ]
 }
 fn default_min_side() -> u32 {
@@ -566,7 +583,13 @@ fn default_max_frozen() -> f64 {
     0.5
 }
 fn default_min_diversity() -> f64 {
-    0.3
+    2.0
+}
+fn default_max_similarity() -> f64 {
+    0.6
+}
+fn default_max_embedding_similarity() -> f64 {
+    0.9
 }
 fn default_min_alignment() -> f64 {
     0.3

@@ -1,5 +1,5 @@
-//! Scoring frames and prompts: decoding, blank and frozen frames, word diversity, and a
-//! check's verdict against its threshold (the rules are in the parent module's docs).
+//! Scoring frames: decoding, blank and frozen frames, and a check's verdict against its
+//! threshold (the rules are in the parent module's docs).
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -15,14 +15,6 @@ pub const BLANK_SHARE: f64 = 0.99;
 /// How far (per channel, on an 8-bit scale) a pixel may be from the most common value and
 /// still match it.
 pub const BLANK_TOLERANCE: u8 = 8;
-
-/// Words left out of the diversity entropy.
-const STOP_WORDS: &[&str] = &[
-    "the", "and", "for", "with", "that", "this", "from", "into", "onto", "over", "under", "its",
-    "his", "her", "their", "are", "was", "were", "has", "have", "had", "but", "not", "all", "out",
-    "off", "she", "him", "they", "them", "you", "your", "our", "who", "which", "while", "then",
-    "than", "there", "where", "when", "what", "one", "some", "very", "just", "upon", "about",
-];
 
 /// What the frames of one scene measured.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -205,37 +197,6 @@ pub fn analyse(paths: &[PathBuf]) -> FrameStats {
     stats
 }
 
-/// The content words of a text, for the diversity entropy.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
-        .filter(|w| w.chars().count() >= 3 && !STOP_WORDS.contains(&w.as_str()))
-}
-
-/// Normalised Shannon entropy of the words of `prompts` (the module docs' rule); `None` with
-/// fewer than two words.
-pub fn diversity(prompts: &[&str]) -> Option<f64> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for p in prompts {
-        for w in words(p) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    let total: usize = counts.values().sum();
-    if total < 2 {
-        return None;
-    }
-    let n = total as f64;
-    let h: f64 = counts
-        .values()
-        .map(|c| {
-            let p = *c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    Some((h / n.log2()).clamp(0.0, 1.0))
-}
-
 /// A check's result: `at_least` says which side of the threshold passes; null never passes.
 pub(super) fn score(
     check: QualityCheck,
@@ -264,6 +225,8 @@ pub(super) fn score(
 #[derive(Debug, Clone, Default)]
 pub struct SceneInput {
     pub id: String,
+    /// Its place in the story's list of scenes.
+    pub index: usize,
     pub prompt: String,
     pub frames: Vec<String>,
 }
@@ -343,7 +306,7 @@ pub fn score_frames(
                 out.metrics.alignment = value;
                 score(*check, id, value, t.min_alignment, true)
             }
-            QualityCheck::Diversity | QualityCheck::Coherence => continue,
+            QualityCheck::Diversity | QualityCheck::Duplicate | QualityCheck::Coherence => continue,
         };
         out.checks.push(result);
     }

@@ -108,6 +108,7 @@ fn checks_all() -> Vec<QualityCheck> {
 fn scene(dir: &Path, paths: &[PathBuf]) -> SceneInput {
     SceneInput {
         id: "s1".into(),
+        index: 0,
         prompt: "p".into(),
         frames: paths
             .iter()
@@ -194,14 +195,114 @@ fn thresholds_pass_the_demo_frames_and_fail_broken_ones() {
     assert_eq!(verdicts(&s), [(QualityCheck::Resolution, Some(0.5), false)]);
 }
 
+/// `-Σ p log2 p` over scene counts per theme, worked by hand below.
+fn entropy(counts: &[f64]) -> f64 {
+    let n: f64 = counts.iter().sum();
+    counts.iter().map(|c| -(c / n) * (c / n).log2()).sum()
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
 #[test]
-fn diversity_is_normalised_word_entropy() {
-    assert_eq!(diversity(&["lighthouse keeper", "moon dust"]), Some(1.0));
-    // "the" and "of" are stop words: light, world twice each.
-    let d = diversity(&["The Light of the World", "The Light of the World"]).expect("d");
-    assert!((d - 0.5).abs() < 1e-9, "{d}");
-    assert_eq!(diversity(&["moon moon moon moon"]), Some(0.0));
-    assert_eq!(diversity(&["moon", "of the"]), None);
+fn key_themes_are_the_first_three_content_words_each_once() {
+    // "a", "on", "the" are stop words or short; "storms" is the theme "storm".
+    assert_eq!(
+        key_themes("A lighthouse keeper on the moon watches storms"),
+        ["lighthouse", "keeper", "moon"]
+    );
+    assert_eq!(
+        themes("Storms, storm and stories; the glass"),
+        ["storm", "story", "glass"]
+    );
+    assert_eq!(key_themes("The light of the world"), ["light", "world"]);
+}
+
+#[test]
+fn diversity_is_the_entropy_in_bits_of_the_scenes_key_themes() {
+    // Two scenes, six distinct key themes: log2 6 ≈ 2.585 bits, over the default 2.0.
+    let varied = [
+        "a lighthouse keeper on a moon",
+        "dust storms over the crater",
+    ];
+    assert!(close(diversity(&varied), 6f64.log2()));
+    assert!(diversity(&varied).expect("d") >= QualityThresholds::default().min_diversity);
+
+    // The demo's failure: one prompt twice. Each scene adds {light, world} once: counts 2, 2,
+    // p = 1/2 each, H = 1 bit; the scene repeated adds nothing.
+    let twice = ["The Light of the World", "The Light of the World"];
+    assert!(close(diversity(&twice), 1.0));
+    assert!(close(diversity(&twice[..1].repeat(5).to_vec()), 1.0));
+
+    // A scene of three key themes repeated any number of times: log2 3 ≈ 1.585 < 2.0.
+    let same = "keeper climbs the lighthouse stairs at night";
+    for n in [2, 3, 7] {
+        let d = diversity(&vec![same; n]);
+        assert!(close(d, 3f64.log2()), "{n}: {d:?}");
+        assert!(d.expect("d") < 2.0);
+    }
+
+    // Two scenes sharing two of their three key themes: counts keeper 2, lighthouse 2,
+    // stair 1, moon 1 over 6 pairs.
+    let two_shared = ["keeper lighthouse stairs", "keeper lighthouse moon"];
+    let expected = entropy(&[2.0, 2.0, 1.0, 1.0]);
+    assert!((expected - 1.918).abs() < 1e-3, "{expected}");
+    assert!(close(diversity(&two_shared), expected));
+    // Sharing one: counts 2, 1, 1, 1, 1 → ≈ 2.252, a pass.
+    let one_shared = ["keeper lighthouse stairs", "keeper crater dust"];
+    let expected = entropy(&[2.0, 1.0, 1.0, 1.0, 1.0]);
+    assert!((expected - 2.252).abs() < 1e-3, "{expected}");
+    assert!(close(diversity(&one_shared), expected));
+
+    // Only the first three themes of a long prompt count: the extra words add nothing.
+    let long = [
+        "keeper lighthouse stairs moon crater dust ocean",
+        "keeper lighthouse stairs",
+    ];
+    assert!(close(diversity(&long), 3f64.log2()));
+
+    // Between scenes only: one scene, or no theme at all, is not measured.
+    assert_eq!(diversity(&["moon dust crater"]), None);
+    assert_eq!(diversity(&["of the", "and a"]), None);
+}
+
+#[test]
+fn lexical_similarity_is_the_jaccard_of_the_theme_sets() {
+    assert!(close(
+        lexical_similarity("The Light of the World", "the light of the world"),
+        1.0
+    ));
+    // {keeper, climb, lighthouse, stair} vs the same and {night}: 4 / 5.
+    assert!(close(
+        lexical_similarity(
+            "A keeper climbs the lighthouse stairs",
+            "The keeper climbs the lighthouse stairs at night"
+        ),
+        0.8
+    ));
+    // {lighthouse, keeper, moon} vs {dust, storm, crater}: nothing shared.
+    assert!(close(
+        lexical_similarity(
+            "a lighthouse keeper on a moon",
+            "dust storms over the crater"
+        ),
+        0.0
+    ));
+    assert_eq!(lexical_similarity("of the", "and a"), None);
+
+    // The closest other scene: scene 0 is 0.8 like scene 2 and 0 like scene 1.
+    let story = [
+        "A keeper climbs the lighthouse stairs",
+        "dust storms over the crater",
+        "The keeper climbs the lighthouse stairs at night",
+    ];
+    let closest = closest_other(0, 3, |i, j| lexical_similarity(story[i], story[j]));
+    assert_eq!(closest.map(|c| c.1), Some(2));
+    assert!(close(closest.map(|c| c.0), 0.8));
+    // Over the default 0.6: a near-duplicate; the varied pair is far under.
+    assert!(0.8 > QualityThresholds::default().max_similarity);
+    assert_eq!(closest_other(0, 1, |_, _| Some(1.0)), None);
 }
 
 #[test]
