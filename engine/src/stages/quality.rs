@@ -64,6 +64,10 @@
 //! - **Alignment** and **coherence** run only when requested in `checks` (the spec check then
 //!   requires their services). Alignment asks the `embedding_service`'s `/embeddings`;
 //!   coherence by a rubric is not built yet and is recorded null with a note.
+//! - **Checks entries** (promptfoo's assertion shape): an entry of `checks` is a check's name or
+//!   a table `{ check, threshold, weight, metric }`; its `threshold` is put over the thresholds
+//!   table's ([`QualityThresholds::with_overrides`]), its `weight` and `metric` are copied into
+//!   its `Checks` results, and `telemetry::build` derives the weighted `Score`s from them.
 //! - **A null value never passes**: a check that could not be measured is recorded with
 //!   `Value = null` and `Passed = false`, and the notes say why.
 //! - **Enforce**: with `enforce = true` a missed threshold fails the attempt with class
@@ -95,7 +99,9 @@ use crate::artifact_metadata::QualityCheckResult;
 use crate::exec::{Attempt, BoxFuture, InstanceId, Stage, StageContext, StageFailure};
 use crate::rundir::RunDir;
 use crate::spec::Fan;
-use crate::spec::model::{FailureClass, QualityCheck, QualityStage, Stage as SpecStage, StageKind};
+use crate::spec::model::{
+    FailureClass, QualityCheck, QualityStage, QualityThresholds, Stage as SpecStage, StageKind,
+};
 
 /// The `quality` kind for the executor.
 pub struct Quality;
@@ -148,7 +154,9 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     };
     let prompts: Vec<String> = story_scenes.iter().map(|s| s.1.clone()).collect();
     let story_text = prompts.join("\n");
-    let wants = |c: QualityCheck| cfg.checks.contains(&c);
+    let wants = |c: QualityCheck| cfg.checks.iter().any(|e| e.check == c);
+    // Each entry's own threshold over the table's.
+    let thresholds = cfg.thresholds.with_overrides(&cfg.checks);
 
     // Alignment per scene, when asked for.
     let mut alignments: Vec<Option<Option<f64>>> = vec![None; scenes.len()];
@@ -172,18 +180,18 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     }
 
     let duplicates = match wants(QualityCheck::Duplicate) {
-        true => Some(duplicate_checks(ctx, cfg, &scenes, &story_scenes).await),
+        true => Some(duplicate_checks(ctx, cfg, &thresholds, &scenes, &story_scenes).await),
         false => None,
     };
 
     let run_dir = ctx.run_dir.clone();
     let checks = cfg.checks.clone();
-    let thresholds = cfg.thresholds.clone();
+    let frame_thresholds = thresholds.clone();
     let scored: Vec<SceneScore> = tokio::task::spawn_blocking(move || {
         scenes
             .iter()
             .zip(alignments)
-            .map(|(s, a)| score_frames(&run_dir, s, &checks, &thresholds, a))
+            .map(|(s, a)| score_frames(&run_dir, s, &checks, &frame_thresholds, a))
             .collect()
     })
     .await
@@ -213,7 +221,7 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
                 QualityCheck::Diversity,
                 None,
                 diversity_value,
-                cfg.thresholds.min_diversity,
+                thresholds.min_diversity,
                 true,
             ));
         }
@@ -227,9 +235,18 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
             QualityCheck::Coherence,
             None,
             None,
-            cfg.thresholds.min_coherence,
+            thresholds.min_coherence,
             true,
         ));
+    }
+    // Each result carries its entry's weight and metric name (promptfoo's assertion shape).
+    for c in &mut all_checks {
+        if let Some(e) = cfg.checks.iter().find(|e| e.check == c.check) {
+            c.weight = e.weight;
+            if let Some(m) = &e.metric {
+                c.metric.clone_from(m);
+            }
+        }
     }
     let passed = all_checks.iter().all(|c| c.passed);
     let aligned: Vec<f64> = scored.iter().filter_map(|s| s.metrics.alignment).collect();
@@ -387,6 +404,7 @@ struct Duplicates {
 async fn duplicate_checks(
     ctx: &StageContext,
     cfg: &QualityStage,
+    t: &QualityThresholds,
     scenes: &[SceneInput],
     story: &[(String, String)],
 ) -> Duplicates {
@@ -411,7 +429,6 @@ async fn duplicate_checks(
         },
         None => None,
     };
-    let t = &cfg.thresholds;
     let checks = scenes
         .iter()
         .map(|s| {

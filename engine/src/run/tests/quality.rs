@@ -370,3 +370,72 @@ async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_p
     assert_eq!(m.quality_metrics.passed, Some(true));
     assert_eq!(m.quality_metrics.diversity_entropy, Some(6f64.log2()));
 }
+
+#[tokio::test]
+async fn checks_entries_carry_a_threshold_a_weight_and_a_metric_into_the_weighted_scores() {
+    // Scene `b`'s frames are black: blank 1.0 and frozen 0.96 (24 of 25). Its entries: blank
+    // raised to 1.0 (so it passes), frozen weight 3 under the metric `still`, frame-count
+    // weight 0 (out of the score), diversity weight 2.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = SpecBuilder::chain("q", &["story", "frames", "quality", "validate"])
+        .output_dir(&tmp.path().join("runs"))
+        .scenes(2)
+        .toml(
+            "stages.quality",
+            r#"checks = [
+                { check = "frame-count", weight = 0 },
+                { check = "blank", threshold = 1.0 },
+                { check = "frozen", weight = 3, metric = "still" },
+                { check = "diversity", weight = 2 },
+            ]"#,
+        )
+        .write(tmp.path(), "q.toml");
+    let req = RunRequest {
+        spec: Some(spec),
+        skip_services: true,
+        ..Default::default()
+    };
+    let report = crate::run::run(
+        req,
+        scripted("b").over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    let m: ArtifactMetadata = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join(METADATA_FILE)).expect("metadata"),
+    )
+    .expect("parses");
+    assert_eq!(
+        crate::telemetry::verify::verify_run(&report.dir).expect("reads"),
+        []
+    );
+    let q = &m.quality_metrics;
+    let of = |check: QualityCheck, scene: &str| {
+        q.checks
+            .iter()
+            .find(|c| c.check == check && c.scene_id.as_deref() == Some(scene))
+            .map(|c| (c.threshold, c.passed, c.weight, c.metric.as_str()))
+    };
+    assert_eq!(
+        of(QualityCheck::Blank, "b"),
+        Some((1.0, true, 1.0, "blank"))
+    );
+    assert_eq!(
+        of(QualityCheck::Frozen, "b"),
+        Some((0.5, false, 3.0, "still"))
+    );
+    assert_eq!(
+        of(QualityCheck::FrameCount, "b"),
+        Some((25.0, true, 0.0, "frame-count"))
+    );
+    // Scene a: everything passed. Scene b: blank 1 of weight 1 passed, frozen 3 failed,
+    // frame-count weight 0: 1 / 4.
+    assert_eq!(m.scenes[0].quality_metrics.score, Some(1.0));
+    assert_eq!(m.scenes[1].quality_metrics.score, Some(0.25));
+    // The run: a (blank 1 + frozen 3) passed, b 1 of 4, diversity 2 passed: (4 + 1 + 2) / 10.
+    assert_eq!(q.score, Some(0.7));
+    assert_eq!(q.passed, Some(false));
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::artifact_metadata::{QualityCheckResult, SceneQualityMetrics};
-use crate::spec::model::{QualityCheck, QualityThresholds};
+use crate::spec::model::{CheckEntry, QualityCheck, QualityThresholds};
 
 /// Share of a frame's pixels that must match its most common value for it to be blank.
 pub const BLANK_SHARE: f64 = 0.99;
@@ -218,6 +218,8 @@ pub(super) fn score(
         value,
         threshold,
         passed,
+        weight: 1.0,
+        metric: check.as_str().to_owned(),
     }
 }
 
@@ -244,7 +246,7 @@ pub struct SceneScore {
 pub fn score_frames(
     run_dir: &Path,
     scene: &SceneInput,
-    checks: &[QualityCheck],
+    checks: &[CheckEntry],
     t: &QualityThresholds,
     alignment: Option<Option<f64>>,
 ) -> SceneScore {
@@ -263,7 +265,7 @@ pub fn score_frames(
         out.notes
             .push(format!("scene `{}` has no frames to score", scene.id));
     }
-    for check in checks {
+    for check in checks.iter().map(|c| &c.check) {
         let result = match check {
             QualityCheck::FrameCount => score(
                 *check,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::spec::model::QualityThresholds;
+use crate::spec::model::{CheckEntry, QualityThresholds};
 use crate::testkit::{flat, moving_square, write_huge_header_png};
 
 #[test]
@@ -96,13 +96,15 @@ fn a_noisy_frame_stops_the_blank_count_early_and_is_not_blank() {
     assert!(!is_blank(&px, 3));
 }
 
-fn checks_all() -> Vec<QualityCheck> {
-    vec![
+fn checks_all() -> Vec<CheckEntry> {
+    [
         QualityCheck::FrameCount,
         QualityCheck::Resolution,
         QualityCheck::Blank,
         QualityCheck::Frozen,
     ]
+    .map(CheckEntry::named)
+    .to_vec()
 }
 
 fn scene(dir: &Path, paths: &[PathBuf]) -> SceneInput {
@@ -188,7 +190,7 @@ fn thresholds_pass_the_demo_frames_and_fail_broken_ones() {
     let s = score_frames(
         tmp.path(),
         &scene(tmp.path(), &good),
-        &[QualityCheck::Resolution],
+        &[CheckEntry::named(QualityCheck::Resolution)],
         &t,
         None,
     );

@@ -2,6 +2,7 @@
 //! per-scene `quality` stages.
 
 use super::{Builder, percentile, saturate};
+use crate::artifact_metadata::weighted_score;
 use crate::exec::InstanceId;
 use crate::spec::model::{Stage as SpecStage, StageKind};
 use crate::stages::output::{QualityOutput, QualityRecord};
@@ -90,6 +91,20 @@ impl Builder<'_> {
                     q.diversity_entropy = part.diversity_entropy;
                 }
             }
+        }
+    }
+
+    /// The weighted scores, once every `Checks` entry is in: the run's over all of them, each
+    /// scene's over those with its `SceneId`.
+    pub(super) fn weighted_scores(&mut self) {
+        let q = &mut self.meta.quality_metrics;
+        q.score = weighted_score(&q.checks);
+        for scene in &mut self.meta.scenes {
+            let own = q
+                .checks
+                .iter()
+                .filter(|c| c.scene_id.as_deref() == Some(scene.scene_id.as_str()));
+            scene.quality_metrics.score = weighted_score(own);
         }
     }
 }
