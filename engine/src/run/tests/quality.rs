@@ -272,8 +272,9 @@ async fn a_resume_scores_the_huge_frame_it_stopped_at_and_finishes() {
     assert!(again.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
 }
 
-/// Both scenes' frames are a moving square; the story is `prompts`.
-fn story_of(prompts: [&'static str; 2]) -> Scripted {
+/// The story is `prompts`; scene a's frames are a moving square, and so are scene b's when
+/// `same_frames`, else another moving picture.
+fn story_of(prompts: [&'static str; 2], same_frames: bool) -> Scripted {
     Scripted::new()
         .on("story", move |_| {
             Step::ok(json!({
@@ -284,10 +285,28 @@ fn story_of(prompts: [&'static str; 2]) -> Scripted {
                 ],
             }))
         })
-        .otherwise(|ctx| {
+        .otherwise(move |ctx| {
             let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
             std::fs::create_dir_all(&dir).expect("mkdir");
-            let paths = moving_square(&dir, 25);
+            // Scene b draws another picture (a ramp with a dark bar moving down) unless the
+            // story asks for the same frames in both scenes.
+            let paths = if ctx.instance.item == Some(1) && !same_frames {
+                (0..25u32)
+                    .map(|i| {
+                        let p = dir.join(format!("ramp_{i:05}_.png"));
+                        crate::testkit::write_png(&p, 64, 64, |x, y| {
+                            if y / 2 == i {
+                                [0; 3]
+                            } else {
+                                [(x * 4) as u8; 3]
+                            }
+                        });
+                        p
+                    })
+                    .collect()
+            } else {
+                moving_square(&dir, 25)
+            };
             let rel: Vec<String> = paths
                 .iter()
                 .map(|p| {
@@ -315,7 +334,7 @@ fn story_of(prompts: [&'static str; 2]) -> Scripted {
 async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_passes() {
     // The demo's failure as the issue saw it: one prompt for both scenes. Themes {light,
     // world} from each scene once: 1 bit, under 2.0; each scene is 1.0 like the other.
-    let same = story_of(["The light of the world", "The light of the world"]);
+    let same = story_of(["The light of the world", "The light of the world"], true);
     let (report, m, _tmp) = run_with(false, same).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
     let q = &m.quality_metrics;
@@ -333,6 +352,9 @@ async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_p
             (QualityCheck::Duplicate, Some("a"), Some(1.0)),
             (QualityCheck::Diversity, None, Some(1.0)),
             (QualityCheck::Duplicate, Some("b"), Some(1.0)),
+            // Rendered alike too: the frames of one scene are the other's (distance 0 bits).
+            (QualityCheck::SameFrames, Some("a"), Some(0.0)),
+            (QualityCheck::SameFrames, Some("b"), Some(0.0)),
         ]
     );
 
@@ -343,7 +365,7 @@ async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_p
         skip_services: true,
         ..Default::default()
     };
-    let same = story_of(["The light of the world", "The light of the world"]);
+    let same = story_of(["The light of the world", "The light of the world"], true);
     let report = crate::run::run(
         req,
         same.over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
@@ -361,14 +383,28 @@ async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_p
     );
 
     // A varied story: six key themes (log2 6 bits), nothing shared.
-    let varied = story_of([
-        "a lighthouse keeper on a moon",
-        "dust storms over the crater",
-    ]);
+    let varied = story_of(
+        [
+            "a lighthouse keeper on a moon",
+            "dust storms over the crater",
+        ],
+        false,
+    );
     let (report, m, _tmp) = run_with(true, varied).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
-    assert_eq!(m.quality_metrics.passed, Some(true));
+    assert_eq!(
+        m.quality_metrics.passed,
+        Some(true),
+        "{:?}",
+        m.quality_metrics
+    );
     assert_eq!(m.quality_metrics.diversity_entropy, Some(6f64.log2()));
+    let same_frames = m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter(|c| c.check == QualityCheck::SameFrames && c.passed);
+    assert_eq!(same_frames.count(), 2);
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ pub enum QualityCheck {
     /// Near-duplicate scenes: a scene's highest similarity to another scene (embedding cosine
     /// with `embedding_service`, lexical otherwise).
     Duplicate,
+    /// Scenes whose frames are the same: a scene's smallest perceptual-hash distance to
+    /// another scene's frames.
+    SameFrames,
     /// Prompt-to-scene similarity by embeddings (needs `embedding_service`).
     Alignment,
     /// Narrative coherence graded by an LLM rubric (needs `rubric_service`).
@@ -67,6 +70,12 @@ pub struct QualityThresholds {
     #[serde(default = "default_max_embedding_similarity")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_embedding_similarity: f64,
+    /// Smallest perceptual-hash distance of a scene's frames to another scene's, in bits of
+    /// 64 (mean over the first, middle and last frames; 0 = the same frames). The default 0.5
+    /// flags frames that differ by at most one bit in all three hashes.
+    #[serde(default = "default_min_frame_distance")]
+    #[schemars(range(min = 0.0, max = 64.0))]
+    pub min_frame_distance: f64,
     /// Smallest cosine similarity between a scene's prompt and the story (0–1).
     #[serde(default = "default_min_alignment")]
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -88,6 +97,7 @@ impl Default for QualityThresholds {
             min_diversity: default_min_diversity(),
             max_similarity: default_max_similarity(),
             max_embedding_similarity: default_max_embedding_similarity(),
+            min_frame_distance: default_min_frame_distance(),
             min_alignment: default_min_alignment(),
             min_coherence: default_min_coherence(),
         }
@@ -210,13 +220,14 @@ impl JsonSchema for CheckEntry {
 
 /// Which side of its threshold a check passes on, and the range a threshold of it may take.
 impl QualityCheck {
-    pub const ALL: [QualityCheck; 8] = [
+    pub const ALL: [QualityCheck; 9] = [
         QualityCheck::FrameCount,
         QualityCheck::Resolution,
         QualityCheck::Blank,
         QualityCheck::Frozen,
         QualityCheck::Diversity,
         QualityCheck::Duplicate,
+        QualityCheck::SameFrames,
         QualityCheck::Alignment,
         QualityCheck::Coherence,
     ];
@@ -240,6 +251,7 @@ impl QualityCheck {
             | QualityCheck::Duplicate
             | QualityCheck::Alignment => Some((0.0, 1.0, false)),
             QualityCheck::Diversity => Some((0.0, 16.0, false)),
+            QualityCheck::SameFrames => Some((0.0, 64.0, false)),
             QualityCheck::Coherence => Some((1.0, 5.0, false)),
         }
     }
@@ -253,6 +265,7 @@ impl QualityCheck {
             QualityCheck::Frozen => "frozen",
             QualityCheck::Diversity => "diversity",
             QualityCheck::Duplicate => "duplicate",
+            QualityCheck::SameFrames => "same-frames",
             QualityCheck::Alignment => "alignment",
             QualityCheck::Coherence => "coherence",
         }
@@ -277,6 +290,7 @@ impl QualityThresholds {
                     t.max_similarity = v;
                     t.max_embedding_similarity = v;
                 }
+                QualityCheck::SameFrames => t.min_frame_distance = v,
                 QualityCheck::Alignment => t.min_alignment = v,
                 QualityCheck::Coherence => t.min_coherence = v,
             }
@@ -293,6 +307,7 @@ pub(super) fn default_quality_checks() -> Vec<CheckEntry> {
         QualityCheck::Frozen,
         QualityCheck::Diversity,
         QualityCheck::Duplicate,
+        QualityCheck::SameFrames,
     ]
     .into_iter()
     .map(CheckEntry::named)
@@ -321,4 +336,7 @@ fn default_min_alignment() -> f64 {
 }
 fn default_min_coherence() -> f64 {
     4.0
+}
+fn default_min_frame_distance() -> f64 {
+    0.5
 }

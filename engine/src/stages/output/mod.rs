@@ -22,7 +22,9 @@ pub use marker::{
     Detection, ForcedCopy, MarkerAttempt, MarkerBody, MarkerOutput, MarkerRecord, StageSystem,
 };
 pub use patch::{ObjectInfoCheck, PatchOutput, SceneMeta};
-pub use quality::{QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality};
+pub use quality::{
+    FrameSignature, QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality,
+};
 pub use queue::{QueueOutput, QueueRecord, QueueTelemetry, WebsocketReport};
 pub use record::{AttemptRecord, RecordOutcome};
 pub use render::RenderRef;

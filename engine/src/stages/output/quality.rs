@@ -17,7 +17,19 @@ pub struct QualityOutput {
     /// Not measured yet (the LLM rubric is not built): always null.
     pub narrative_coherence: Option<f64>,
     pub notes: Vec<String>,
+    /// Each scored scene's frame signature (perceptual hashes of its first, middle and last
+    /// frames, 16 hex digits each), for the `same-frames` check between scenes, which a
+    /// per-scene stage cannot run alone (`telemetry::build` runs it over every scene's).
+    #[serde(default)]
+    pub frame_signatures: Vec<FrameSignature>,
     pub telemetry: QualityTelemetry,
+}
+
+/// One scene's frame signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FrameSignature {
+    pub scene_id: String,
+    pub hashes: Vec<String>,
 }
 
 /// The telemetry part of a `quality` output, with the contract's names.

@@ -24,6 +24,8 @@ pub struct FrameStats {
     pub size: Option<(u32, u32)>,
     pub blank: u32,
     pub frozen: u32,
+    /// The perceptual hash of each decoded frame, in order.
+    pub hashes: Vec<u64>,
     pub notes: Vec<String>,
 }
 
@@ -43,6 +45,7 @@ struct Decoded {
     height: u32,
     blank: bool,
     hash: [u8; 32],
+    dhash: u64,
 }
 
 /// Most pixels a frame may have to be decoded: 8K UHD (7680×4320). The header says the size
@@ -125,6 +128,7 @@ fn decode(path: &Path) -> Result<Decoded, FrameDecodeError> {
         height: info.height,
         blank: is_blank(&pixels, channels.max(1)),
         hash: hasher.finalize().into(),
+        dhash: super::phash::dhash(&pixels, w, h, channels),
     })
 }
 
@@ -176,6 +180,7 @@ pub fn analyse(paths: &[PathBuf]) -> FrameStats {
                     stats.frozen += 1;
                 }
                 previous = Some(d.hash);
+                stats.hashes.push(d.dhash);
                 let area = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
                 if stats
                     .size
@@ -237,6 +242,8 @@ pub struct SceneInput {
 #[derive(Debug, Clone, Default)]
 pub struct SceneScore {
     pub metrics: SceneQualityMetrics,
+    /// The scene's frame signature, for the `same-frames` check between scenes.
+    pub signature: Vec<u64>,
     pub checks: Vec<QualityCheckResult>,
     pub notes: Vec<String>,
 }
@@ -255,6 +262,7 @@ pub fn score_frames(
     let id = Some(scene.id.as_str());
     let mut out = SceneScore {
         notes: stats.notes.clone(),
+        signature: super::phash::signature(&stats.hashes),
         ..SceneScore::default()
     };
     out.metrics.width = stats.size.map(|s| s.0);
@@ -308,7 +316,10 @@ pub fn score_frames(
                 out.metrics.alignment = value;
                 score(*check, id, value, t.min_alignment, true)
             }
-            QualityCheck::Diversity | QualityCheck::Duplicate | QualityCheck::Coherence => continue,
+            QualityCheck::Diversity
+            | QualityCheck::Duplicate
+            | QualityCheck::SameFrames
+            | QualityCheck::Coherence => continue,
         };
         out.checks.push(result);
     }

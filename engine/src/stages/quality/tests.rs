@@ -314,3 +314,69 @@ fn cosine_of_vectors() {
     assert_eq!(cosine(&[1.0], &[1.0, 2.0]), None);
     assert_eq!(cosine(&[0.0], &[1.0]), None);
 }
+
+#[test]
+fn the_perceptual_hash_sees_structure_and_the_signature_spans_the_scene() {
+    // A flat image has no darker-to-lighter step: no bit set, whatever its colour.
+    assert_eq!(dhash(&[200; 64 * 64 * 3], 64, 64, 3), 0);
+    assert_eq!(dhash(&[10; 64 * 64], 64, 64, 1), 0);
+    // Brighter to the right everywhere: every one of the 8×8 bits set.
+    let ramp: Vec<u8> = (0..18 * 8).map(|i| ((i % 18) * 14) as u8).collect();
+    assert_eq!(dhash(&ramp, 18, 8, 1), u64::MAX);
+    // Brighter to the left: none.
+    let back: Vec<u8> = ramp.iter().map(|v| 255 - v).collect();
+    assert_eq!(dhash(&back, 18, 8, 1), 0);
+    // A tiny image leaves cells empty instead of failing.
+    let _ = dhash(&[1, 2, 3], 3, 1, 1);
+
+    assert_eq!(signature(&[1, 2, 3, 4, 5]), [1, 3, 5]);
+    assert_eq!(signature(&[7]), [7]);
+    assert!(signature(&[]).is_empty());
+    // Bits differing at the same places, averaged: (1 + 3 + 0) / 3.
+    assert_eq!(distance(&[0b1, 0b111, 9], &[0, 0, 9]), Some(4.0 / 3.0));
+    assert_eq!(distance(&[], &[1]), None);
+    assert_eq!(
+        from_hex(&to_hex(&[u64::MAX, 0, 0xabc])),
+        Some(vec![u64::MAX, 0, 0xabc])
+    );
+    assert_eq!(from_hex(&["xyz".to_owned()]), None);
+}
+
+#[test]
+fn scenes_with_the_same_frames_fail_same_frames_and_others_pass() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("a");
+    let c = tmp.path().join("c");
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&c).expect("mkdir");
+    let sig = |paths: &[PathBuf]| signature(&analyse(paths).hashes);
+    let square = sig(&moving_square(&a, 25));
+    // The same workflow again: the same frames.
+    let again = sig(&moving_square(&c, 25));
+    assert_eq!(square.len(), 3);
+    assert_eq!(distance(&square, &again), Some(0.0));
+    // A ramp: another picture.
+    let ramp_path = tmp.path().join("ramp.png");
+    crate::testkit::write_png(&ramp_path, 64, 64, |x, _| [(x * 4) as u8; 3]);
+    let other = sig(&[ramp_path]);
+    let scenes = vec![
+        ("a".to_owned(), square),
+        ("b".to_owned(), again),
+        ("c".to_owned(), other),
+    ];
+    let (checks, notes) = same_frames_checks(&scenes, 2.0);
+    let verdicts: Vec<(Option<&str>, bool)> = checks
+        .iter()
+        .map(|c| (c.scene_id.as_deref(), c.passed))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [(Some("a"), false), (Some("b"), false), (Some("c"), true)]
+    );
+    assert_eq!(checks[0].value, Some(0.0));
+    assert!(checks[2].value.is_some_and(|v| v >= 2.0), "{checks:?}");
+    assert!(
+        notes[0].contains("scene `a` has the same frames as scene `b`"),
+        "{notes:?}"
+    );
+}
