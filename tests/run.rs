@@ -236,8 +236,20 @@ fn the_demo_runs_end_to_end_on_the_real_servers() {
             assert!(c.passed && c.scene_id.is_some(), "{c:?}");
         }
     }
-    // Per scene: four frame checks, `duplicate` and `same-frames`; once: `diversity`.
-    assert_eq!(q.checks.len(), 2 * 6 + 1, "{q:?}");
+    // Per scene: four frame checks, `duplicate` and `same-frames`; once: `diversity` and the
+    // judge's `coherence` (advisory: it never fails the verdict).
+    assert_eq!(q.checks.len(), 2 * 6 + 2, "{q:?}");
+    let coherence: Vec<_> = q
+        .checks
+        .iter()
+        .filter(|c| c.check == C::Coherence)
+        .collect();
+    assert_eq!(coherence.len(), 1, "{q:?}");
+    assert!(
+        coherence[0].advisory && coherence[0].scene_id.is_none(),
+        "{q:?}"
+    );
+    assert_eq!(q.narrative_coherence, coherence[0].value);
     // The frames carry the story: scenes the model wrote alike (prompt and mood) render the
     // same frames and fail `same-frames`; scenes that differ render frames that differ.
     let alike = m.scenes[0].prompt == m.scenes[1].prompt && m.scenes[0].mood == m.scenes[1].mood;

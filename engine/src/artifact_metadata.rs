@@ -430,6 +430,10 @@ pub struct QualityCheckResult {
     /// The name to compare and gate on: the `checks` entry's `metric`, else the check's name.
     #[serde(default)]
     pub metric: String,
+    /// The `checks` entry is advisory: recorded and scored, but it never fails `Passed` or an
+    /// `enforce`d stage.
+    #[serde(default)]
+    pub advisory: bool,
 }
 
 fn one() -> f64 {

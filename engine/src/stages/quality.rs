@@ -24,7 +24,7 @@
 //! | `duplicate` | a scene's highest similarity to another scene | `<= max_similarity` (0.6, lexical) or `<= max_embedding_similarity` (0.9, embeddings) |
 //! | `same-frames` | a scene's smallest perceptual-hash distance to another scene's frames, bits of 64 | `>= min_frame_distance` (0.5) |
 //! | `alignment` | cosine of the scene prompt's and the story's embeddings | `>= min_alignment` |
-//! | `coherence` | LLM rubric grade, 1–5 (run-wide) | `>= min_coherence` |
+//! | `coherence` | the LLM judge's grade, 1–5 (run-wide) | `>= min_coherence` (4.0) |
 //!
 //! - **Decoding**: frames are PNGs, decoded with the `png` crate (palette and low bit depths
 //!   expanded); a frame that cannot be decoded counts as blank, with a note. Decoding is
@@ -63,8 +63,23 @@
 //!   themes, not only the key ones: shared / either), held to `max_similarity`. A failed check's
 //!   note names the scene it repeats. Identical prompts score 1.0 either way.
 //! - **Alignment** and **coherence** run only when requested in `checks` (the spec check then
-//!   requires their services). Alignment asks the `embedding_service`'s `/embeddings`;
-//!   coherence by a rubric is not built yet and is recorded null with a note.
+//!   requires their services). Alignment asks the `embedding_service`'s `/embeddings`.
+//! - **Coherence** (`judge.rs`): the story's scenes, numbered, rendered into `judge_rubric`
+//!   (`prompts/judge/v1/coherence.hbs`, versioned with a metadata block like the story
+//!   templates) and sent to `judge_service` (any `openai` service; it may differ from the
+//!   writer) with `response_format` = a `{score: 1–5, reason}` JSON schema, greedily, asking for
+//!   `top_logprobs`. Where the answer has them (llama.cpp's server does), the score is G-Eval's:
+//!   the probability of each grade 1–5 at the score's token, renormalised over the grades, and
+//!   their weighted mean. Where it has none (LM Studio; Ollama's `/v1` as of this writing), the
+//!   mean of `judge_samples` (3) grades sampled at temperature 0.7. An answer that is not
+//!   `{score: 1–5, reason}` is asked again, up to the stage's `retry.budget` extra requests;
+//!   then the score is null with a note, never guessed. The output's `coherence` records the
+//!   judge's model, the rubric and its version, the method, the grade distribution, the grades,
+//!   the reason and the requests sent. A per-scene stage asks the judge once, in the first
+//!   scene's instance. **A 135M model (the demo's) only exercises this plumbing: its grades say
+//!   little about the story. Real grading needs a model of a few billion parameters**; until
+//!   then mark the check `advisory` (`{ check = "coherence", advisory = true }`): recorded and
+//!   scored, never failing the verdict.
 //! - **Same frames**: each decoded frame gets a 64-bit difference hash (luminance averaged into
 //!   9×8 cells, a bit per horizontally adjacent pair: structure, not tint); a scene's signature
 //!   is the hashes of its first, middle and last frames, and the distance between two scenes is
@@ -92,12 +107,14 @@
 use serde_json::Value;
 
 mod embed;
+mod judge;
 mod phash;
 mod score;
 mod text;
 
 pub use embed::cosine;
 use embed::{embed, embed_cosine};
+pub use judge::{grade_distribution, parse_grade, story_text, weighted_mean};
 pub use phash::{dhash, distance, from_hex, same_frames_checks, signature, to_hex};
 use score::score;
 pub use score::{
@@ -260,29 +277,35 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
             ));
         }
     }
-    if wants(QualityCheck::Coherence) {
-        notes.push(format!(
-            "coherence not measured: the LLM rubric (`rubric_service` = {:?}) is not built yet",
-            cfg.rubric_service.as_deref().unwrap_or("")
-        ));
+    let mut coherence = None;
+    // The judge grades the whole story: once per run, so a per-scene stage asks it only in the
+    // first scene's instance (the run's `Checks` take a run-wide check from there).
+    let judges_here = !per_scene || ctx.instance.item.unwrap_or(0) == 0;
+    if wants(QualityCheck::Coherence) && judges_here {
+        let mut judged = judge::judge(ctx, cfg, &story_scenes).await;
+        notes.append(&mut judged.notes);
         all_checks.push(score(
             QualityCheck::Coherence,
             None,
-            None,
+            judged.score,
             thresholds.min_coherence,
             true,
         ));
+        coherence = Some(judged);
     }
-    // Each result carries its entry's weight and metric name (promptfoo's assertion shape).
+    // Each result carries its entry's weight, metric name and advisory flag (promptfoo's
+    // assertion shape).
     for c in &mut all_checks {
         if let Some(e) = cfg.checks.iter().find(|e| e.check == c.check) {
             c.weight = e.weight;
+            c.advisory = e.advisory;
             if let Some(m) = &e.metric {
                 c.metric.clone_from(m);
             }
         }
     }
-    let passed = all_checks.iter().all(|c| c.passed);
+    // An advisory check is recorded, and counts in the score, but never fails the verdict.
+    let passed = all_checks.iter().all(|c| c.passed || c.advisory);
     let aligned: Vec<f64> = scored.iter().filter_map(|s| s.metrics.alignment).collect();
     let semantic_alignment =
         (!aligned.is_empty()).then(|| aligned.iter().sum::<f64>() / aligned.len() as f64);
@@ -299,6 +322,7 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
             passed,
             diversity_entropy: diversity_value,
             semantic_alignment,
+            narrative_coherence: coherence.as_ref().and_then(|j| j.score),
             checks: all_checks.clone(),
         })
     };
@@ -307,7 +331,8 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
         checks: all_checks.clone(),
         diversity_entropy: diversity_value,
         semantic_alignment,
-        narrative_coherence: None,
+        narrative_coherence: coherence.as_ref().and_then(|j| j.score),
+        coherence: coherence.map(|j| j.record),
         notes,
         frame_signatures: scored
             .iter()
@@ -322,7 +347,7 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     if !passed && cfg.enforce {
         let missed: Vec<String> = all_checks
             .iter()
-            .filter(|c| !c.passed)
+            .filter(|c| !c.passed && !c.advisory)
             .map(|c| {
                 let check = serde_json::to_value(c.check)
                     .ok()

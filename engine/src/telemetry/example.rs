@@ -426,6 +426,7 @@ pub fn example() -> ArtifactMetadata {
                     passed: true,
                     weight: 1.0,
                     metric: "frame-count".to_owned(),
+                    advisory: false,
                 },
                 QualityCheckResult {
                     check: QualityCheck::Diversity,
@@ -435,6 +436,7 @@ pub fn example() -> ArtifactMetadata {
                     passed: true,
                     weight: 2.0,
                     metric: "theme-diversity".to_owned(),
+                    advisory: false,
                 },
                 QualityCheckResult {
                     check: QualityCheck::Coherence,
@@ -444,6 +446,7 @@ pub fn example() -> ArtifactMetadata {
                     passed: true,
                     weight: 1.0,
                     metric: "coherence".to_owned(),
+                    advisory: true,
                 },
             ],
         },

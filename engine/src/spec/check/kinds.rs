@@ -61,8 +61,8 @@ impl<'a> Checker<'a> {
                     ),
                     (
                         QualityCheck::Coherence,
-                        "rubric_service",
-                        s.rubric_service.is_some(),
+                        "judge_service",
+                        s.judge_service.is_some(),
                     ),
                 ] {
                     if let Some(i) = s.checks.iter().position(|c| c.check == check)
@@ -89,6 +89,28 @@ impl<'a> Checker<'a> {
         }
         if let Stage::Quality(s) = stage {
             self.check_quality_entries(name, &s.checks);
+            // The judge's rubric must be a readable template that asks only for `story`.
+            if s.checks.iter().any(|c| c.check == QualityCheck::Coherence) {
+                let path = self.base_dir.join(&s.judge_rubric);
+                match self.files.template(&path) {
+                    Ok(vars) => {
+                        if let Some(v) = vars.iter().find(|v| v.as_str() != "story") {
+                            let span = self.entry_span(&format!("{ptr}/judge_rubric"));
+                            self.err(
+                                Code::InvalidValue,
+                                format!("the judge rubric of stage `{name}` uses `{v}`; a rubric is given only `story`"),
+                                span,
+                                "this rubric",
+                                None,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        let rel = s.judge_rubric.clone();
+                        self.file_problem(&format!("{ptr}/judge_rubric"), &rel, e, None);
+                    }
+                }
+            }
         }
     }
 

@@ -30,7 +30,7 @@ pub enum QualityCheck {
     SameFrames,
     /// Prompt-to-scene similarity by embeddings (needs `embedding_service`).
     Alignment,
-    /// Narrative coherence graded by an LLM rubric (needs `rubric_service`).
+    /// Narrative coherence graded by an LLM rubric (needs `judge_service`).
     Coherence,
 }
 
@@ -120,6 +120,8 @@ pub struct CheckEntry {
     pub weight: f64,
     /// A name to compare and gate on (sweeps, benches); default: the check's name.
     pub metric: Option<String>,
+    /// Recorded and scored, but never fails the verdict (`Passed`, `enforce`).
+    pub advisory: bool,
 }
 
 /// Heaviest weight a check may carry.
@@ -132,6 +134,7 @@ impl CheckEntry {
             threshold: None,
             weight: 1.0,
             metric: None,
+            advisory: false,
         }
     }
 }
@@ -154,6 +157,10 @@ struct CheckTable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     metric: Option<String>,
+    /// Recorded and scored, but never fails the verdict (`Passed`, `enforce`): for a check
+    /// whose grader is not trusted yet (coherence by a tiny model).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    advisory: bool,
 }
 
 fn default_weight() -> f64 {
@@ -179,6 +186,7 @@ impl<'de> Deserialize<'de> for CheckEntry {
                     threshold: t.threshold,
                     weight: t.weight,
                     metric: t.metric,
+                    advisory: t.advisory,
                 })
             }
         }
@@ -196,6 +204,7 @@ impl Serialize for CheckEntry {
             threshold: self.threshold,
             weight: self.weight,
             metric: self.metric.clone(),
+            advisory: self.advisory,
         }
         .serialize(s)
     }

@@ -298,9 +298,18 @@ stage_kind! {
         /// An `openai` service with `/v1/embeddings`, for the `alignment` check.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         embedding_service: Option<String>,
-        /// An `openai` service that grades coherence with a rubric, for the `coherence` check.
+        /// An `openai` service that grades coherence with a rubric (the LLM judge), for the
+        /// `coherence` check; may differ from the writer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rubric_service: Option<String>,
+        judge_service: Option<String>,
+        /// The judge's rubric: a versioned template with a metadata block, given `story` (the
+        /// scenes, numbered).
+        #[serde(default = "default_judge_rubric")]
+        judge_rubric: String,
+        /// Grades sampled (and averaged) when the judge's server gives no `top_logprobs`.
+        #[serde(default = "default_judge_samples")]
+        #[schemars(range(min = 1, max = 10))]
+        judge_samples: u32,
         /// Fail the stage when a threshold is missed (otherwise it is recorded only).
         #[serde(default)]
         enforce: bool,
@@ -418,8 +427,8 @@ impl Stage {
                 if let Some(e) = &s.embedding_service {
                     v.push(("embedding_service", e.as_str()));
                 }
-                if let Some(r) = &s.rubric_service {
-                    v.push(("rubric_service", r.as_str()));
+                if let Some(r) = &s.judge_service {
+                    v.push(("judge_service", r.as_str()));
                 }
                 v
             }
@@ -478,4 +487,10 @@ fn default_stability_retries() -> u32 {
 }
 fn default_collect_timeout() -> f64 {
     120.0
+}
+fn default_judge_rubric() -> String {
+    "prompts/judge/v1/coherence.hbs".to_owned()
+}
+fn default_judge_samples() -> u32 {
+    3
 }

@@ -23,7 +23,8 @@ pub use marker::{
 };
 pub use patch::{ObjectInfoCheck, PatchOutput, SceneMeta};
 pub use quality::{
-    FrameSignature, QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality,
+    CoherenceRecord, FrameSignature, QualityOutput, QualityPart, QualityRecord, QualityTelemetry,
+    RunQuality,
 };
 pub use queue::{QueueOutput, QueueRecord, QueueTelemetry, WebsocketReport};
 pub use record::{AttemptRecord, RecordOutcome};
@@ -73,6 +74,7 @@ mod tests {
             passed: true,
             diversity_entropy: None,
             semantic_alignment: Some(0.8),
+            narrative_coherence: Some(3.5),
             checks: Vec::new(),
         });
         for part in [scene, run] {

@@ -225,6 +225,7 @@ pub(super) fn score(
         passed,
         weight: 1.0,
         metric: check.as_str().to_owned(),
+        advisory: false,
     }
 }
 

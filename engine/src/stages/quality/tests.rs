@@ -380,3 +380,73 @@ fn scenes_with_the_same_frames_fail_same_frames_and_others_pass() {
         "{notes:?}"
     );
 }
+
+fn tok(token: &str, top: &[(&str, f64)]) -> crate::clients::openai::TokenChoices {
+    crate::clients::openai::TokenChoices {
+        token: token.to_owned(),
+        top: top.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect(),
+    }
+}
+
+#[test]
+fn the_judge_s_grade_is_the_probability_weighted_mean_at_the_score_token() {
+    // `{"score": 4, ...}` as llama.cpp tokenises it; at the grade's place the model weighed
+    // 4 (p = 0.5), 5 (0.25), 3 (0.125) and non-grades (`n`, ` `), which are left out.
+    let ln = f64::ln;
+    let tokens = [
+        tok("{", &[("{", 0.0)]),
+        tok(" \"", &[]),
+        tok("score", &[]),
+        tok("\":", &[]),
+        tok(
+            " 4",
+            &[
+                (" 4", ln(0.5)),
+                ("5", ln(0.25)),
+                ("3", ln(0.125)),
+                ("n", ln(0.1)),
+                (" ", ln(0.025)),
+            ],
+        ),
+        tok(",", &[("4", ln(0.9))]),
+    ];
+    let p = grade_distribution(&tokens).expect("a grade token");
+    // Renormalised over the grades: 0.5, 0.25, 0.125 of 0.875.
+    let want = [0.0, 0.0, 0.125 / 0.875, 0.5 / 0.875, 0.25 / 0.875];
+    for (got, want) in p.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{p:?}");
+    }
+    // 3·(1/7) + 4·(4/7) + 5·(2/7) = 29/7 ≈ 4.14.
+    assert!((weighted_mean(&p) - 29.0 / 7.0).abs() < 1e-12);
+    // A digit before `"score"` (in a title, say) is not the grade; no grade at all is none.
+    let early = [
+        tok("3", &[("3", 0.0)]),
+        tok("\"score\":", &[]),
+        tok("2", &[("2", 0.0)]),
+    ];
+    assert_eq!(grade_distribution(&early), Some([0.0, 1.0, 0.0, 0.0, 0.0]));
+    assert_eq!(
+        grade_distribution(&[tok("{\"score\":", &[]), tok("x", &[("x", 0.0)])]),
+        None
+    );
+}
+
+#[test]
+fn the_judge_s_answer_must_be_a_grade_from_1_to_5_and_a_reason() {
+    assert_eq!(
+        parse_grade(r#"{"score": 4, "reason": "one story"}"#),
+        Some((4, "one story".to_owned()))
+    );
+    assert_eq!(parse_grade(r#"{"score": 6, "reason": "x"}"#), None);
+    assert_eq!(parse_grade(r#"{"score": 0, "reason": "x"}"#), None);
+    assert_eq!(parse_grade(r#"{"score": "4", "reason": "x"}"#), None);
+    assert_eq!(parse_grade(r#"{"score": 4}"#), None);
+    assert_eq!(parse_grade("four"), None);
+    assert_eq!(
+        story_text(&[
+            ("a".into(), " a keeper ".into()),
+            ("b".into(), "the lamp".into())
+        ]),
+        "1. a keeper\n2. the lamp"
+    );
+}

@@ -90,12 +90,15 @@ impl Builder<'_> {
                     {
                         continue;
                     }
-                    q.passed = Some(q.passed.unwrap_or(true) && c.passed);
+                    q.passed = Some(q.passed.unwrap_or(true) && (c.passed || c.advisory));
                     q.checks.push(c);
                 }
                 q.passed = Some(q.passed.unwrap_or(true) && part.passed);
                 if q.diversity_entropy.is_none() {
                     q.diversity_entropy = part.diversity_entropy;
+                }
+                if q.narrative_coherence.is_none() {
+                    q.narrative_coherence = part.narrative_coherence;
                 }
             }
             if let SpecStage::Quality(cfg) = stage {
@@ -124,10 +127,11 @@ impl Builder<'_> {
         let q = &mut self.meta.quality_metrics;
         for mut c in checks {
             c.weight = entry.weight;
+            c.advisory = entry.advisory;
             if let Some(m) = &entry.metric {
                 c.metric.clone_from(m);
             }
-            q.passed = Some(q.passed.unwrap_or(true) && c.passed);
+            q.passed = Some(q.passed.unwrap_or(true) && (c.passed || c.advisory));
             q.checks.push(c);
         }
     }
