@@ -148,29 +148,43 @@ fn the_same_scene_rendered_twice_fails_and_a_varied_story_s_frames_differ() {
     assert_eq!(m.quality_metrics.score, Some(1.0));
 }
 
+const KEEPER: [&str; 2] = [
+    "A lighthouse keeper on the moon climbs to the lamp at dusk",
+    "The keeper lights the lamp and a lost ship turns toward it",
+];
+
 /// story (scripted) → frames (scripted: a moving square per scene) → quality with only the
 /// `coherence` check (advisory), judged by the `openai` service at `base_url`.
 fn judge_run(base_url: &str, model: &str) -> (ArtifactMetadata, serde_json::Value) {
+    let quality = r#"checks = [{ check = "coherence", advisory = true }]
+judge_service = "llm"
+retry = { budget = 1 }"#;
+    scripted_run(base_url, model, quality, KEEPER)
+}
+
+/// story (scripted: `prompts`) → frames (scripted: a moving square per scene) → quality as
+/// `quality` says, with the `openai` service `llm` at `base_url` serving `model`.
+fn scripted_run(
+    base_url: &str,
+    model: &str,
+    quality: &str,
+    prompts: [&'static str; 2],
+) -> (ArtifactMetadata, serde_json::Value) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let spec = SpecBuilder::chain("judge", &["story", "frames", "quality"])
         .output_dir(&tmp.path().join("runs"))
         .service("llm", cinepipe::testkit::openai(base_url))
         .set("services.llm", "model", model)
         .set("services.llm", "timeout_s", 300)
-        .toml(
-            "stages.quality",
-            r#"checks = [{ check = "coherence", advisory = true }]
-judge_service = "llm"
-retry = { budget = 1 }"#,
-        )
+        .toml("stages.quality", quality)
         .write(tmp.path(), "judge.toml");
     let scripted = Scripted::new()
-        .on("story", |_| {
+        .on("story", move |_| {
             Step::ok(json!({
                 "title": "T", "story_version": "1",
                 "scenes": [
-                    {"id": "one", "prompt": "A lighthouse keeper on the moon climbs to the lamp at dusk", "mood": "calm"},
-                    {"id": "two", "prompt": "The keeper lights the lamp and a lost ship turns toward it", "mood": "hopeful"},
+                    {"id": "one", "prompt": prompts[0], "mood": "calm"},
+                    {"id": "two", "prompt": prompts[1], "mood": "hopeful"},
                 ],
             }))
         })
@@ -338,4 +352,58 @@ fn an_unparsable_judge_is_asked_again_within_the_budget_then_recorded_null() {
     );
     // Advisory: a null grade does not fail the run's verdict.
     assert_eq!(m.quality_metrics.passed, Some(true));
+}
+
+#[test]
+fn alignment_and_duplicates_by_a_real_embedding_model() {
+    let Some(server) = harness::embeddings() else {
+        return;
+    };
+    let quality = r#"checks = ["alignment", "duplicate"]
+embedding_service = "llm""#;
+    // all-MiniLM-L6-v2 on llama.cpp's server: two scenes of one story are related, not alike.
+    let (m, out) = scripted_run(&server.url, &server.model, quality, KEEPER);
+    let notes = out["notes"].to_string();
+    assert!(
+        !notes.contains("not measured") && !notes.contains("failed"),
+        "{notes}"
+    );
+    let q = &m.quality_metrics;
+    let of = |check: QualityCheck| -> Vec<(Option<f64>, bool)> {
+        q.checks
+            .iter()
+            .filter(|c| c.check == check)
+            .map(|c| (c.value, c.passed))
+            .collect()
+    };
+    let duplicate = of(QualityCheck::Duplicate);
+    assert_eq!(duplicate.len(), 2, "{q:?}");
+    for (value, passed) in &duplicate {
+        // Held to the embedding threshold (0.9), not the lexical one.
+        let v = value.expect("measured");
+        assert!(v > 0.2 && v < 0.9 && *passed, "{v}");
+    }
+    assert!(
+        q.checks
+            .iter()
+            .filter(|c| c.check == QualityCheck::Duplicate)
+            .all(|c| c.threshold == 0.9)
+    );
+    let alignment = of(QualityCheck::Alignment);
+    assert_eq!(alignment.len(), 2, "{q:?}");
+    for (value, _) in &alignment {
+        assert!(value.is_some_and(|v| (0.3..=1.0).contains(&v)), "{value:?}");
+    }
+    assert!(q.semantic_alignment.is_some());
+
+    // One scene twice: the embeddings are the same, cosine 1, a duplicate.
+    let (m, _) = scripted_run(&server.url, &server.model, quality, [KEEPER[0], KEEPER[0]]);
+    for c in m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter(|c| c.check == QualityCheck::Duplicate)
+    {
+        assert!(c.value.is_some_and(|v| v > 0.999) && !c.passed, "{c:?}");
+    }
 }
