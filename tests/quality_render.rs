@@ -170,6 +170,17 @@ fn scripted_run(
     quality: &str,
     prompts: [&'static str; 2],
 ) -> (ArtifactMetadata, serde_json::Value) {
+    scripted_run_with(base_url, model, quality, prompts, "")
+}
+
+/// [`scripted_run`] with `story` (TOML) set in the story stage.
+fn scripted_run_with(
+    base_url: &str,
+    model: &str,
+    quality: &str,
+    prompts: [&'static str; 2],
+    story: &str,
+) -> (ArtifactMetadata, serde_json::Value) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let spec = SpecBuilder::chain("judge", &["story", "frames", "quality"])
         .output_dir(&tmp.path().join("runs"))
@@ -177,6 +188,7 @@ fn scripted_run(
         .set("services.llm", "model", model)
         .set("services.llm", "timeout_s", 300)
         .toml("stages.quality", quality)
+        .toml("stages.story", story)
         .write(tmp.path(), "judge.toml");
     let scripted = Scripted::new()
         .on("story", move |_| {
@@ -361,13 +373,17 @@ fn alignment_and_duplicates_by_a_real_embedding_model() {
     };
     let quality = r#"checks = ["alignment", "duplicate"]
 embedding_service = "llm""#;
-    // all-MiniLM-L6-v2 on llama.cpp's server: two scenes of one story are related, not alike.
-    let (m, out) = scripted_run(&server.url, &server.model, quality, KEEPER);
+    // all-MiniLM-L6-v2 on llama.cpp's server: two scenes of one story are related, not alike;
+    // each is aligned with the story's premise.
+    let premise =
+        r#"vars = { scenes = 2, tone = "calm", premise = "a lighthouse keeper on the moon" }"#;
+    let (m, out) = scripted_run_with(&server.url, &server.model, quality, KEEPER, premise);
     let notes = out["notes"].to_string();
     assert!(
         !notes.contains("not measured") && !notes.contains("failed"),
         "{notes}"
     );
+    assert!(!notes.contains("whole story"), "{notes}");
     let q = &m.quality_metrics;
     let of = |check: QualityCheck| -> Vec<(Option<f64>, bool)> {
         q.checks
@@ -395,6 +411,23 @@ embedding_service = "llm""#;
         assert!(value.is_some_and(|v| (0.3..=1.0).contains(&v)), "{value:?}");
     }
     assert!(q.semantic_alignment.is_some());
+    // A scene about something else is far from the premise.
+    let (m, _) = scripted_run_with(
+        &server.url,
+        &server.model,
+        "checks = [\"alignment\"]\nembedding_service = \"llm\"",
+        [KEEPER[0], "Quarterly sales figures rise in the spreadsheet"],
+        premise,
+    );
+    let values: Vec<f64> = m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter_map(|c| c.value)
+        .collect();
+    assert_eq!(values.len(), 2, "{:?}", m.quality_metrics);
+    assert!(values[0] > values[1] + 0.3, "{values:?}");
+    assert!(values[1] < 0.75, "{values:?}");
 
     // One scene twice: the embeddings are the same, cosine 1, a duplicate.
     let (m, _) = scripted_run(&server.url, &server.model, quality, [KEEPER[0], KEEPER[0]]);

@@ -23,7 +23,7 @@
 //! | `diversity` | entropy in bits of the scenes' key themes (run-wide) | `>= min_diversity` (2.0) |
 //! | `duplicate` | a scene's highest similarity to another scene | `<= max_similarity` (0.6, lexical) or `<= max_embedding_similarity` (0.9, embeddings) |
 //! | `same-frames` | a scene's smallest perceptual-hash distance to another scene's frames, bits of 64 | `>= min_frame_distance` (0.5) |
-//! | `alignment` | cosine of the scene prompt's and the story's embeddings | `>= min_alignment` |
+//! | `alignment` | cosine of the embeddings of the scene's prompt and the story's premise (else the whole story) | `>= min_alignment` (0.75) |
 //! | `coherence` | the LLM judge's grade, 1–5 (run-wide) | `>= min_coherence` (4.0) |
 //!
 //! - **Decoding**: frames are PNGs, decoded with the `png` crate (palette and low bit depths
@@ -187,7 +187,10 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
             .collect(),
     };
     let prompts: Vec<String> = story_scenes.iter().map(|s| s.1.clone()).collect();
-    let story_text = prompts.join("\n");
+    // What a scene's prompt is aligned with: the story's premise (the `premise` var of the
+    // `llm` stage the scenes fan out from), else the whole story (every prompt).
+    let premise = premise_of(ctx, story.as_ref());
+    let reference = premise.clone().unwrap_or_else(|| prompts.join("\n"));
     let wants = |c: QualityCheck| cfg.checks.iter().any(|e| e.check == c);
     // Each entry's own threshold over the table's.
     let thresholds = cfg.thresholds.with_overrides(&cfg.checks);
@@ -195,9 +198,15 @@ async fn attempt(ctx: &StageContext, cfg: &QualityStage) -> Result<QualityOutput
     // Alignment per scene, when asked for.
     let mut alignments: Vec<Option<Option<f64>>> = vec![None; scenes.len()];
     if wants(QualityCheck::Alignment) {
+        if premise.is_none() {
+            notes.push(
+                "alignment is against the whole story: the story's stage has no `premise` var"
+                    .to_owned(),
+            );
+        }
         for (i, s) in scenes.iter().enumerate() {
             let v = match &cfg.embedding_service {
-                Some(service) => match embed_cosine(ctx, service, &s.prompt, &story_text).await {
+                Some(service) => match embed_cosine(ctx, service, &s.prompt, &reference).await {
                     Ok(v) => Some(v),
                     Err(e) => {
                         notes.push(format!("alignment of scene `{}` not measured: {e}", s.id));
@@ -393,6 +402,21 @@ fn read_story(ctx: &StageContext) -> Option<(String, Value)> {
     let story: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let list = story.get(field)?.clone();
     Some((stage.to_owned(), list))
+}
+
+/// The non-empty `premise` var of the `llm` stage the story came from.
+fn premise_of(ctx: &StageContext, story: Option<&(String, Value)>) -> Option<String> {
+    let (stage, _) = story?;
+    match ctx.spec.spec.stages.get(stage)? {
+        SpecStage::Llm(l) => l
+            .vars
+            .get("premise")?
+            .as_str()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
+        _ => None,
+    }
 }
 
 /// Why the frames input could not be read.

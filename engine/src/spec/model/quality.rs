@@ -76,7 +76,8 @@ pub struct QualityThresholds {
     #[serde(default = "default_min_frame_distance")]
     #[schemars(range(min = 0.0, max = 64.0))]
     pub min_frame_distance: f64,
-    /// Smallest cosine similarity between a scene's prompt and the story (0–1).
+    /// Smallest cosine similarity between a scene's prompt and the story's premise (else the
+    /// whole story), 0–1 (the seeds' target is 0.75).
     #[serde(default = "default_min_alignment")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub min_alignment: f64,
@@ -341,7 +342,7 @@ fn default_max_embedding_similarity() -> f64 {
     0.9
 }
 fn default_min_alignment() -> f64 {
-    0.3
+    0.75
 }
 fn default_min_coherence() -> f64 {
     4.0
