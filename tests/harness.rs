@@ -210,6 +210,51 @@ fn start_llm() -> Result<Server, String> {
     })
 }
 
+/// The shared embedding server (llama.cpp's server with `--embeddings` and the model of
+/// `scripts/install-embedding-model`), or None (outside CI only) when it cannot be had.
+pub fn embeddings() -> Option<&'static Server> {
+    static EMB: OnceLock<Result<Server, String>> = OnceLock::new();
+    require("the embedding server", EMB.get_or_init(start_embeddings))
+}
+
+pub const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+fn start_embeddings() -> Result<Server, String> {
+    let out = Command::new(root().join("scripts/install-embedding-model"))
+        .arg("--print-env")
+        .output()
+        .map_err(|e| format!("scripts/install-embedding-model: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the embedding model is not installed (scripts/install-embedding-model): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let env = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_owned))
+            .ok_or_else(|| format!("install-embedding-model --print-env gave no {k}"))
+    };
+    let (server, model) = (get("LLAMA_SERVER")?, get("EMBEDDING_MODEL")?);
+    let port = free_port();
+    let log = scratch().join("embeddings.log");
+    let mut cmd = Command::new(server);
+    cmd.args(["-m", &model, "--embeddings", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--alias", EMBEDDING_MODEL])
+        .args(["-t", LLM_THREADS]);
+    let child = spawn_server(cmd, &log)?;
+    let pid = child.id() as i32;
+    let url = format!("http://127.0.0.1:{port}/v1");
+    wait_ready(&format!("{url}/models"), Some(child), Some(&log))?;
+    Ok(Server {
+        url,
+        model: EMBEDDING_MODEL.to_string(),
+        output_dir: None,
+        pid: Some(pid),
+    })
+}
+
 fn start_comfyui() -> Result<Server, String> {
     if let Ok(url) = std::env::var("COMFYUI_URL") {
         wait_ready(

@@ -17,6 +17,7 @@ mod kill;
 mod llm;
 mod prompts;
 mod properties;
+mod quality_render;
 mod run;
 mod schemas;
 mod sentinel;

@@ -214,12 +214,12 @@ fn the_demo_runs_end_to_end_on_the_real_servers() {
         "{:?}",
         ev.last()
     );
-    // The moving square: 64×64 frames, none blank, none frozen; the frame checks pass. (The
+    // The scene cards: 256×144 frames, none blank, none frozen; the frame checks pass. (The
     // text checks depend on what the model wrote, and `enforce` is off: recorded only.)
     use cinepipe::spec::model::QualityCheck as C;
     for s in &m.scenes {
         let q = &s.quality_metrics;
-        assert_eq!((q.width, q.height), (Some(64), Some(64)), "{q:?}");
+        assert_eq!((q.width, q.height), (Some(256), Some(144)), "{q:?}");
         assert_eq!(
             (q.blank_fraction, q.frozen_fraction),
             (Some(0.0), Some(0.0)),
@@ -236,7 +236,41 @@ fn the_demo_runs_end_to_end_on_the_real_servers() {
             assert!(c.passed && c.scene_id.is_some(), "{c:?}");
         }
     }
-    assert_eq!(q.checks.len(), 2 * 4 + 1, "{q:?}");
+    // Per scene: four frame checks, `duplicate` and `same-frames`; once: `diversity` and the
+    // judge's `coherence` (advisory: it never fails the verdict).
+    assert_eq!(q.checks.len(), 2 * 6 + 2, "{q:?}");
+    let coherence: Vec<_> = q
+        .checks
+        .iter()
+        .filter(|c| c.check == C::Coherence)
+        .collect();
+    assert_eq!(coherence.len(), 1, "{q:?}");
+    assert!(
+        coherence[0].advisory && coherence[0].scene_id.is_none(),
+        "{q:?}"
+    );
+    assert_eq!(q.narrative_coherence, coherence[0].value);
+    // The frames carry the story: scenes the model wrote alike (prompt and mood) render the
+    // same frames and fail `same-frames`; scenes that differ render frames that differ.
+    let alike = m.scenes[0].prompt == m.scenes[1].prompt && m.scenes[0].mood == m.scenes[1].mood;
+    let same_frames: Vec<_> = q
+        .checks
+        .iter()
+        .filter(|c| c.check == C::SameFrames)
+        .collect();
+    assert_eq!(same_frames.len(), 2, "{q:?}");
+    for c in same_frames {
+        if alike {
+            assert_eq!(
+                (c.value, c.passed),
+                (Some(0.0), false),
+                "{c:?} {:?}",
+                m.scenes
+            );
+        } else {
+            assert!(c.value.is_some_and(|v| v > 0.0), "{c:?} {:?}", m.scenes);
+        }
+    }
     let validate: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("stages/validate/output.json")).expect("validate"),
     )

@@ -367,8 +367,9 @@ pub struct QualityMetrics {
     /// Narrative coherence graded by the LLM rubric (1–5; the seeds' target is ≥ 4).
     #[schemars(range(min = 1.0, max = 5.0))]
     pub narrative_coherence: Option<f64>,
-    /// Normalised entropy of the scenes' themes (0–1).
-    #[schemars(range(min = 0.0, max = 1.0))]
+    /// Entropy of the scenes' key themes, in bits (the seeds' target is ≥ 2.0); null with
+    /// fewer than two scenes.
+    #[schemars(range(min = 0.0))]
     pub diversity_entropy: Option<f64>,
     /// Mean prompt-to-scene similarity over the scenes (cosine, the seeds' target is ≥ 0.75).
     #[schemars(range(min = -1.0, max = 1.0))]
@@ -386,8 +387,26 @@ pub struct QualityMetrics {
     /// 95th percentile of the scenes' `DurationSeconds` (the seeds' target is ≤ 120 s).
     #[schemars(range(min = 0.0))]
     pub p95_scene_seconds: Option<f64>,
+    /// Weighted share of the checks passed, Σ `Weight`·`Passed` / Σ `Weight` over `Checks`
+    /// (0–1); null with no checks or a total weight of 0.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub score: Option<f64>,
     /// Each check against its threshold.
     pub checks: Vec<QualityCheckResult>,
+}
+
+/// Weighted share of `checks` passed (promptfoo's weighted score): Σ weight·passed / Σ weight;
+/// `None` with no checks or a total weight of 0.
+pub fn weighted_score<'a>(checks: impl IntoIterator<Item = &'a QualityCheckResult>) -> Option<f64> {
+    let (mut passed, mut total) = (0.0, 0.0);
+    for c in checks {
+        total += c.weight;
+        if c.passed {
+            passed += c.weight;
+        }
+    }
+    (total > 0.0).then(|| (passed / total).clamp(0.0, 1.0))
 }
 
 /// One quality check against its threshold.
@@ -404,6 +423,21 @@ pub struct QualityCheckResult {
     pub threshold: f64,
     /// The score met the threshold.
     pub passed: bool,
+    /// Its weight in the weighted `Score` (the `checks` entry's; 1 unless set).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub weight: f64,
+    /// The name to compare and gate on: the `checks` entry's `metric`, else the check's name.
+    #[serde(default)]
+    pub metric: String,
+    /// The `checks` entry is advisory: recorded and scored, but it never fails `Passed` or an
+    /// `enforce`d stage.
+    #[serde(default)]
+    pub advisory: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A scene's own quality scores; null when their check did not run.
@@ -423,6 +457,11 @@ pub struct SceneQualityMetrics {
     /// Similarity of the scene's frames to its prompt (cosine).
     #[schemars(range(min = -1.0, max = 1.0))]
     pub alignment: Option<f64>,
+    /// Weighted share of the scene's own checks passed (the run's `Checks` with this
+    /// `SceneId`), 0–1; null when it has none or their total weight is 0.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub score: Option<f64>,
 }
 
 /// A person's rating of a scene (or of the whole run).

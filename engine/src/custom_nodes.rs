@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub const PACKAGE: &str = "cinepipe_nodes";
 
 /// The package's files (its tests stay in the repository).
-pub const FILES: [(&str, &str); 3] = [
+pub const FILES: [(&str, &str); 4] = [
     (
         "__init__.py",
         include_str!("../../comfyui_nodes/cinepipe_nodes/__init__.py"),
@@ -24,6 +24,10 @@ pub const FILES: [(&str, &str); 3] = [
     (
         "nodes.py",
         include_str!("../../comfyui_nodes/cinepipe_nodes/nodes.py"),
+    ),
+    (
+        "scene_card.py",
+        include_str!("../../comfyui_nodes/cinepipe_nodes/scene_card.py"),
     ),
 ];
 

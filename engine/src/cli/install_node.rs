@@ -16,7 +16,7 @@ pub(crate) fn install_node(comfyui_dir: &Path) -> ExitCode {
                 Action::UpToDate => "up to date:",
             };
             outln!(
-                "{what} {} (node WriteDoneMarker, {} files)",
+                "{what} {} (nodes WriteDoneMarker and SceneCardFrames, {} files)",
                 done.dest.display(),
                 custom_nodes::FILES.len()
             );

@@ -18,7 +18,8 @@ use crate::spec::model::{FailureClass, OpenAiService};
 mod parse;
 mod redact;
 pub use parse::{
-    AnswerError, error_message, extract_json, parse_completion, parse_models, parse_sse,
+    AnswerError, TokenChoices, error_message, extract_json, parse_completion, parse_logprobs,
+    parse_models, parse_sse,
 };
 pub use redact::REDACTED;
 
@@ -251,22 +252,7 @@ impl OpenAiClient {
             body["stream"] = json!(true);
             body["stream_options"] = json!({ "include_usage": true });
         }
-        let started = Instant::now();
-        let resp = self
-            .request(reqwest::Method::POST, &url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport(&url, self.timeout, &e))?;
-        // One bound for the whole answer, however it trickles in.
-        let left = self.timeout.saturating_sub(started.elapsed());
-        let read = self.read_body(&url, resp);
-        let bytes = tokio::time::timeout(left, read)
-            .await
-            .map_err(|_| LlmError::Timeout {
-                url: url.clone(),
-                secs: self.timeout.as_secs_f64(),
-            })??;
+        let bytes = self.post(&url, &body).await?;
         if stream {
             parse_sse(&bytes).map_err(|e| LlmError::Protocol {
                 url,
@@ -282,6 +268,66 @@ impl OpenAiClient {
                 message: e.to_string(),
             })
         }
+    }
+
+    /// `POST /chat/completions` (not streamed) asking for the `top` most likely alternatives
+    /// of each generated token (`logprobs`, `top_logprobs`): the answer, and the alternatives
+    /// when the server gives them (llama.cpp's server does; a server that ignores the request
+    /// gives `None`). For graders that weigh an answer by its probabilities (G-Eval); the
+    /// `llm` stage's own requests go through [`OpenAiClient::chat`], unchanged.
+    pub async fn chat_with_logprobs(
+        &self,
+        req: &ChatRequest,
+        top: u8,
+    ) -> Result<(ChatAnswer, Option<Vec<TokenChoices>>), LlmError> {
+        let url = self.url("chat/completions");
+        let asked = async {
+            let mut body = serde_json::to_value(req).map_err(|e| LlmError::Protocol {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(top);
+            let bytes = self.post(&url, &body).await?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| LlmError::Protocol {
+                url: url.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
+            let answer = parse_completion(&v).map_err(|e| LlmError::Protocol {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            Ok((answer, parse_logprobs(&v)))
+        };
+        match asked.await {
+            Ok((mut answer, choices)) => {
+                answer.content = self.redact_text(answer.content);
+                answer.model = answer.model.map(|m| self.redact_text(m));
+                Ok((answer, choices))
+            }
+            Err(e) => Err(self.redact(e)),
+        }
+    }
+
+    /// Posts `body` as JSON and reads the answer within the time and size bounds.
+    async fn post(&self, url: &str, body: &Value) -> Result<Vec<u8>, LlmError> {
+        let url = url.to_owned();
+        let started = Instant::now();
+        let resp = self
+            .request(reqwest::Method::POST, &url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport(&url, self.timeout, &e))?;
+        // One bound for the whole answer, however it trickles in.
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let read = self.read_body(&url, resp);
+        tokio::time::timeout(left, read)
+            .await
+            .map_err(|_| LlmError::Timeout {
+                url: url.clone(),
+                secs: self.timeout.as_secs_f64(),
+            })?
     }
 
     /// Reads a body up to the size limit; a non-2xx status becomes `Http` with the server's

@@ -274,6 +274,7 @@ pub fn from_run(
         b.contribute(stage, inst);
     }
     b.meta.stage_attempt_summaries.sort_by_key(|a| a.start);
+    b.weighted_scores();
 
     let mut times = std::mem::take(&mut b.response_times);
     times.sort_by(f64::total_cmp);

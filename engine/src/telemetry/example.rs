@@ -151,6 +151,7 @@ pub fn example() -> ArtifactMetadata {
             blank_fraction: Some(0.0),
             frozen_fraction: Some(0.04),
             alignment: Some(0.81),
+            score: None,
         },
         scene_attempt_summaries: Vec::new(),
         telemetry: t,
@@ -215,6 +216,8 @@ pub fn example() -> ArtifactMetadata {
     );
     s2.prompt_id = Some("9d2b61c4-77e0-4e8a-b0f3-2e6c5d4a7b90".to_owned());
     s2.frames = frames("scene-2", 25, 2);
+    // Its one check (frame-count) passed: a weighted score of 1.
+    s2.quality_metrics.score = Some(1.0);
     s2.scene_attempt_summaries = vec![
         attempt(
             "patch",
@@ -406,13 +409,14 @@ pub fn example() -> ArtifactMetadata {
         quality_metrics: QualityMetrics {
             passed: Some(true),
             narrative_coherence: Some(4.2),
-            diversity_entropy: Some(0.86),
+            diversity_entropy: Some(2.32),
             semantic_alignment: Some(0.8),
             avg_frames_per_scene: Some(25.0),
             zero_frame_scenes: 0,
             short_scenes: 0,
             done_marker_detection_rate: Some(0.667),
             p95_scene_seconds: Some(51.25),
+            score: Some(1.0),
             checks: vec![
                 QualityCheckResult {
                     check: QualityCheck::FrameCount,
@@ -420,13 +424,19 @@ pub fn example() -> ArtifactMetadata {
                     value: Some(25.0),
                     threshold: 25.0,
                     passed: true,
+                    weight: 1.0,
+                    metric: "frame-count".to_owned(),
+                    advisory: false,
                 },
                 QualityCheckResult {
                     check: QualityCheck::Diversity,
                     scene_id: None,
-                    value: Some(0.86),
-                    threshold: 0.5,
+                    value: Some(2.32),
+                    threshold: 2.0,
                     passed: true,
+                    weight: 2.0,
+                    metric: "theme-diversity".to_owned(),
+                    advisory: false,
                 },
                 QualityCheckResult {
                     check: QualityCheck::Coherence,
@@ -434,6 +444,9 @@ pub fn example() -> ArtifactMetadata {
                     value: Some(4.2),
                     threshold: 4.0,
                     passed: true,
+                    weight: 1.0,
+                    metric: "coherence".to_owned(),
+                    advisory: true,
                 },
             ],
         },

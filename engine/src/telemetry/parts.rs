@@ -128,5 +128,6 @@ fn run_quality(q: &mut QualityMetrics, r: &RunQuality) {
     q.passed = Some(r.passed);
     q.diversity_entropy = r.diversity_entropy;
     q.semantic_alignment = r.semantic_alignment;
+    q.narrative_coherence = r.narrative_coherence;
     q.checks.clone_from(&r.checks);
 }

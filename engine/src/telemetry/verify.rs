@@ -316,6 +316,36 @@ HistoryExitReason is success"
     }
 
     #[test]
+    fn the_weighted_scores_must_be_derived_from_the_checks() {
+        // The example: three checks all passed, scene-2 has one of them.
+        assert_eq!(check(|_| {}), Vec::<String>::new());
+        // The diversity check (weight 2 of 4) failed: the run's score is 2/4; scene-2's own
+        // check still passed.
+        let got = check(|d| set(d, "/QualityMetrics/Checks/1/Passed", json!(false)));
+        assert_eq!(
+            got,
+            [
+                "/QualityMetrics/Score: must be the weighted share of its checks passed, 0.5, found 1.0"
+            ]
+        );
+        let got = check(|d| {
+            set(d, "/QualityMetrics/Checks/1/Passed", json!(false));
+            set(d, "/QualityMetrics/Score", json!(0.5));
+            set(d, "/Scenes/2/QualityMetrics/Score", json!(1.0));
+            set(d, "/Scenes/1/QualityMetrics/Score", json!(0.0));
+        });
+        assert_eq!(
+            got,
+            [
+                "/Scenes/1/QualityMetrics/Score: must be the weighted share of its checks \
+passed, 1, found 0.0",
+                "/Scenes/2/QualityMetrics/Score: must be the weighted share of its checks \
+passed, null, found 1.0",
+            ]
+        );
+    }
+
+    #[test]
     fn a_never_queued_scene_keeps_the_contract() {
         // The shape the executor writes for a scene that failed before `queue`: every field,
         // readings null, counts 0, flags false, reason `unknown`.

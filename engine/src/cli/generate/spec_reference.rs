@@ -78,6 +78,20 @@ right one, never a silently ignored setting.\n\n",
     section(
         &mut s,
         &r,
+        "`checks` entries (in a `quality` stage)",
+        r.def("QualityCheck"),
+        None,
+    );
+    section(
+        &mut s,
+        &r,
+        "A `checks` entry as a table",
+        r.def("CheckTable"),
+        Some("[[stages.NAME.checks]]"),
+    );
+    section(
+        &mut s,
+        &r,
         "`thresholds` (in a `quality` stage)",
         r.def("QualityThresholds"),
         Some("[stages.NAME.thresholds]"),
@@ -243,6 +257,7 @@ fn plural(t: &str) -> String {
 fn anchor_for(name: &str) -> &'static str {
     match name {
         "OnShort" => "on_short-values",
+        "CheckEntry" => "checks-entries-in-a-quality-stage",
         _ => "",
     }
 }

@@ -210,3 +210,39 @@ fn balanced_end(b: &[u8]) -> Option<usize> {
     }
     None
 }
+
+/// One generated token and the server's most likely alternatives for its place
+/// (`choices[0].logprobs.content[i]`), each with its natural-log probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenChoices {
+    pub token: String,
+    pub top: Vec<(String, f64)>,
+}
+
+/// The tokens of `choices[0].logprobs.content` with their `top_logprobs`; `None` when the
+/// answer has none (the server ignored `logprobs`).
+pub fn parse_logprobs(v: &Value) -> Option<Vec<TokenChoices>> {
+    let content = v.pointer("/choices/0/logprobs/content")?.as_array()?;
+    let tokens: Vec<TokenChoices> = content
+        .iter()
+        .filter_map(|t| {
+            let token = t.get("token")?.as_str()?.to_owned();
+            let top = t
+                .get("top_logprobs")
+                .and_then(Value::as_array)
+                .map(|alts| {
+                    alts.iter()
+                        .filter_map(|a| {
+                            Some((
+                                a.get("token")?.as_str()?.to_owned(),
+                                a.get("logprob")?.as_f64()?,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(TokenChoices { token, top })
+        })
+        .collect();
+    (!tokens.is_empty()).then_some(tokens)
+}

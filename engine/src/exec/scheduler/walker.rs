@@ -150,7 +150,7 @@ impl Walker {
                     .filter_map(|(_, s)| service_names.iter().position(|n| n.as_str() == *s))
                     .collect();
                 // One slot per service, even when two keys name it (`embedding_service` and
-                // `rubric_service`): asking for two slots of a one-slot service would never
+                // `judge_service`): asking for two slots of a one-slot service would never
                 // start.
                 services.sort_unstable();
                 services.dedup();

@@ -271,3 +271,207 @@ async fn a_resume_scores_the_huge_frame_it_stopped_at_and_finishes() {
     assert!(again.dir.join(METADATA_FILE).is_file());
     assert!(again.dir.join(crate::telemetry::SUMMARY_FILE).is_file());
 }
+
+/// The story is `prompts`; scene a's frames are a moving square, and so are scene b's when
+/// `same_frames`, else another moving picture.
+fn story_of(prompts: [&'static str; 2], same_frames: bool) -> Scripted {
+    Scripted::new()
+        .on("story", move |_| {
+            Step::ok(json!({
+                "title": "T", "story_version": "1",
+                "scenes": [
+                    {"id": "a", "prompt": prompts[0], "mood": "calm"},
+                    {"id": "b", "prompt": prompts[1], "mood": "calm"},
+                ],
+            }))
+        })
+        .otherwise(move |ctx| {
+            let dir = ctx.run_dir.join(&ctx.instance_dir).join("frames");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            // Scene b draws another picture (a ramp with a dark bar moving down) unless the
+            // story asks for the same frames in both scenes.
+            let paths = if ctx.instance.item == Some(1) && !same_frames {
+                (0..25u32)
+                    .map(|i| {
+                        let p = dir.join(format!("ramp_{i:05}_.png"));
+                        crate::testkit::write_png(&p, 64, 64, |x, y| {
+                            if y / 2 == i {
+                                [0; 3]
+                            } else {
+                                [(x * 4) as u8; 3]
+                            }
+                        });
+                        p
+                    })
+                    .collect()
+            } else {
+                moving_square(&dir, 25)
+            };
+            let rel: Vec<String> = paths
+                .iter()
+                .map(|p| {
+                    let rel = p.strip_prefix(&ctx.run_dir).expect("inside");
+                    rel.display().to_string()
+                })
+                .collect();
+            Step::with(Attempt::output(&FramesOutput {
+                render: crate::stages::output::RenderRef::new("p"),
+                frames: crate::artifact_metadata::Frames {
+                    count: 25,
+                    min_frames: 25,
+                    short: false,
+                    directory: None,
+                    paths: rel,
+                    best_attempt: Some(1),
+                },
+                frames_collected_this_attempt: 25,
+                system: crate::stages::output::StageSystem::default(),
+            }))
+        })
+}
+
+#[tokio::test]
+async fn the_same_scene_twice_fails_diversity_and_duplicate_and_a_varied_story_passes() {
+    // The demo's failure as the issue saw it: one prompt for both scenes. Themes {light,
+    // world} from each scene once: 1 bit, under 2.0; each scene is 1.0 like the other.
+    let same = story_of(["The light of the world", "The light of the world"], true);
+    let (report, m, _tmp) = run_with(false, same).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    let q = &m.quality_metrics;
+    assert_eq!(q.passed, Some(false));
+    assert_eq!(q.diversity_entropy, Some(1.0));
+    let failed: Vec<(QualityCheck, Option<&str>, Option<f64>)> = q
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.check, c.scene_id.as_deref(), c.value))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (QualityCheck::Duplicate, Some("a"), Some(1.0)),
+            (QualityCheck::Diversity, None, Some(1.0)),
+            (QualityCheck::Duplicate, Some("b"), Some(1.0)),
+            // Rendered alike too: the frames of one scene are the other's (distance 0 bits).
+            (QualityCheck::SameFrames, Some("a"), Some(0.0)),
+            (QualityCheck::SameFrames, Some("b"), Some(0.0)),
+        ]
+    );
+
+    // Enforced, the same story fails the stage, naming both checks.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let req = RunRequest {
+        spec: Some(spec(tmp.path(), true)),
+        skip_services: true,
+        ..Default::default()
+    };
+    let same = story_of(["The light of the world", "The light of the world"], true);
+    let report = crate::run::run(
+        req,
+        same.over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
+    let rec = std::fs::read_to_string(report.dir.join("stages/quality/0/attempt-1.json"))
+        .expect("record");
+    assert!(
+        rec.contains("duplicate of scene `a`: 1.000") && rec.contains("diversity: 1.000"),
+        "{rec}"
+    );
+
+    // A varied story: six key themes (log2 6 bits), nothing shared.
+    let varied = story_of(
+        [
+            "a lighthouse keeper on a moon",
+            "dust storms over the crater",
+        ],
+        false,
+    );
+    let (report, m, _tmp) = run_with(true, varied).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    assert_eq!(
+        m.quality_metrics.passed,
+        Some(true),
+        "{:?}",
+        m.quality_metrics
+    );
+    assert_eq!(m.quality_metrics.diversity_entropy, Some(6f64.log2()));
+    let same_frames = m
+        .quality_metrics
+        .checks
+        .iter()
+        .filter(|c| c.check == QualityCheck::SameFrames && c.passed);
+    assert_eq!(same_frames.count(), 2);
+}
+
+#[tokio::test]
+async fn checks_entries_carry_a_threshold_a_weight_and_a_metric_into_the_weighted_scores() {
+    // Scene `b`'s frames are black: blank 1.0 and frozen 0.96 (24 of 25). Its entries: blank
+    // raised to 1.0 (so it passes), frozen weight 3 under the metric `still`, frame-count
+    // weight 0 (out of the score), diversity weight 2.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = SpecBuilder::chain("q", &["story", "frames", "quality", "validate"])
+        .output_dir(&tmp.path().join("runs"))
+        .scenes(2)
+        .toml(
+            "stages.quality",
+            r#"checks = [
+                { check = "frame-count", weight = 0 },
+                { check = "blank", threshold = 1.0 },
+                { check = "frozen", weight = 3, metric = "still" },
+                { check = "diversity", weight = 2 },
+            ]"#,
+        )
+        .write(tmp.path(), "q.toml");
+    let req = RunRequest {
+        spec: Some(spec),
+        skip_services: true,
+        ..Default::default()
+    };
+    let report = crate::run::run(
+        req,
+        scripted("b").over_builtin(&[StageKind::Llm, StageKind::CollectFrames]),
+        &Interrupt::new(),
+        vec![],
+    )
+    .await
+    .expect("runs");
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:?}");
+    let m: ArtifactMetadata = serde_json::from_str(
+        &std::fs::read_to_string(report.dir.join(METADATA_FILE)).expect("metadata"),
+    )
+    .expect("parses");
+    assert_eq!(
+        crate::telemetry::verify::verify_run(&report.dir).expect("reads"),
+        []
+    );
+    let q = &m.quality_metrics;
+    let of = |check: QualityCheck, scene: &str| {
+        q.checks
+            .iter()
+            .find(|c| c.check == check && c.scene_id.as_deref() == Some(scene))
+            .map(|c| (c.threshold, c.passed, c.weight, c.metric.as_str()))
+    };
+    assert_eq!(
+        of(QualityCheck::Blank, "b"),
+        Some((1.0, true, 1.0, "blank"))
+    );
+    assert_eq!(
+        of(QualityCheck::Frozen, "b"),
+        Some((0.5, false, 3.0, "still"))
+    );
+    assert_eq!(
+        of(QualityCheck::FrameCount, "b"),
+        Some((25.0, true, 0.0, "frame-count"))
+    );
+    // Scene a: everything passed. Scene b: blank 1 of weight 1 passed, frozen 3 failed,
+    // frame-count weight 0: 1 / 4.
+    assert_eq!(m.scenes[0].quality_metrics.score, Some(1.0));
+    assert_eq!(m.scenes[1].quality_metrics.score, Some(0.25));
+    // The run: a (blank 1 + frozen 3) passed, b 1 of 4, diversity 2 passed: (4 + 1 + 2) / 10.
+    assert_eq!(q.score, Some(0.7));
+    assert_eq!(q.passed, Some(false));
+}

@@ -3,7 +3,7 @@
 
 use super::super::diagnostic::Code;
 use super::super::graph::StageGraph;
-use super::super::model::{QualityCheck, Stage};
+use super::super::model::{CheckEntry, QualityCheck, Stage};
 use super::{Checker, stage_ptr};
 
 impl<'a> Checker<'a> {
@@ -61,11 +61,11 @@ impl<'a> Checker<'a> {
                     ),
                     (
                         QualityCheck::Coherence,
-                        "rubric_service",
-                        s.rubric_service.is_some(),
+                        "judge_service",
+                        s.judge_service.is_some(),
                     ),
                 ] {
-                    if let Some(i) = s.checks.iter().position(|c| *c == check)
+                    if let Some(i) = s.checks.iter().position(|c| c.check == check)
                         && !set
                     {
                         let span = self.value_span(&format!("{ptr}/checks/{i}"));
@@ -86,6 +86,75 @@ impl<'a> Checker<'a> {
                 }
             }
             Stage::Validate(_) => {}
+        }
+        if let Stage::Quality(s) = stage {
+            self.check_quality_entries(name, &s.checks);
+            // The judge's rubric must be a readable template that asks only for `story`.
+            if s.checks.iter().any(|c| c.check == QualityCheck::Coherence) {
+                let path = self.base_dir.join(&s.judge_rubric);
+                match self.files.template(&path) {
+                    Ok(vars) => {
+                        if let Some(v) = vars.iter().find(|v| v.as_str() != "story") {
+                            let span = self.entry_span(&format!("{ptr}/judge_rubric"));
+                            self.err(
+                                Code::InvalidValue,
+                                format!("the judge rubric of stage `{name}` uses `{v}`; a rubric is given only `story`"),
+                                span,
+                                "this rubric",
+                                None,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        let rel = s.judge_rubric.clone();
+                        self.file_problem(&format!("{ptr}/judge_rubric"), &rel, e, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each `checks` entry once, and its own `threshold` inside the range of the thresholds
+    /// table's value for that check (whole for `frame-count`; none for `resolution`).
+    fn check_quality_entries(&mut self, name: &str, checks: &[CheckEntry]) {
+        let ptr = stage_ptr(name);
+        for (i, entry) in checks.iter().enumerate() {
+            let check = entry.check.as_str();
+            if checks[..i].iter().any(|e| e.check == entry.check) {
+                let span = self.value_span(&format!("{ptr}/checks/{i}"));
+                self.err(
+                    Code::InvalidValue,
+                    format!("quality check `{check}` of stage `{name}` is listed twice"),
+                    span,
+                    "listed before",
+                    Some("list each check once".to_owned()),
+                );
+            }
+            let Some(v) = entry.threshold else { continue };
+            let span = self.value_span(&format!("{ptr}/checks/{i}/threshold"));
+            match entry.check.threshold_range() {
+                None => self.err(
+                    Code::InvalidValue,
+                    format!("quality check `{check}` of stage `{name}` takes no `threshold`"),
+                    span,
+                    "not used",
+                    Some("set `thresholds.min_width` and `thresholds.min_height`".to_owned()),
+                ),
+                Some((lo, hi, whole)) => {
+                    if !(lo..=hi).contains(&v) || (whole && v.fract() != 0.0) {
+                        let kind = if whole { "a whole number" } else { "a number" };
+                        self.err(
+                            Code::InvalidValue,
+                            format!(
+                                "`threshold` of quality check `{check}` of stage `{name}` must be {kind} from {lo} to {hi}, found {v}"
+                            ),
+                            span,
+                            "out of range",
+                            None,
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -4,19 +4,21 @@
 //! `spec::check` turns a parsed file into a `CheckedSpec` with the rules that types cannot say.
 
 mod profile;
+mod quality;
 mod retry;
 mod run;
 mod service;
 mod stage;
 
 pub use profile::{Profile, builtin_profiles};
+pub use quality::{CheckEntry, MAX_CHECK_WEIGHT, QualityCheck, QualityThresholds};
 pub use retry::{Backoff, FailureClass, RetryPolicy};
 pub use run::RunSection;
 pub use service::{ComfyUiService, Launch, OpenAiService, Service, ServiceKind};
 pub use stage::{
     AwaitMarkerStage, CollectFramesStage, GpuSource, LlmStage, OnShort, OnTimeout,
-    PatchWorkflowStage, QualityCheck, QualityStage, QualityThresholds, QueueStage, ResponseFormat,
-    Stage, StageCommon, StageKind, ValidateStage,
+    PatchWorkflowStage, QualityStage, QueueStage, ResponseFormat, Stage, StageCommon, StageKind,
+    ValidateStage,
 };
 
 use indexmap::IndexMap;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::RetryPolicy;
+use super::quality::{CheckEntry, QualityThresholds, default_quality_checks};
 
 /// One step of the pipeline. `kind` says what it does; `needs` draws its edges.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -287,18 +288,28 @@ stage_kind! {
 stage_kind! {
     /// `kind = "quality"`: score frames and story text (`QualityMetrics`).
     QualityStage {
-        /// The checks to run.
+        /// The checks to run: a check's name, or a table with its name (`check`) and its own
+        /// `threshold`, `weight` and `metric` (promptfoo's assertion shape).
         #[serde(default = "default_quality_checks")]
-        checks: Vec<QualityCheck>,
+        checks: Vec<CheckEntry>,
         /// The thresholds each check is scored against.
         #[serde(default)]
         thresholds: QualityThresholds,
         /// An `openai` service with `/v1/embeddings`, for the `alignment` check.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         embedding_service: Option<String>,
-        /// An `openai` service that grades coherence with a rubric, for the `coherence` check.
+        /// An `openai` service that grades coherence with a rubric (the LLM judge), for the
+        /// `coherence` check; may differ from the writer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rubric_service: Option<String>,
+        judge_service: Option<String>,
+        /// The judge's rubric: a versioned template with a metadata block, given `story` (the
+        /// scenes, numbered).
+        #[serde(default = "default_judge_rubric")]
+        judge_rubric: String,
+        /// Grades sampled (and averaged) when the judge's server gives no `top_logprobs`.
+        #[serde(default = "default_judge_samples")]
+        #[schemars(range(min = 1, max = 10))]
+        judge_samples: u32,
         /// Fail the stage when a threshold is missed (otherwise it is recorded only).
         #[serde(default)]
         enforce: bool,
@@ -371,76 +382,6 @@ pub enum OnShort {
     Requeue(String),
 }
 
-/// A quality check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum QualityCheck {
-    /// Frame count against the floor.
-    FrameCount,
-    /// Frame width and height.
-    Resolution,
-    /// Black or blank (single-colour) frames.
-    Blank,
-    /// Frozen or duplicate consecutive frames.
-    Frozen,
-    /// Entropy of the scenes' themes.
-    Diversity,
-    /// Prompt-to-scene similarity by embeddings (needs `embedding_service`).
-    Alignment,
-    /// Narrative coherence graded by an LLM rubric (needs `rubric_service`).
-    Coherence,
-}
-
-/// The thresholds of the quality checks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QualityThresholds {
-    /// Fewest frames per scene.
-    #[serde(default = "default_min_frames")]
-    pub min_frames: u32,
-    /// Narrowest acceptable frame, in pixels.
-    #[serde(default = "default_min_side")]
-    pub min_width: u32,
-    /// Lowest acceptable frame, in pixels.
-    #[serde(default = "default_min_side")]
-    pub min_height: u32,
-    /// Largest share of black or blank frames in a scene (0–1).
-    #[serde(default = "default_max_blank")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub max_blank_fraction: f64,
-    /// Largest share of frames identical to the one before (0–1).
-    #[serde(default = "default_max_frozen")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub max_frozen_fraction: f64,
-    /// Smallest normalised entropy of scene themes (0–1).
-    #[serde(default = "default_min_diversity")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub min_diversity: f64,
-    /// Smallest cosine similarity between a scene's prompt and the story (0–1).
-    #[serde(default = "default_min_alignment")]
-    #[schemars(range(min = 0.0, max = 1.0))]
-    pub min_alignment: f64,
-    /// Smallest rubric score for coherence (1–5; the seeds' target is 4).
-    #[serde(default = "default_min_coherence")]
-    #[schemars(range(min = 1.0, max = 5.0))]
-    pub min_coherence: f64,
-}
-
-impl Default for QualityThresholds {
-    fn default() -> Self {
-        QualityThresholds {
-            min_frames: default_min_frames(),
-            min_width: default_min_side(),
-            min_height: default_min_side(),
-            max_blank_fraction: default_max_blank(),
-            max_frozen_fraction: default_max_frozen(),
-            min_diversity: default_min_diversity(),
-            min_alignment: default_min_alignment(),
-            min_coherence: default_min_coherence(),
-        }
-    }
-}
-
 impl Stage {
     pub fn kind(&self) -> StageKind {
         match self {
@@ -486,8 +427,8 @@ impl Stage {
                 if let Some(e) = &s.embedding_service {
                     v.push(("embedding_service", e.as_str()));
                 }
-                if let Some(r) = &s.rubric_service {
-                    v.push(("rubric_service", r.as_str()));
+                if let Some(r) = &s.judge_service {
+                    v.push(("judge_service", r.as_str()));
                 }
                 v
             }
@@ -535,7 +476,7 @@ fn default_marker_poll() -> f64 {
 fn default_marker_suffix() -> String {
     ".done".to_owned()
 }
-fn default_min_frames() -> u32 {
+pub(super) fn default_min_frames() -> u32 {
     25
 }
 fn default_stability() -> f64 {
@@ -547,30 +488,9 @@ fn default_stability_retries() -> u32 {
 fn default_collect_timeout() -> f64 {
     120.0
 }
-fn default_quality_checks() -> Vec<QualityCheck> {
-    vec![
-        QualityCheck::FrameCount,
-        QualityCheck::Resolution,
-        QualityCheck::Blank,
-        QualityCheck::Frozen,
-        QualityCheck::Diversity,
-    ]
+fn default_judge_rubric() -> String {
+    "prompts/judge/v1/coherence.hbs".to_owned()
 }
-fn default_min_side() -> u32 {
-    64
-}
-fn default_max_blank() -> f64 {
-    0.1
-}
-fn default_max_frozen() -> f64 {
-    0.5
-}
-fn default_min_diversity() -> f64 {
-    0.3
-}
-fn default_min_alignment() -> f64 {
-    0.3
-}
-fn default_min_coherence() -> f64 {
-    4.0
+fn default_judge_samples() -> u32 {
+    3
 }

@@ -22,7 +22,10 @@ pub use marker::{
     Detection, ForcedCopy, MarkerAttempt, MarkerBody, MarkerOutput, MarkerRecord, StageSystem,
 };
 pub use patch::{ObjectInfoCheck, PatchOutput, SceneMeta};
-pub use quality::{QualityOutput, QualityPart, QualityRecord, QualityTelemetry, RunQuality};
+pub use quality::{
+    CoherenceRecord, FrameSignature, QualityOutput, QualityPart, QualityRecord, QualityTelemetry,
+    RunQuality,
+};
 pub use queue::{QueueOutput, QueueRecord, QueueTelemetry, WebsocketReport};
 pub use record::{AttemptRecord, RecordOutcome};
 pub use render::RenderRef;
@@ -71,6 +74,7 @@ mod tests {
             passed: true,
             diversity_entropy: None,
             semantic_alignment: Some(0.8),
+            narrative_coherence: Some(3.5),
             checks: Vec::new(),
         });
         for part in [scene, run] {

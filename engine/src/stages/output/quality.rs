@@ -14,10 +14,46 @@ pub struct QualityOutput {
     pub checks: Vec<QualityCheckResult>,
     pub diversity_entropy: Option<f64>,
     pub semantic_alignment: Option<f64>,
-    /// Not measured yet (the LLM rubric is not built): always null.
+    /// The LLM judge's coherence score (1–5); null when not asked for or not measured.
     pub narrative_coherence: Option<f64>,
+    /// How the judge graded, when the `coherence` check ran.
+    #[serde(default)]
+    pub coherence: Option<CoherenceRecord>,
     pub notes: Vec<String>,
+    /// Each scored scene's frame signature (perceptual hashes of its first, middle and last
+    /// frames, 16 hex digits each), for the `same-frames` check between scenes, which a
+    /// per-scene stage cannot run alone (`telemetry::build` runs it over every scene's).
+    #[serde(default)]
+    pub frame_signatures: Vec<FrameSignature>,
     pub telemetry: QualityTelemetry,
+}
+
+/// How the LLM judge graded the story's coherence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CoherenceRecord {
+    /// The judge's model (the `judge_service`'s `model`).
+    pub model: Option<String>,
+    /// The rubric template, as the spec names it, and its metadata `version`.
+    pub rubric: String,
+    pub rubric_version: Option<String>,
+    /// `logprobs` (G-Eval: the probability-weighted mean of the grades at the score's token)
+    /// or `samples` (the mean of sampled grades); null when no answer parsed.
+    pub method: Option<String>,
+    /// The probability of each grade 1–5 (five numbers summing to 1).
+    pub distribution: Option<Vec<f64>>,
+    /// The grades parsed from the answers, in order.
+    pub grades: Vec<u8>,
+    /// The judge's reason, from its first parsed answer.
+    pub reason: Option<String>,
+    /// Requests sent, retries included.
+    pub requests: u32,
+}
+
+/// One scene's frame signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FrameSignature {
+    pub scene_id: String,
+    pub hashes: Vec<String>,
 }
 
 /// The telemetry part of a `quality` output, with the contract's names.
@@ -44,6 +80,8 @@ pub struct RunQuality {
     pub passed: bool,
     pub diversity_entropy: Option<f64>,
     pub semantic_alignment: Option<f64>,
+    #[serde(default)]
+    pub narrative_coherence: Option<f64>,
     pub checks: Vec<QualityCheckResult>,
 }
 

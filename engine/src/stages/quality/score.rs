@@ -1,5 +1,5 @@
-//! Scoring frames and prompts: decoding, blank and frozen frames, word diversity, and a
-//! check's verdict against its threshold (the rules are in the parent module's docs).
+//! Scoring frames: decoding, blank and frozen frames, and a check's verdict against its
+//! threshold (the rules are in the parent module's docs).
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -8,21 +8,13 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::artifact_metadata::{QualityCheckResult, SceneQualityMetrics};
-use crate::spec::model::{QualityCheck, QualityThresholds};
+use crate::spec::model::{CheckEntry, QualityCheck, QualityThresholds};
 
 /// Share of a frame's pixels that must match its most common value for it to be blank.
 pub const BLANK_SHARE: f64 = 0.99;
 /// How far (per channel, on an 8-bit scale) a pixel may be from the most common value and
 /// still match it.
 pub const BLANK_TOLERANCE: u8 = 8;
-
-/// Words left out of the diversity entropy.
-const STOP_WORDS: &[&str] = &[
-    "the", "and", "for", "with", "that", "this", "from", "into", "onto", "over", "under", "its",
-    "his", "her", "their", "are", "was", "were", "has", "have", "had", "but", "not", "all", "out",
-    "off", "she", "him", "they", "them", "you", "your", "our", "who", "which", "while", "then",
-    "than", "there", "where", "when", "what", "one", "some", "very", "just", "upon", "about",
-];
 
 /// What the frames of one scene measured.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,6 +24,8 @@ pub struct FrameStats {
     pub size: Option<(u32, u32)>,
     pub blank: u32,
     pub frozen: u32,
+    /// The perceptual hash of each decoded frame, in order.
+    pub hashes: Vec<u64>,
     pub notes: Vec<String>,
 }
 
@@ -51,6 +45,7 @@ struct Decoded {
     height: u32,
     blank: bool,
     hash: [u8; 32],
+    dhash: u64,
 }
 
 /// Most pixels a frame may have to be decoded: 8K UHD (7680×4320). The header says the size
@@ -133,6 +128,7 @@ fn decode(path: &Path) -> Result<Decoded, FrameDecodeError> {
         height: info.height,
         blank: is_blank(&pixels, channels.max(1)),
         hash: hasher.finalize().into(),
+        dhash: super::phash::dhash(&pixels, w, h, channels),
     })
 }
 
@@ -184,6 +180,7 @@ pub fn analyse(paths: &[PathBuf]) -> FrameStats {
                     stats.frozen += 1;
                 }
                 previous = Some(d.hash);
+                stats.hashes.push(d.dhash);
                 let area = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
                 if stats
                     .size
@@ -203,37 +200,6 @@ pub fn analyse(paths: &[PathBuf]) -> FrameStats {
         }
     }
     stats
-}
-
-/// The content words of a text, for the diversity entropy.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
-        .filter(|w| w.chars().count() >= 3 && !STOP_WORDS.contains(&w.as_str()))
-}
-
-/// Normalised Shannon entropy of the words of `prompts` (the module docs' rule); `None` with
-/// fewer than two words.
-pub fn diversity(prompts: &[&str]) -> Option<f64> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for p in prompts {
-        for w in words(p) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    let total: usize = counts.values().sum();
-    if total < 2 {
-        return None;
-    }
-    let n = total as f64;
-    let h: f64 = counts
-        .values()
-        .map(|c| {
-            let p = *c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    Some((h / n.log2()).clamp(0.0, 1.0))
 }
 
 /// A check's result: `at_least` says which side of the threshold passes; null never passes.
@@ -257,6 +223,9 @@ pub(super) fn score(
         value,
         threshold,
         passed,
+        weight: 1.0,
+        metric: check.as_str().to_owned(),
+        advisory: false,
     }
 }
 
@@ -264,6 +233,8 @@ pub(super) fn score(
 #[derive(Debug, Clone, Default)]
 pub struct SceneInput {
     pub id: String,
+    /// Its place in the story's list of scenes.
+    pub index: usize,
     pub prompt: String,
     pub frames: Vec<String>,
 }
@@ -272,6 +243,8 @@ pub struct SceneInput {
 #[derive(Debug, Clone, Default)]
 pub struct SceneScore {
     pub metrics: SceneQualityMetrics,
+    /// The scene's frame signature, for the `same-frames` check between scenes.
+    pub signature: Vec<u64>,
     pub checks: Vec<QualityCheckResult>,
     pub notes: Vec<String>,
 }
@@ -281,7 +254,7 @@ pub struct SceneScore {
 pub fn score_frames(
     run_dir: &Path,
     scene: &SceneInput,
-    checks: &[QualityCheck],
+    checks: &[CheckEntry],
     t: &QualityThresholds,
     alignment: Option<Option<f64>>,
 ) -> SceneScore {
@@ -290,6 +263,7 @@ pub fn score_frames(
     let id = Some(scene.id.as_str());
     let mut out = SceneScore {
         notes: stats.notes.clone(),
+        signature: super::phash::signature(&stats.hashes),
         ..SceneScore::default()
     };
     out.metrics.width = stats.size.map(|s| s.0);
@@ -300,7 +274,7 @@ pub fn score_frames(
         out.notes
             .push(format!("scene `{}` has no frames to score", scene.id));
     }
-    for check in checks {
+    for check in checks.iter().map(|c| &c.check) {
         let result = match check {
             QualityCheck::FrameCount => score(
                 *check,
@@ -343,7 +317,10 @@ pub fn score_frames(
                 out.metrics.alignment = value;
                 score(*check, id, value, t.min_alignment, true)
             }
-            QualityCheck::Diversity | QualityCheck::Coherence => continue,
+            QualityCheck::Diversity
+            | QualityCheck::Duplicate
+            | QualityCheck::SameFrames
+            | QualityCheck::Coherence => continue,
         };
         out.checks.push(result);
     }

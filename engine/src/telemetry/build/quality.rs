@@ -2,9 +2,11 @@
 //! per-scene `quality` stages.
 
 use super::{Builder, percentile, saturate};
+use crate::artifact_metadata::weighted_score;
 use crate::exec::InstanceId;
-use crate::spec::model::{Stage as SpecStage, StageKind};
+use crate::spec::model::{QualityCheck, QualityStage, Stage as SpecStage, StageKind};
 use crate::stages::output::{QualityOutput, QualityRecord};
+use crate::stages::quality::{from_hex, same_frames_checks};
 
 impl Builder<'_> {
     /// The frame and marker KPIs from the scene records, and the checks of a per-scene
@@ -58,6 +60,7 @@ impl Builder<'_> {
             if stage.kind() != StageKind::Quality {
                 continue;
             }
+            let mut signatures: Vec<(String, Vec<u64>)> = Vec::new();
             for item in 0..count {
                 let id = InstanceId::new((*name).clone(), Some(item as u32));
                 let Some(inst) = self.history.get(&id) else {
@@ -72,6 +75,11 @@ impl Builder<'_> {
                     }
                 };
                 let Some(part) = part else { continue };
+                for sig in &part.frame_signatures {
+                    if let Some(hashes) = from_hex(&sig.hashes) {
+                        signatures.push((sig.scene_id.clone(), hashes));
+                    }
+                }
                 let q = &mut self.meta.quality_metrics;
                 for c in part.checks {
                     // A run-wide check (no scene) is the same in every scene's instance.
@@ -82,14 +90,63 @@ impl Builder<'_> {
                     {
                         continue;
                     }
-                    q.passed = Some(q.passed.unwrap_or(true) && c.passed);
+                    q.passed = Some(q.passed.unwrap_or(true) && (c.passed || c.advisory));
                     q.checks.push(c);
                 }
                 q.passed = Some(q.passed.unwrap_or(true) && part.passed);
                 if q.diversity_entropy.is_none() {
                     q.diversity_entropy = part.diversity_entropy;
                 }
+                if q.narrative_coherence.is_none() {
+                    q.narrative_coherence = part.narrative_coherence;
+                }
             }
+            if let SpecStage::Quality(cfg) = stage {
+                self.same_frames(cfg, &signatures);
+            }
+        }
+    }
+
+    /// The `same-frames` check of a per-scene `quality` stage, which no instance can run alone:
+    /// every scene's frame signature (from its instance's output) against the others'.
+    fn same_frames(&mut self, cfg: &QualityStage, signatures: &[(String, Vec<u64>)]) {
+        let Some(entry) = cfg
+            .checks
+            .iter()
+            .find(|c| c.check == QualityCheck::SameFrames)
+        else {
+            return;
+        };
+        if signatures.len() < 2 {
+            return;
+        }
+        let t = cfg.thresholds.with_overrides(&cfg.checks);
+        // The notes name the scene each repeats; the run's `Checks` say which scenes failed, and
+        // `System.FallbackNotes` is for fallbacks, so they are not kept here.
+        let (checks, _notes) = same_frames_checks(signatures, t.min_frame_distance);
+        let q = &mut self.meta.quality_metrics;
+        for mut c in checks {
+            c.weight = entry.weight;
+            c.advisory = entry.advisory;
+            if let Some(m) = &entry.metric {
+                c.metric.clone_from(m);
+            }
+            q.passed = Some(q.passed.unwrap_or(true) && (c.passed || c.advisory));
+            q.checks.push(c);
+        }
+    }
+
+    /// The weighted scores, once every `Checks` entry is in: the run's over all of them, each
+    /// scene's over those with its `SceneId`.
+    pub(super) fn weighted_scores(&mut self) {
+        let q = &mut self.meta.quality_metrics;
+        q.score = weighted_score(&q.checks);
+        for scene in &mut self.meta.scenes {
+            let own = q
+                .checks
+                .iter()
+                .filter(|c| c.scene_id.as_deref() == Some(scene.scene_id.as_str()));
+            scene.quality_metrics.score = weighted_score(own);
         }
     }
 }

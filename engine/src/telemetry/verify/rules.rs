@@ -92,5 +92,61 @@ pub(super) fn check_rules(doc: &Value, taint: &Taint<'_>) -> Vec<Violation> {
             ));
         }
     }
+    check_scores(doc, scenes, taint, &mut out);
     out
+}
+
+/// The weighted scores are derived from `Checks`: the run's over all of them, a scene's over
+/// those with its `SceneId` (Σ `Weight`·`Passed` / Σ `Weight`; null with no weight at all).
+fn check_scores(doc: &Value, scenes: &[Value], taint: &Taint<'_>, out: &mut Vec<Violation>) {
+    if taint.hits("/QualityMetrics/Checks") {
+        return;
+    }
+    let Some(checks) = doc
+        .pointer("/QualityMetrics/Checks")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let score = |scene: Option<&str>| -> Option<f64> {
+        let (mut passed, mut total) = (0.0, 0.0);
+        for c in checks {
+            let id = c.get("SceneId").and_then(Value::as_str);
+            if scene.is_some() && id != scene {
+                continue;
+            }
+            let w = c.get("Weight").and_then(Value::as_f64).unwrap_or(0.0);
+            total += w;
+            if c.get("Passed") == Some(&Value::Bool(true)) {
+                passed += w;
+            }
+        }
+        (total > 0.0).then(|| passed / total)
+    };
+    let mut expect = |ptr: String, want: Option<f64>| {
+        if taint.hits(&ptr) {
+            return;
+        }
+        let Some(found) = doc.pointer(&ptr) else {
+            return;
+        };
+        let ok = match (want, found.as_f64()) {
+            (Some(w), Some(f)) => (w - f).abs() <= 1e-9,
+            (None, None) => found.is_null(),
+            _ => false,
+        };
+        if !ok {
+            let want = want.map_or("null".to_owned(), |w| w.to_string());
+            out.push(Violation::at(
+                ptr,
+                format!("must be the weighted share of its checks passed, {want}, found {found}"),
+            ));
+        }
+    };
+    expect("/QualityMetrics/Score".to_owned(), score(None));
+    for (i, scene) in scenes.iter().enumerate() {
+        if let Some(id) = scene.get("SceneId").and_then(Value::as_str) {
+            expect(format!("/Scenes/{i}/QualityMetrics/Score"), score(Some(id)));
+        }
+    }
 }
