@@ -29,15 +29,7 @@ fn spec(dir: &Path, llm: &Server, comfy: &Server) -> std::path::PathBuf {
         "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
     )
     // One story whatever the CPU: the bench is about the renders.
-    .set(
-        "stages.story",
-        "output_schema",
-        root()
-            .join("tests/fixtures/schemas/fixed-story.schema.json")
-            .display()
-            .to_string(),
-    )
-    .set("stages.story", "min_completion_tokens", 1)
+    .fixed_story()
     .set(
         "stages.patch",
         "workflow",

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use cinepipe::testkit::SpecBuilder;
 
-use crate::common::{assert_json_files_parse, cinepipe_in, root, stderr, stdout};
+use crate::common::{assert_json_files_parse, cinepipe_in, stderr, stdout};
 use crate::harness;
 
 /// A tmpfs of `kib` KiB at `dir`, unmounted on drop.
@@ -76,15 +76,7 @@ fn a_nearly_full_disk_makes_doctor_warn_and_a_run_fail_cleanly_then_resume() {
         .set("services.llm", "model", llm.model.as_str())
         .small_model_story()
         .scenes(1)
-        .set(
-            "stages.story",
-            "output_schema",
-            root()
-                .join("tests/fixtures/schemas/fixed-story.schema.json")
-                .display()
-                .to_string(),
-        )
-        .set("stages.story", "min_completion_tokens", 1)
+        .fixed_story()
         .output_dir(&runs)
         .write(tmp.path(), "diskfull.toml");
     let spec = spec.to_str().expect("utf-8");

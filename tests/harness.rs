@@ -63,27 +63,7 @@ pub fn comfyui_without_nodes() -> Option<&'static Server> {
     static BARE: OnceLock<Result<Server, String>> = OnceLock::new();
     require(
         "a ComfyUI without custom nodes",
-        BARE.get_or_init(|| {
-            let port = free_port();
-            let out = scratch().join("comfyui-bare-output");
-            let log = scratch().join("comfyui-bare.log");
-            let mut cmd = Command::new(root().join("scripts/start-comfyui"));
-            cmd.args(["--port", &port.to_string()])
-                .arg("--output-dir")
-                .arg(&out)
-                .arg("--state-dir")
-                .arg(scratch().join("comfyui-bare-state"));
-            let child = spawn_server(cmd, &log)?;
-            let pid = child.id() as i32;
-            let url = format!("http://127.0.0.1:{port}");
-            wait_ready(&format!("{url}/system_stats"), Some(child), Some(&log))?;
-            Ok(Server {
-                url,
-                model: String::new(),
-                output_dir: Some(out),
-                pid: Some(pid),
-            })
-        }),
+        BARE.get_or_init(|| spawn_comfyui("comfyui-bare", &[])),
     )
 }
 
@@ -269,21 +249,31 @@ fn start_comfyui() -> Result<Server, String> {
             pid: None,
         });
     }
+    spawn_comfyui(
+        "comfyui",
+        &[
+            root().join("comfyui_nodes"),
+            // Test-only nodes (raise, sleep-with-interrupt-checks): tests/comfyui_nodes/.
+            root().join("tests/comfyui_nodes"),
+        ],
+    )
+}
+
+/// A ComfyUI of the project's install on a free port, its folders and log named `name` in the
+/// scratch folder, with `custom_nodes` loaded; ready when it returns.
+fn spawn_comfyui(name: &str, custom_nodes: &[PathBuf]) -> Result<Server, String> {
     let port = free_port();
-    let out = scratch().join("comfyui-output");
-    let state = scratch().join("comfyui-state");
-    let log = scratch().join("comfyui.log");
+    let out = scratch().join(format!("{name}-output"));
+    let log = scratch().join(format!("{name}.log"));
     let mut cmd = Command::new(root().join("scripts/start-comfyui"));
     cmd.args(["--port", &port.to_string()])
         .arg("--output-dir")
         .arg(&out)
         .arg("--state-dir")
-        .arg(&state)
-        .arg("--custom-nodes")
-        .arg(root().join("comfyui_nodes"))
-        // Test-only nodes (raise, sleep-with-interrupt-checks): tests/comfyui_nodes/.
-        .arg("--custom-nodes")
-        .arg(root().join("tests/comfyui_nodes"));
+        .arg(scratch().join(format!("{name}-state")));
+    for dir in custom_nodes {
+        cmd.arg("--custom-nodes").arg(dir);
+    }
     let child = spawn_server(cmd, &log)?;
     let pid = child.id() as i32;
     let url = format!("http://127.0.0.1:{port}");

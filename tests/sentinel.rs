@@ -120,15 +120,7 @@ fn the_sentinel_marks_prompts_without_the_node_and_a_restart_misses_none() {
     .set("services.comfy", "output_dir", out.display().to_string())
     .small_model_story()
     .scenes(1)
-    .set(
-        "stages.story",
-        "output_schema",
-        root()
-            .join("tests/fixtures/schemas/fixed-story.schema.json")
-            .display()
-            .to_string(),
-    )
-    .set("stages.story", "min_completion_tokens", 1)
+    .fixed_story()
     .set(
         "stages.patch",
         "workflow",

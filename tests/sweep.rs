@@ -31,15 +31,7 @@ fn spec(name: &str, llm: &Server, comfy: &Server, workflow: &Path, marker: bool)
             "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
         )
         // One story whatever the CPU: the verdicts are about the renders.
-        .set(
-            "stages.story",
-            "output_schema",
-            root()
-                .join("tests/fixtures/schemas/fixed-story.schema.json")
-                .display()
-                .to_string(),
-        )
-        .set("stages.story", "min_completion_tokens", 1)
+        .fixed_story()
         .set("stages.patch", "workflow", workflow.display().to_string())
         .toml("stages.render", "poll_interval_s = 0.5\nmax_wait_s = 120");
     if marker {
@@ -99,6 +91,19 @@ no_cache = false
 "#,
     )
     .expect("suite.toml");
+    suite
+}
+
+/// A suite of one spec, `quick.toml`: one 8×8 image saved, no marker; seconds a run.
+fn quick_suite(dir: &Path, llm: &Server, comfy: &Server) -> PathBuf {
+    let suite = dir.join("suite");
+    std::fs::create_dir_all(&suite).expect("mkdir");
+    let wf = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    });
+    std::fs::write(suite.join("quick.json"), wf.to_string()).expect("workflow");
+    spec("quick", llm, comfy, &suite.join("quick.json"), false).write(&suite, "quick.toml");
     suite
 }
 
@@ -463,14 +468,7 @@ fn a_stress_sweep_deals_rounds_until_its_time_is_up_and_draws_live_rows_on_a_ter
     };
     let _turn = harness::comfy_turn();
     let top = tempfile::tempdir().expect("tempdir");
-    let suite = top.path().join("suite");
-    std::fs::create_dir_all(&suite).expect("mkdir");
-    let wf = json!({
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
-    });
-    std::fs::write(suite.join("quick.json"), wf.to_string()).expect("workflow");
-    spec("quick", llm, comfy, &suite.join("quick.json"), false).write(&suite, "quick.toml");
+    let suite = quick_suite(top.path(), llm, comfy);
     let out_dir = top.path().join("sweep");
     // Shard 2 of 2 of a one-run round holds the even rounds only: its first round is empty.
     // Under a pty (`script`) and outside CI, the live display is drawn.
@@ -546,14 +544,7 @@ fn real_shards_merge_into_what_the_same_runs_report_unsharded() {
     };
     let _turn = harness::comfy_turn();
     let top = tempfile::tempdir().expect("tempdir");
-    let suite = top.path().join("suite");
-    std::fs::create_dir_all(&suite).expect("mkdir");
-    let wf = json!({
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "_meta": {"title": "save"}, "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
-    });
-    std::fs::write(suite.join("quick.json"), wf.to_string()).expect("workflow");
-    spec("quick", llm, comfy, &suite.join("quick.json"), false).write(&suite, "quick.toml");
+    let suite = quick_suite(top.path(), llm, comfy);
     let dir = |name: &str| top.path().join(name);
     for k in 1..=3 {
         let out = cinepipe_in(

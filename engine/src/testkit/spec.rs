@@ -162,6 +162,19 @@ impl SpecBuilder {
         self
     }
 
+    /// The `story` stage's answer fixed whatever the CPU: the output schema
+    /// `tests/fixtures/schemas/fixed-story.schema.json` (a const story, which the server's
+    /// grammar forces) and no completion floor. For tests about what comes after the story.
+    pub fn fixed_story(self) -> SpecBuilder {
+        let schema = super::project_root().join("tests/fixtures/schemas/fixed-story.schema.json");
+        self.set(
+            "stages.story",
+            "output_schema",
+            schema.display().to_string(),
+        )
+        .set("stages.story", "min_completion_tokens", 1)
+    }
+
     /// The `story` stage as the tests against the harness's small model (SmolLM2-135M) write
     /// it: the project's system prompt, two scenes about a lighthouse keeper, greedy and seeded,
     /// a completion floor the small model reaches (the prompts' 150 tokens are for real
