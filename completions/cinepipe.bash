@@ -37,6 +37,9 @@ _cinepipe() {
             cinepipe,plan)
                 cmd="cinepipe__subcmd__plan"
                 ;;
+            cinepipe,report)
+                cmd="cinepipe__subcmd__report"
+                ;;
             cinepipe,run)
                 cmd="cinepipe__subcmd__run"
                 ;;
@@ -78,6 +81,9 @@ _cinepipe() {
                 ;;
             cinepipe__subcmd__help,plan)
                 cmd="cinepipe__subcmd__help__subcmd__plan"
+                ;;
+            cinepipe__subcmd__help,report)
+                cmd="cinepipe__subcmd__help__subcmd__report"
                 ;;
             cinepipe__subcmd__help,run)
                 cmd="cinepipe__subcmd__help__subcmd__run"
@@ -122,7 +128,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep runs show verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep runs show report verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -214,7 +220,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep runs show verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep runs show report verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +318,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__plan)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__report)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -502,6 +522,40 @@ _cinepipe() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__report)
+            opts="-o -h --out --frames-per-scene --thumb-size --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --frames-per-scene)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --thumb-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --color)

@@ -13,6 +13,7 @@ mod kill;
 mod llm;
 mod prompts;
 mod properties;
+mod report;
 mod run;
 mod schemas;
 mod services;

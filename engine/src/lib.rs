@@ -16,6 +16,7 @@ pub mod json_schema;
 #[cfg(test)]
 mod layers;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod rundir;
 pub mod services;

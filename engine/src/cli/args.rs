@@ -69,6 +69,9 @@ pub enum Command {
         /// The run folder (`runs/<run-id>`).
         run_dir: PathBuf,
     },
+    /// Write one self-contained HTML report of a run folder or a sweep folder: outcome,
+    /// timeline, duration histograms, a contact sheet of every scene's frames, the story.
+    Report(ReportArgs),
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
     Verify {
@@ -155,6 +158,22 @@ pub struct RunArgs {
     /// per log line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The flags of `cinepipe report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run folder (`runs/<run-id>`) or a sweep folder (with `sweep.json`).
+    pub dir: PathBuf,
+    /// The HTML file to write [default: `report.html` in the folder].
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Frames of each scene on the contact sheet, spread from the first to the last; 0 = all.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub frames_per_scene: usize,
+    /// The longer side of a thumbnail, in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 80, value_parser = clap::value_parser!(u32).range(8..=1024))]
+    pub thumb_size: u32,
 }
 
 /// The flags of `cinepipe sweep`.

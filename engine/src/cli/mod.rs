@@ -16,6 +16,7 @@ mod inspect;
 mod install_node;
 pub mod logging;
 mod output;
+mod report;
 mod run;
 mod spec_commands;
 mod sweep;
@@ -63,6 +64,7 @@ where
         Command::Sweep(args) => sweep::sweep(args, color),
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
+        Command::Report(args) => report::report(&args),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
         Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
         Command::Docs { out, check } => generate::docs(out, check),
