@@ -55,6 +55,9 @@ _cinepipe() {
             cinepipe,sweep)
                 cmd="cinepipe__subcmd__sweep"
                 ;;
+            cinepipe,trace)
+                cmd="cinepipe__subcmd__trace"
+                ;;
             cinepipe,validate)
                 cmd="cinepipe__subcmd__validate"
                 ;;
@@ -100,6 +103,9 @@ _cinepipe() {
             cinepipe__subcmd__help,sweep)
                 cmd="cinepipe__subcmd__help__subcmd__sweep"
                 ;;
+            cinepipe__subcmd__help,trace)
+                cmd="cinepipe__subcmd__help__subcmd__trace"
+                ;;
             cinepipe__subcmd__help,validate)
                 cmd="cinepipe__subcmd__help__subcmd__validate"
                 ;;
@@ -128,7 +134,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep runs show report verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep runs show report trace verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +226,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep runs show report verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep runs show report trace verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -418,6 +424,20 @@ _cinepipe() {
         cinepipe__subcmd__help__subcmd__sweep__subcmd__merge)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__trace)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -781,6 +801,32 @@ _cinepipe() {
                     return 0
                     ;;
                 --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__trace)
+            opts="-o -h --out --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -113,18 +113,36 @@ fn assert_links_reach_files(html: &str, report: &Path) {
     }
 }
 
+/// One real run for every test of this file (each copies it before changing it); None where
+/// the servers cannot be had (outside CI).
+pub fn shared_run() -> Option<&'static Path> {
+    static RUN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+            return None;
+        };
+        harness::output_dir(comfy)?;
+        let _turn = harness::comfy_turn();
+        let top = harness::scratch().join(harness::unique("report"));
+        std::fs::create_dir_all(&top).expect("mkdir");
+        let spec = one_scene_spec(&top, llm, comfy);
+        Some(real_run(&top, &spec))
+    })
+    .as_deref()
+}
+
 #[test]
 fn a_report_of_a_real_run_shows_the_prompt_as_text_every_attempt_and_decodable_frames() {
-    let (Some(llm), Some(comfy)) = (harness::llm(), harness::comfyui()) else {
+    let Some(shared) = shared_run() else {
         return;
     };
-    if harness::output_dir(comfy).is_none() {
-        return;
-    }
-    let _turn = harness::comfy_turn();
     let top = tempfile::tempdir().expect("tempdir");
-    let spec = one_scene_spec(top.path(), llm, comfy);
-    let run = real_run(top.path(), &spec);
+    // A copy of its own: the report written into the run folder below changes it.
+    let run = top
+        .path()
+        .join("runs")
+        .join(shared.file_name().expect("id"));
+    copy_dir(shared, &run);
     let meta: cinepipe::artifact_metadata::ArtifactMetadata = serde_json::from_str(
         &std::fs::read_to_string(run.join("artifact-metadata.json")).expect("metadata"),
     )
@@ -297,4 +315,81 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&p, to.join(e.file_name())).expect("copy");
         }
     }
+}
+
+#[test]
+fn a_trace_of_a_real_run_has_a_well_formed_span_for_each_journal_attempt() {
+    let Some(run) = shared_run() else {
+        return;
+    };
+    let top = tempfile::tempdir().expect("tempdir");
+    let out_file = top.path().join("traces/trace.json");
+    let out = cinepipe_in(
+        top.path(),
+        &[
+            "trace",
+            run.to_str().expect("utf-8"),
+            "-o",
+            out_file.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).expect("trace")).expect("JSON");
+    assert_eq!(v["displayTimeUnit"], "ms");
+    let events = v["traceEvents"].as_array().expect("traceEvents");
+    let mut spans = Vec::new();
+    for e in events {
+        let ph = e["ph"].as_str().expect("every event has ph");
+        assert!(["X", "i", "M"].contains(&ph), "{e}");
+        for key in ["ts", "pid", "tid"] {
+            assert!(e[key].is_u64(), "{key} of {e}");
+        }
+        assert!(e["name"].is_string(), "{e}");
+        match ph {
+            "X" => {
+                assert!(e["dur"].is_u64(), "dur of {e}");
+                spans.push((
+                    e["args"]["instance"].as_str().expect("instance").to_owned(),
+                    e["args"]["attempt"].as_u64().expect("attempt"),
+                ));
+            }
+            "i" => assert_eq!(e["s"], "t", "{e}"),
+            _ => {}
+        }
+    }
+    let mut attempts: Vec<(String, u64)> = crate::common::journal_events(run)
+        .iter()
+        .filter_map(|e| match &e.kind {
+            cinepipe::exec::EventKind::AttemptStarted { instance, attempt } => {
+                Some((instance.to_string(), u64::from(*attempt)))
+            }
+            _ => None,
+        })
+        .collect();
+    spans.sort();
+    attempts.sort();
+    assert!(!attempts.is_empty());
+    assert_eq!(spans, attempts, "one span per journal attempt, no other");
+    // The scene's stages share its track; the story is on the run's.
+    let tid = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["ph"] == "X" && e["name"] == name)
+            .map(|e| e["tid"].clone())
+    };
+    assert_eq!(tid("story"), Some(json!(0)));
+    assert_eq!(tid("render[0]"), Some(json!(1)));
+    assert_eq!(tid("frames[0]"), Some(json!(1)));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "M" && e["args"]["name"] == "scene scene-1")
+    );
+
+    // Without -o: trace.json in the run folder is not written here (a shared run); a folder
+    // that is not a run is refused.
+    let out = cinepipe_in(top.path(), &["trace", top.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!top.path().join("trace.json").exists());
 }

@@ -72,6 +72,15 @@ pub enum Command {
     /// Write one self-contained HTML report of a run folder or a sweep folder: outcome,
     /// timeline, duration histograms, a contact sheet of every scene's frames, the story.
     Report(ReportArgs),
+    /// Write a run as Chrome/Perfetto trace-event JSON: a track per scene, a span per attempt,
+    /// instant events for retries, requeues and fallbacks.
+    Trace {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
+        /// The JSON file to write [default: `trace.json` in the run folder].
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
     Verify {

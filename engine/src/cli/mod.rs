@@ -65,6 +65,7 @@ where
         Command::Runs { dir } => inspect::runs(&dir),
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Report(args) => report::report(&args),
+        Command::Trace { run_dir, out } => report::trace(&run_dir, out),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
         Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
         Command::Docs { out, check } => generate::docs(out, check),

@@ -1,6 +1,7 @@
-//! `cinepipe report`: the HTML report of a run or sweep folder (`crate::report`).
+//! `cinepipe report` (the HTML report of a run or sweep folder) and `cinepipe trace` (a run as
+//! trace-event JSON), both from `crate::report`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::args::ReportArgs;
 use super::output::outln;
@@ -36,6 +37,27 @@ pub(crate) fn report(args: &ReportArgs) -> ExitCode {
                 ReportError::Read { .. }
                 | ReportError::Parse { .. }
                 | ReportError::Write { .. } => ExitCode::Io,
+            }
+        }
+    }
+}
+
+pub(crate) fn trace(dir: &Path, out: Option<PathBuf>) -> ExitCode {
+    use crate::report::trace::{TRACE_FILE, TraceError, write_trace};
+    let out = out.unwrap_or_else(|| dir.join(TRACE_FILE));
+    match write_trace(dir, &out) {
+        Ok(n) => {
+            outln!(
+                "wrote {} ({n} trace events; open it in ui.perfetto.dev or chrome://tracing)",
+                out.display()
+            );
+            ExitCode::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                TraceError::NotARun { .. } => ExitCode::Failure,
+                TraceError::Read { .. } | TraceError::Write { .. } => ExitCode::Io,
             }
         }
     }

@@ -10,6 +10,7 @@ mod run;
 mod sweep;
 mod thumbs;
 mod timeline;
+pub mod trace;
 
 pub use thumbs::ThumbOptions;
 

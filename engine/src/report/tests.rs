@@ -217,3 +217,32 @@ fn a_bench_folder_and_a_plain_folder_are_refused() {
     ));
     assert!(!out.exists());
 }
+
+#[test]
+fn the_trace_has_a_span_per_attempt_and_an_instant_for_the_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_folder(dir.path(), "a lighthouse");
+    let out = dir.path().join("trace.json");
+    let n = trace::write_trace(dir.path(), &out).expect("trace");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("read")).expect("JSON");
+    let events = v["traceEvents"].as_array().expect("events");
+    assert_eq!(events.len(), n);
+    let spans: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0]["ts"], 0);
+    assert_eq!(spans[0]["dur"], 2_000_000);
+    assert_eq!(spans[1]["ts"], 3_000_000);
+    assert_eq!(spans[1]["tid"], 1, "scene 0's track");
+    let retry = events
+        .iter()
+        .find(|e| e["ph"] == "i" && e["cat"] == "retry")
+        .expect("a retry instant");
+    assert_eq!(retry["ts"], 2_000_000);
+    assert_eq!(retry["args"]["wait_s"], 1.0);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["ph"] == "M" && e["args"]["name"] == "scene scene-1")
+    );
+}
