@@ -8,6 +8,7 @@ mod cli;
 mod comfy_marker;
 mod comfy_remote;
 mod comfyui;
+mod feedback;
 mod invalid_specs;
 mod kill;
 mod llm;

@@ -304,7 +304,7 @@ fn a_report_of_a_real_run_shows_the_prompt_as_text_every_attempt_and_decodable_f
     assert!(!html.to_ascii_lowercase().contains("<script"));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("lists") {
         let e = e.expect("entry");

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod custom_nodes;
 pub mod exec;
 pub mod exit;
+pub mod feedback;
 pub mod fsutil;
 pub mod json_schema;
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Rate a scene of a run (1–5 stars and a comment, into its `artifact-metadata.json`), or
+    /// summarise the ratings of a folder of runs by genre, prompt template version and model.
+    Feedback(FeedbackArgs),
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
     Verify {
@@ -183,6 +186,31 @@ pub struct ReportArgs {
     /// The longer side of a thumbnail, in pixels.
     #[arg(long, value_name = "PX", default_value_t = 80, value_parser = clap::value_parser!(u32).range(8..=1024))]
     pub thumb_size: u32,
+}
+
+/// The flags of `cinepipe feedback`.
+#[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    /// The run folder (`runs/<run-id>`) whose scene is rated.
+    #[arg(required_unless_present = "summary", conflicts_with = "summary")]
+    pub run_dir: Option<PathBuf>,
+    /// The scene rated (its id, `scene-1`); without it the rating is of the whole run.
+    #[arg(long, value_name = "ID")]
+    pub scene: Option<String>,
+    /// Stars, 1 to 5.
+    #[arg(long, short, value_name = "N", required_unless_present = "summary",
+        value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub rating: Option<u8>,
+    /// What the rater says about it.
+    #[arg(long, short, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Who rates.
+    #[arg(long, value_name = "NAME")]
+    pub author: Option<String>,
+    /// Print the ratings of every run under this folder, by genre, prompt template version and
+    /// model, instead of rating.
+    #[arg(long, value_name = "RUNS_DIR", conflicts_with_all = ["scene", "rating", "comment", "author"])]
+    pub summary: Option<PathBuf>,
 }
 
 /// The flags of `cinepipe sweep`.

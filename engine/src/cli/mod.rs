@@ -10,6 +10,7 @@ use crate::exit::ExitCode;
 
 mod args;
 pub mod display;
+mod feedback;
 pub mod generate;
 mod github;
 mod inspect;
@@ -66,6 +67,7 @@ where
         Command::Show { run_dir } => inspect::show(&run_dir),
         Command::Report(args) => report::report(&args),
         Command::Trace { run_dir, out } => report::trace(&run_dir, out),
+        Command::Feedback(args) => feedback::feedback(&args),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
         Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
         Command::Docs { out, check } => generate::docs(out, check),
