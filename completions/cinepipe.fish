@@ -99,10 +99,14 @@ never\t''"
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the folders of a sweep\'s shards (`--partition`) into one sweep folder, with the `sweep.json` (and JUnit) an unsharded sweep of the same runs has'
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand sweep; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -s f -l format -d 'Output format: a table, or one JSON document (`schemas/runs.schema.json`)' -r -f -a "text\t''
+json\t''"
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand runs" -s h -l help -d 'Print help'
+complete -c cinepipe -n "__fish_cinepipe_using_subcommand show" -s f -l format -d 'Output format: text, or one JSON document (`schemas/show.schema.json`)' -r -f -a "text\t''
+json\t''"
 complete -c cinepipe -n "__fish_cinepipe_using_subcommand show" -l color -d 'When to color diagnostics' -r -f -a "auto\t''
 always\t''
 never\t''"

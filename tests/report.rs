@@ -393,3 +393,90 @@ fn a_trace_of_a_real_run_has_a_well_formed_span_for_each_journal_attempt() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!top.path().join("trace.json").exists());
 }
+
+#[test]
+fn runs_and_show_print_json_that_keeps_their_generated_schemas() {
+    let Some(shared) = shared_run() else {
+        return;
+    };
+    let top = tempfile::tempdir().expect("tempdir");
+    let runs = top.path().join("runs");
+    let run = runs.join(shared.file_name().expect("id"));
+    copy_dir(shared, &run);
+    let broken = runs.join("20000101T000000Z-broken");
+    std::fs::create_dir_all(&broken).expect("mkdir");
+    std::fs::write(broken.join("run.json"), "{").expect("write");
+    let schema = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(root().join("schemas").join(name)).expect("schema"),
+        )
+        .expect("JSON")
+    };
+    let valid = |doc: &serde_json::Value, name: &str| {
+        let v = jsonschema::validator_for(&schema(name)).expect("compiles");
+        let errors: Vec<String> = v
+            .iter_errors(doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}\n{doc}");
+    };
+
+    let out = cinepipe_in(top.path(), &["runs", "runs", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    valid(&doc, "runs.schema.json");
+    let rows = doc["runs"].as_array().expect("runs");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["damaged"], true);
+    let id = run.file_name().expect("id").to_string_lossy().into_owned();
+    assert_eq!(rows[1]["run_id"], id.as_str());
+    assert_eq!(rows[1]["outcome"], "succeeded");
+    assert_eq!(rows[1]["scenes"], 1);
+    assert_eq!(rows[1]["name"], "report");
+    assert_eq!(rows[1]["instances"]["failed"], 0);
+
+    let out = cinepipe_in(
+        top.path(),
+        &["show", run.to_str().expect("utf-8"), "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    valid(&doc, "show.schema.json");
+    let mut attempts: Vec<(String, u64)> = doc["stage_instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .flat_map(|i| {
+            i["attempts"]
+                .as_array()
+                .expect("attempts")
+                .iter()
+                .map(move |a| {
+                    (
+                        i["instance"].as_str().expect("id").to_owned(),
+                        a["attempt"].as_u64().expect("n"),
+                    )
+                })
+        })
+        .collect();
+    let mut journal: Vec<(String, u64)> = crate::common::journal_events(&run)
+        .iter()
+        .filter_map(|e| match &e.kind {
+            cinepipe::exec::EventKind::AttemptStarted { instance, attempt } => {
+                Some((instance.to_string(), u64::from(*attempt)))
+            }
+            _ => None,
+        })
+        .collect();
+    attempts.sort();
+    journal.sort();
+    assert_eq!(attempts, journal);
+    assert_eq!(doc["files"]["metadata"]["exists"], true);
+    let out = cinepipe_in(
+        top.path(),
+        &["show", broken.to_str().expect("utf-8"), "--format", "json"],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    valid(&doc, "show.schema.json");
+    assert!(!doc["problems"].as_array().expect("problems").is_empty());
+}

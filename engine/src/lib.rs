@@ -19,6 +19,7 @@ mod layers;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod run_listing;
 pub mod rundir;
 pub mod services;
 pub mod show;

@@ -63,11 +63,17 @@ pub enum Command {
         /// The output folder (`run.output_dir` of the specs).
         #[arg(default_value = "runs")]
         dir: PathBuf,
+        /// Output format: a table, or one JSON document (`schemas/runs.schema.json`).
+        #[arg(long, short, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
     },
     /// Summarise one run: outcome, stage instances with their attempts, failures, its files.
     Show {
         /// The run folder (`runs/<run-id>`).
         run_dir: PathBuf,
+        /// Output format: text, or one JSON document (`schemas/show.schema.json`).
+        #[arg(long, short, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
     },
     /// Write one self-contained HTML report of a run folder or a sweep folder: outcome,
     /// timeline, duration histograms, a contact sheet of every scene's frames, the story.
@@ -281,6 +287,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// How `runs` and `show` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
     Text,
     Json,
 }

@@ -22,7 +22,9 @@ mod run;
 mod spec_commands;
 mod sweep;
 
-pub use args::{Cli, Color, Command, GraphFormat, LogFormat, PlanFormat, RunArgs, Shell};
+pub use args::{
+    Cli, Color, Command, GraphFormat, InspectFormat, LogFormat, PlanFormat, RunArgs, Shell,
+};
 
 /// Parses the arguments, runs the command, and returns the exit code.
 pub fn run<I, T>(args: I) -> ExitCode
@@ -63,8 +65,8 @@ where
         Command::Graph { spec, format } => spec_commands::graph(&spec, format, color),
         Command::Run(args) => run::run(args, color),
         Command::Sweep(args) => sweep::sweep(args, color),
-        Command::Runs { dir } => inspect::runs(&dir),
-        Command::Show { run_dir } => inspect::show(&run_dir),
+        Command::Runs { dir, format } => inspect::runs(&dir, format),
+        Command::Show { run_dir, format } => inspect::show(&run_dir, format),
         Command::Report(args) => report::report(&args),
         Command::Trace { run_dir, out } => report::trace(&run_dir, out),
         Command::Feedback(args) => feedback::feedback(&args),

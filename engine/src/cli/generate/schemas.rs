@@ -16,6 +16,8 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("run-events.schema.json", run_events_schema()),
         ("suite.schema.json", crate::sweep::suite_schema()),
         ("sweep.schema.json", crate::sweep::sweep_schema()),
+        ("runs.schema.json", crate::run_listing::runs_schema()),
+        ("show.schema.json", crate::run_listing::show_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())
