@@ -52,6 +52,9 @@ _cinepipe() {
             cinepipe,schema)
                 cmd="cinepipe__subcmd__schema"
                 ;;
+            cinepipe,serve)
+                cmd="cinepipe__subcmd__serve"
+                ;;
             cinepipe,show)
                 cmd="cinepipe__subcmd__show"
                 ;;
@@ -103,6 +106,9 @@ _cinepipe() {
             cinepipe__subcmd__help,schema)
                 cmd="cinepipe__subcmd__help__subcmd__schema"
                 ;;
+            cinepipe__subcmd__help,serve)
+                cmd="cinepipe__subcmd__help__subcmd__serve"
+                ;;
             cinepipe__subcmd__help,show)
                 cmd="cinepipe__subcmd__help__subcmd__show"
                 ;;
@@ -140,7 +146,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep runs show report trace feedback verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep runs show report trace feedback serve verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,7 +284,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep runs show report trace feedback verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep runs show report trace feedback serve verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -446,6 +452,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__schema)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -731,6 +751,28 @@ _cinepipe() {
             fi
             case "${prev}" in
                 --out-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__serve)
+            opts="-h --addr --allow-remote --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --addr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

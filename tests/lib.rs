@@ -17,6 +17,7 @@ mod properties;
 mod report;
 mod run;
 mod schemas;
+mod serve;
 mod services;
 mod signals;
 mod sweep;

@@ -12,7 +12,7 @@
 //!  7 stages          `stages`
 //!  8 telemetry       `telemetry`, `verify`
 //!  9 composition     `run`, `custom_nodes`
-//! 10 presentation    `show`, `run_listing`, `report`, `feedback`, `cli` (with `cli::generate`: the list of every
+//! 10 presentation    `show`, `run_listing`, `report`, `feedback`, `serve`, `cli` (with `cli::generate`: the list of every
 //!                    generated file)
 //! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, a file under
 //!                    a `tests/` folder, or below a `#[cfg(test)]`) may import it
@@ -49,6 +49,7 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("report", 10, "presentation"),
     ("run_listing", 10, "presentation"),
     ("feedback", 10, "presentation"),
+    ("serve", 10, "presentation"),
     ("cli", 10, "presentation"),
     ("main", 11, "binary"),
     ("layers", 11, "this test"),

@@ -21,6 +21,7 @@ pub mod report;
 pub mod run;
 pub mod run_listing;
 pub mod rundir;
+pub mod serve;
 pub mod services;
 pub mod show;
 pub mod spec;

@@ -90,6 +90,20 @@ pub enum Command {
     /// Rate a scene of a run (1–5 stars and a comment, into its `artifact-metadata.json`), or
     /// summarise the ratings of a folder of runs by genre, prompt template version and model.
     Feedback(FeedbackArgs),
+    /// Serve a local web view of a folder of runs: the runs list with the ratings summary, each
+    /// run's report page with a rating form per scene, the run's files.
+    Serve {
+        /// The output folder (`run.output_dir` of the specs).
+        #[arg(default_value = "runs")]
+        runs_dir: PathBuf,
+        /// The address to listen on (port 0: any free port).
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Allow an address other than loopback (the view has no authentication: anyone who
+        /// reaches the port reads the runs and can rate them).
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
     Verify {

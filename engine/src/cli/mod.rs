@@ -19,6 +19,7 @@ pub mod logging;
 mod output;
 mod report;
 mod run;
+mod serve;
 mod spec_commands;
 mod sweep;
 
@@ -70,6 +71,11 @@ where
         Command::Report(args) => report::report(&args),
         Command::Trace { run_dir, out } => report::trace(&run_dir, out),
         Command::Feedback(args) => feedback::feedback(&args),
+        Command::Serve {
+            runs_dir,
+            addr,
+            allow_remote,
+        } => serve::serve(runs_dir, addr, allow_remote),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
         Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
         Command::Docs { out, check } => generate::docs(out, check),

@@ -19,6 +19,8 @@ struct Page<'a> {
     css: &'static str,
     run: Option<&'a RunView>,
     sweep: Option<&'a SweepView>,
+    /// A rating form under each scene (the page `cinepipe serve` serves).
+    rating_form: bool,
 }
 
 fn registry() -> Result<handlebars::Handlebars<'static>, ReportError> {
@@ -40,7 +42,7 @@ fn render(page: &Page<'_>) -> Result<String, ReportError> {
         .map_err(|e| ReportError::Render(e.to_string()))
 }
 
-pub(crate) fn render_run(run: &RunView) -> Result<String, ReportError> {
+pub(crate) fn render_run(run: &RunView, rating_form: bool) -> Result<String, ReportError> {
     let name = if run.name.is_empty() {
         String::new()
     } else {
@@ -52,6 +54,7 @@ pub(crate) fn render_run(run: &RunView) -> Result<String, ReportError> {
         css: CSS,
         run: Some(run),
         sweep: None,
+        rating_form,
     })
 }
 
@@ -62,5 +65,6 @@ pub(crate) fn render_sweep(sweep: &SweepView) -> Result<String, ReportError> {
         css: CSS,
         run: None,
         sweep: Some(sweep),
+        rating_form: false,
     })
 }

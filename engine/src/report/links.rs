@@ -72,7 +72,7 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
 
 /// Percent-encodes what a relative URL cannot hold as it is (spaces, `#`, `?`, `%`, non-ASCII),
 /// keeping `/` as the separator.
-fn encode(path: &str) -> String {
+pub(crate) fn encode(path: &str) -> String {
     let mut s = String::with_capacity(path.len());
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"/-_.~!$&'()*+,;=:@".contains(&b) {

@@ -73,6 +73,19 @@ pub fn folder_kind(dir: &Path) -> Option<FolderKind> {
     }
 }
 
+/// The report page of the run folder `dir` as `cinepipe serve` serves it: links relative to the
+/// run folder, and a rating form under each scene.
+pub fn run_page(dir: &Path, opts: ThumbOptions) -> Result<String, ReportError> {
+    let links = links::Links::new(dir, &dir.join(REPORT_FILE));
+    let view = run::RunView::read(dir, &links, opts)?;
+    html::render_run(&view, true)
+}
+
+/// Percent-encodes a path for a URL (what the report's links do).
+pub fn url_encode(path: &str) -> String {
+    links::encode(path)
+}
+
 /// Writes the report of `dir` to `out` (atomically) and says what it wrote.
 pub fn write_report(dir: &Path, out: &Path, opts: ThumbOptions) -> Result<Written, ReportError> {
     let kind = folder_kind(dir).ok_or_else(|| ReportError::NotAFolder {
@@ -88,7 +101,7 @@ pub fn write_report(dir: &Path, out: &Path, opts: ThumbOptions) -> Result<Writte
         FolderKind::Run => {
             let view = run::RunView::read(dir, &links, opts)?;
             let n = view.thumbnail_count();
-            (html::render_run(&view)?, n)
+            (html::render_run(&view, false)?, n)
         }
         FolderKind::Sweep => {
             let view = sweep::SweepView::read(dir, &links, opts)?;
