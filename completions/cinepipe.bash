@@ -28,6 +28,9 @@ _cinepipe() {
             cinepipe,doctor)
                 cmd="cinepipe__subcmd__doctor"
                 ;;
+            cinepipe,feedback)
+                cmd="cinepipe__subcmd__feedback"
+                ;;
             cinepipe,graph)
                 cmd="cinepipe__subcmd__graph"
                 ;;
@@ -43,6 +46,9 @@ _cinepipe() {
             cinepipe,plan)
                 cmd="cinepipe__subcmd__plan"
                 ;;
+            cinepipe,report)
+                cmd="cinepipe__subcmd__report"
+                ;;
             cinepipe,run)
                 cmd="cinepipe__subcmd__run"
                 ;;
@@ -55,11 +61,17 @@ _cinepipe() {
             cinepipe,sentinel)
                 cmd="cinepipe__subcmd__sentinel"
                 ;;
+            cinepipe,serve)
+                cmd="cinepipe__subcmd__serve"
+                ;;
             cinepipe,show)
                 cmd="cinepipe__subcmd__show"
                 ;;
             cinepipe,sweep)
                 cmd="cinepipe__subcmd__sweep"
+                ;;
+            cinepipe,trace)
+                cmd="cinepipe__subcmd__trace"
                 ;;
             cinepipe,validate)
                 cmd="cinepipe__subcmd__validate"
@@ -79,6 +91,9 @@ _cinepipe() {
             cinepipe__subcmd__help,doctor)
                 cmd="cinepipe__subcmd__help__subcmd__doctor"
                 ;;
+            cinepipe__subcmd__help,feedback)
+                cmd="cinepipe__subcmd__help__subcmd__feedback"
+                ;;
             cinepipe__subcmd__help,graph)
                 cmd="cinepipe__subcmd__help__subcmd__graph"
                 ;;
@@ -94,6 +109,9 @@ _cinepipe() {
             cinepipe__subcmd__help,plan)
                 cmd="cinepipe__subcmd__help__subcmd__plan"
                 ;;
+            cinepipe__subcmd__help,report)
+                cmd="cinepipe__subcmd__help__subcmd__report"
+                ;;
             cinepipe__subcmd__help,run)
                 cmd="cinepipe__subcmd__help__subcmd__run"
                 ;;
@@ -106,11 +124,17 @@ _cinepipe() {
             cinepipe__subcmd__help,sentinel)
                 cmd="cinepipe__subcmd__help__subcmd__sentinel"
                 ;;
+            cinepipe__subcmd__help,serve)
+                cmd="cinepipe__subcmd__help__subcmd__serve"
+                ;;
             cinepipe__subcmd__help,show)
                 cmd="cinepipe__subcmd__help__subcmd__show"
                 ;;
             cinepipe__subcmd__help,sweep)
                 cmd="cinepipe__subcmd__help__subcmd__sweep"
+                ;;
+            cinepipe__subcmd__help,trace)
+                cmd="cinepipe__subcmd__help__subcmd__trace"
                 ;;
             cinepipe__subcmd__help,validate)
                 cmd="cinepipe__subcmd__help__subcmd__validate"
@@ -140,7 +164,7 @@ _cinepipe() {
 
     case "${cmd}" in
         cinepipe)
-            opts="-h -V --color --help --version validate plan graph run sweep doctor sentinel bench runs show verify install-node docs schema completions man help"
+            opts="-h -V --color --help --version validate plan graph run sweep doctor sentinel bench runs show report trace feedback serve verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -305,6 +329,52 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cinepipe__subcmd__feedback)
+            opts="-r -c -h --scene --rating --comment --author --summary --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --scene)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rating)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --comment)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --author)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --summary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cinepipe__subcmd__graph)
             opts="-f -h --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -332,7 +402,7 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help)
-            opts="validate plan graph run sweep doctor sentinel bench runs show verify install-node docs schema completions man help"
+            opts="validate plan graph run sweep doctor sentinel bench runs show report trace feedback serve verify install-node docs schema completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -388,6 +458,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__feedback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -471,6 +555,20 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cinepipe__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cinepipe__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -527,6 +625,20 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cinepipe__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cinepipe__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -558,6 +670,20 @@ _cinepipe() {
         cinepipe__subcmd__help__subcmd__sweep__subcmd__merge)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__help__subcmd__trace)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -675,6 +801,40 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cinepipe__subcmd__report)
+            opts="-o -h --out --frames-per-scene --thumb-size --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --frames-per-scene)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --thumb-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cinepipe__subcmd__run)
             opts="-p -j -k -q -h --profile --jobs --keep-going --resume --no-cache --quiet --log-format --metrics-file --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -722,12 +882,20 @@ _cinepipe() {
             return 0
             ;;
         cinepipe__subcmd__runs)
-            opts="-h --color --help"
+            opts="-f -h --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
@@ -807,13 +975,43 @@ _cinepipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        cinepipe__subcmd__show)
-            opts="-h --color --help"
+        cinepipe__subcmd__serve)
+            opts="-h --addr --allow-remote --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__show)
+            opts="-f -h --format --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
@@ -941,6 +1139,32 @@ _cinepipe() {
                     return 0
                     ;;
                 --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cinepipe__subcmd__trace)
+            opts="-o -h --out --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

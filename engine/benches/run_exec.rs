@@ -127,7 +127,7 @@ fn child_resume(spec_path: &Path, run_dir: &Path) {
     let report = rt.block_on(async {
         let (dir, _) = RunDir::open(run_dir).expect("run dir");
         let replay = journal::replay(&dir.events()).expect("replays");
-        let journal = Journal::append_to(&dir.events(), replay.valid_len).expect("journal");
+        let journal = Journal::append_to(&dir.events()).expect("journal");
         let exec = Executor::new(
             cinepipe::plan::Plan::new(checked),
             registry(),

@@ -12,7 +12,8 @@
 //!  7 stages          `stages`
 //!  8 telemetry       `telemetry`, `verify`, `metrics`
 //!  9 composition     `run`, `sweep`, `doctor`, `sentinel`, `custom_nodes`
-//! 10 presentation    `show`, `cli` (with `cli::generate`: the list of every generated file)
+//! 10 presentation    `show`, `run_listing`, `report`, `feedback`, `serve`, `cli` (with `cli::generate`: the list of every
+//!                    generated file)
 //! 12 test support    `testkit`: imports any layer; only test code (a `tests.rs`, a file under
 //!                    a `tests/` folder, or below a `#[cfg(test)]`) may import it
 //!
@@ -49,6 +50,10 @@ const LAYERS: &[(&str, usize, &str)] = &[
     ("bench", 9, "composition root"),
     ("custom_nodes", 9, "composition root"),
     ("show", 10, "presentation"),
+    ("report", 10, "presentation"),
+    ("run_listing", 10, "presentation"),
+    ("feedback", 10, "presentation"),
+    ("serve", 10, "presentation"),
     ("cli", 10, "presentation"),
     ("main", 11, "binary"),
     ("layers", 11, "this test"),

@@ -92,14 +92,14 @@ pub fn runs_table(dir: &Path) -> std::io::Result<(String, usize)> {
 
 /// The scenes `artifact-metadata.json` records (a run whose stages do not fan out still has
 /// its story's scenes there).
-fn metadata_scenes(dir: &Path) -> Option<usize> {
+pub(crate) fn metadata_scenes(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join(METADATA_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("Scenes")?.as_array().map(Vec::len)
 }
 
 /// `run.name`, from the resolved spec.
-fn run_name(dir: &Path) -> Option<String> {
+pub(crate) fn run_name(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(crate::rundir::RESOLVED_SPEC)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.pointer("/run/name")?.as_str().map(str::to_owned)

@@ -85,11 +85,46 @@ pub enum Command {
         /// The output folder (`run.output_dir` of the specs).
         #[arg(default_value = "runs")]
         dir: PathBuf,
+        /// Output format: a table, or one JSON document (`schemas/runs.schema.json`).
+        #[arg(long, short, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
     },
     /// Summarise one run: outcome, stage instances with their attempts, failures, its files.
     Show {
         /// The run folder (`runs/<run-id>`).
         run_dir: PathBuf,
+        /// Output format: text, or one JSON document (`schemas/show.schema.json`).
+        #[arg(long, short, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
+    },
+    /// Write one self-contained HTML report of a run folder or a sweep folder: outcome,
+    /// timeline, duration histograms, a contact sheet of every scene's frames, the story.
+    Report(ReportArgs),
+    /// Write a run as Chrome/Perfetto trace-event JSON: a track per scene, a span per attempt,
+    /// instant events for retries, requeues and fallbacks.
+    Trace {
+        /// The run folder (`runs/<run-id>`).
+        run_dir: PathBuf,
+        /// The JSON file to write [default: `trace.json` in the run folder].
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Rate a scene of a run (1–5 stars and a comment, into its `artifact-metadata.json`), or
+    /// summarise the ratings of a folder of runs by genre, prompt template version and model.
+    Feedback(FeedbackArgs),
+    /// Serve a local web view of a folder of runs: the runs list with the ratings summary, each
+    /// run's report page with a rating form per scene, the run's files.
+    Serve {
+        /// The output folder (`run.output_dir` of the specs).
+        #[arg(default_value = "runs")]
+        runs_dir: PathBuf,
+        /// The address to listen on (port 0: any free port).
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Allow an address other than loopback (the view has no authentication: anyone who
+        /// reaches the port reads the runs and can rate them).
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// Check a run folder against the telemetry contract: `artifact-metadata.json` against its
     /// schema, `run-summary.txt` against the metadata.
@@ -181,6 +216,47 @@ pub struct RunArgs {
     /// textfile collector); its state is kept beside it (`FILE.state.json`).
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// The flags of `cinepipe report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run folder (`runs/<run-id>`) or a sweep folder (with `sweep.json`).
+    pub dir: PathBuf,
+    /// The HTML file to write [default: `report.html` in the folder].
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Frames of each scene on the contact sheet, spread from the first to the last; 0 = all.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub frames_per_scene: usize,
+    /// The longer side of a thumbnail, in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 80, value_parser = clap::value_parser!(u32).range(8..=1024))]
+    pub thumb_size: u32,
+}
+
+/// The flags of `cinepipe feedback`.
+#[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    /// The run folder (`runs/<run-id>`) whose scene is rated.
+    #[arg(required_unless_present = "summary", conflicts_with = "summary")]
+    pub run_dir: Option<PathBuf>,
+    /// The scene rated (its id, `scene-1`); without it the rating is of the whole run.
+    #[arg(long, value_name = "ID")]
+    pub scene: Option<String>,
+    /// Stars, 1 to 5.
+    #[arg(long, short, value_name = "N", required_unless_present = "summary",
+        value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub rating: Option<u8>,
+    /// What the rater says about it.
+    #[arg(long, short, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Who rates.
+    #[arg(long, value_name = "NAME")]
+    pub author: Option<String>,
+    /// Print the ratings of every run under this folder, by genre, prompt template version and
+    /// model, instead of rating.
+    #[arg(long, value_name = "RUNS_DIR", conflicts_with_all = ["scene", "rating", "comment", "author"])]
+    pub summary: Option<PathBuf>,
 }
 
 /// The flags of `cinepipe sweep`.
@@ -375,6 +451,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// How `runs` and `show` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
     Text,
     Json,
 }

@@ -4,11 +4,35 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::args::InspectFormat;
 use super::output::outln;
 use crate::exit::ExitCode;
 
-/// `cinepipe runs`: the table on stdout.
-pub(crate) fn runs(dir: &Path) -> ExitCode {
+/// One JSON document on stdout.
+fn print_json<T: serde::Serialize>(doc: &T) -> ExitCode {
+    match serde_json::to_string_pretty(doc) {
+        Ok(text) => {
+            outln!("{text}");
+            ExitCode::Success
+        }
+        Err(e) => {
+            eprintln!("error: cannot write JSON: {e}");
+            ExitCode::Io
+        }
+    }
+}
+
+/// `cinepipe runs`: the table (or the JSON document) on stdout.
+pub(crate) fn runs(dir: &Path, format: InspectFormat) -> ExitCode {
+    if format == InspectFormat::Json {
+        return match crate::run_listing::runs_listing(dir) {
+            Ok(listing) => print_json(&listing),
+            Err(e) => {
+                eprintln!("error: cannot read folder `{}`: {e}", dir.display());
+                ExitCode::Io
+            }
+        };
+    }
     match crate::show::runs_table(dir) {
         Ok((_, 0)) => {
             eprintln!("no runs in `{}`", dir.display());
@@ -26,7 +50,7 @@ pub(crate) fn runs(dir: &Path) -> ExitCode {
 }
 
 /// `cinepipe show`: one run, on stdout.
-pub(crate) fn show(dir: &Path) -> ExitCode {
+pub(crate) fn show(dir: &Path, format: InspectFormat) -> ExitCode {
     if dir.is_dir() && !crate::show::is_run_dir(dir) {
         eprintln!(
             "error: `{}` is not a run folder (it has no run.json or events.jsonl)",
@@ -35,6 +59,7 @@ pub(crate) fn show(dir: &Path) -> ExitCode {
         return ExitCode::Failure;
     }
     match crate::rundir::history::RunHistory::read(dir) {
+        Ok(h) if format == InspectFormat::Json => print_json(&crate::run_listing::run_detail(&h)),
         Ok(h) => {
             outln!("{}", crate::show::show_run(&h).trim_end());
             ExitCode::Success

@@ -12,18 +12,23 @@ mod args;
 mod bench;
 pub mod display;
 mod doctor;
+mod feedback;
 pub mod generate;
 mod github;
 mod inspect;
 mod install_node;
 pub mod logging;
 mod output;
+mod report;
 mod run;
 mod sentinel;
+mod serve;
 mod spec_commands;
 mod sweep;
 
-pub use args::{Cli, Color, Command, GraphFormat, LogFormat, PlanFormat, RunArgs, Shell};
+pub use args::{
+    Cli, Color, Command, GraphFormat, InspectFormat, LogFormat, PlanFormat, RunArgs, Shell,
+};
 
 /// Parses the arguments, runs the command, and returns the exit code.
 pub fn run<I, T>(args: I) -> ExitCode
@@ -79,8 +84,16 @@ where
         ),
         Command::Sentinel(args) => sentinel::sentinel(args),
         Command::Bench(args) => bench::bench(args, color),
-        Command::Runs { dir } => inspect::runs(&dir),
-        Command::Show { run_dir } => inspect::show(&run_dir),
+        Command::Runs { dir, format } => inspect::runs(&dir, format),
+        Command::Show { run_dir, format } => inspect::show(&run_dir, format),
+        Command::Report(args) => report::report(&args),
+        Command::Trace { run_dir, out } => report::trace(&run_dir, out),
+        Command::Feedback(args) => feedback::feedback(&args),
+        Command::Serve {
+            runs_dir,
+            addr,
+            allow_remote,
+        } => serve::serve(runs_dir, addr, allow_remote),
         Command::Verify { run_dir } => inspect::verify(&run_dir, color),
         Command::InstallNode { comfyui_dir } => install_node::install_node(&comfyui_dir),
         Command::Docs { out, check } => generate::docs(out, check),

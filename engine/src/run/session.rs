@@ -101,10 +101,7 @@ pub async fn run(
             // it starts now, in its own folder.
             let (journal, replay) = if dir.events().exists() {
                 let replay = journal::replay(&dir.events())?;
-                (
-                    Journal::append_to(&dir.events(), replay.valid_len)?,
-                    Some(replay),
-                )
+                (Journal::append_to(&dir.events())?, Some(replay))
             } else {
                 (Journal::create(&dir.events())?, None)
             };

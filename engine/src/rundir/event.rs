@@ -219,6 +219,20 @@ pub enum EventKind {
         /// Wall time of this session, in seconds.
         duration_s: f64,
     },
+    /// A person rated a scene (or the run) with `cinepipe feedback`; the rating itself is in
+    /// `artifact-metadata.json` (`Feedback`). Written by another process than the run's, also
+    /// while a session runs; a resume reads past it.
+    FeedbackGiven {
+        /// The scene rated; none for the run as a whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scene: Option<String>,
+        /// 1 to 5.
+        rating: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+    },
     /// The session was interrupted (Ctrl-C, SIGTERM); `cinepipe run --resume` finishes it.
     RunInterrupted {
         /// `SIGINT` or `SIGTERM`, when a signal was the cause.

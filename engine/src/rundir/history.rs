@@ -296,6 +296,8 @@ impl RunHistory {
                     });
                 }
             }
+            // The rating is in the metadata; the journal says only that it was given.
+            EventKind::FeedbackGiven { .. } => {}
             EventKind::RunInterrupted {
                 signal, duration_s, ..
             } => {

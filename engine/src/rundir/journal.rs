@@ -66,18 +66,21 @@ impl Journal {
         Journal::with_file(file, path)
     }
 
-    /// Opens an existing journal for appending, first cutting it back to `valid_len` bytes
-    /// (what [`replay`] found whole), so a torn last line never has a new line glued to it.
-    pub fn append_to(path: &Path, valid_len: u64) -> Result<Journal, JournalError> {
+    /// Opens an existing journal for appending, first cutting off a torn last line (what
+    /// [`replay`] dropped), so a new line is never glued to it. The cut is judged again once the
+    /// lock is held, not from the caller's replay: whole lines appended in between (a rating by
+    /// `cinepipe feedback`, see [`append_event`]) are kept.
+    pub fn append_to(path: &Path) -> Result<Journal, JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_owned(),
             source,
         };
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         let journal = Journal::with_file(file, path)?;
-        let len = journal.file.metadata().map_err(io)?.len();
-        if len > valid_len {
-            journal.file.set_len(valid_len).map_err(io)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) as u64;
+        if (bytes.len() as u64) > whole {
+            journal.file.set_len(whole).map_err(io)?;
             journal.file.sync_data().map_err(io)?;
         }
         Ok(journal)
@@ -158,6 +161,40 @@ impl Journal {
     /// The first write error, if any.
     pub fn take_error(&mut self) -> Option<io::Error> {
         self.error.take()
+    }
+}
+
+/// Appends one event from outside the run's writer (`cinepipe feedback`). When no process
+/// holds the journal, this takes its lock like a writer (cutting a torn last line first); when
+/// a run or resume holds it, the line is appended with one `write` on an `O_APPEND` file: the
+/// running writer appends whole lines the same way, so the kernel places each whole line after
+/// the other and none is interleaved or overwritten. Callers serialise among themselves with
+/// the run folder's lock (`rundir::lock`).
+pub fn append_event(path: &Path, event: &Event) -> Result<(), JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.is_file() {
+        return Err(io(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the run has no journal yet",
+        )));
+    }
+    match Journal::append_to(path) {
+        Ok(mut j) => {
+            j.record(event);
+            j.sync();
+            j.take_error().map_or(Ok(()), |e| Err(io(e)))
+        }
+        Err(JournalError::Locked { .. }) => {
+            let mut line = serde_json::to_vec(event).map_err(|e| io(e.into()))?;
+            line.push(b'\n');
+            let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
+            file.write_all(&line).map_err(io)?;
+            file.sync_data().map_err(io)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -272,7 +309,8 @@ impl Replay {
             | EventKind::InstanceStarted { .. }
             | EventKind::Skipped { .. }
             | EventKind::RunFinished { .. }
-            | EventKind::RunInterrupted { .. } => {}
+            | EventKind::RunInterrupted { .. }
+            | EventKind::FeedbackGiven { .. } => {}
         }
         Ok(())
     }
@@ -329,7 +367,7 @@ mod tests {
         assert_eq!(r.events, 3);
         assert!(r.done.contains_key(&"patch[0]".parse().expect("id")));
 
-        let mut j = Journal::append_to(&p, r.valid_len).expect("reopen");
+        let mut j = Journal::append_to(&p).expect("reopen");
         j.record(&ok("patch[1]"));
         j.sync();
         drop(j);
@@ -353,7 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("events.jsonl");
         let _first = Journal::create(&p).expect("create");
-        let e = Journal::append_to(&p, 0).expect_err("locked");
+        let e = Journal::append_to(&p).expect_err("locked");
         assert!(matches!(e, JournalError::Locked { .. }), "{e}");
     }
 }

@@ -6,6 +6,7 @@ pub mod event;
 pub mod history;
 pub mod journal;
 mod layout;
+pub mod lock;
 
 pub use layout::{
     EVENTS, MANIFEST, Manifest, RESOLVED_SPEC, RunDir, RunDirError, new_run_id, resolved,

@@ -30,7 +30,7 @@ use crate::spec::{self, SpecErrors};
 
 pub(super) const MANIFEST: &str = "sweep-manifest.json";
 pub(super) const RUNS_LOG: &str = "runs.jsonl";
-pub(super) const REPORT: &str = "sweep.json";
+pub const REPORT: &str = "sweep.json";
 pub(super) const MANIFEST_FORMAT: u32 = 1;
 
 /// What to sweep.

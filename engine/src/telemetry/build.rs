@@ -41,6 +41,7 @@ use crate::artifact_metadata::*;
 use crate::rundir::RunDir;
 use crate::rundir::event::{InstanceId, RunOutcome};
 use crate::rundir::history::{AttemptHistory, InstanceHistory, InstanceStatus, RunHistory};
+use crate::rundir::lock::{FolderLock, METADATA_LOCK_WAIT};
 use crate::spec::model::{Stage as SpecStage, StageKind};
 use crate::spec::{CheckedSpec, Fan};
 use crate::stages::output::FramesRecord;
@@ -74,6 +75,13 @@ pub fn write_run(dir: &Path, spec: &CheckedSpec) -> Result<ArtifactMetadata, Wri
     })?;
     let notes = read_service_notes(dir);
     let mut meta = from_run(spec, &history, &notes);
+    // Held from reading the ratings already given to writing them back, so that a rating
+    // `cinepipe feedback` adds meanwhile is not lost (see `rundir::lock`).
+    let _lock =
+        FolderLock::exclusive(dir, METADATA_LOCK_WAIT).map_err(|source| WriteError::Write {
+            path: dir.join(METADATA_FILE),
+            source,
+        })?;
     if let Ok(text) = std::fs::read_to_string(dir.join(METADATA_FILE))
         && let Ok(old) = serde_json::from_str::<Value>(&text)
         && let Some(fb) = old.get("Feedback")

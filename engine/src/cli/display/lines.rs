@@ -94,7 +94,8 @@ impl<W: Write + Send> Observer for Lines<W> {
             } => format!("  skip    {instance}: {detail}"),
             EventKind::InstanceStarted { .. }
             | EventKind::RunFinished { .. }
-            | EventKind::RunInterrupted { .. } => return,
+            | EventKind::RunInterrupted { .. }
+            | EventKind::FeedbackGiven { .. } => return,
         };
         let _ = writeln!(self.out, "{line}");
     }

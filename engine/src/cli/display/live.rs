@@ -263,7 +263,7 @@ impl Observer for Live {
                 self.finish(format!("run {}", outcome.as_str()));
             }
             EventKind::RunInterrupted { .. } => self.finish("run interrupted".to_owned()),
-            EventKind::InstanceStarted { .. } => {}
+            EventKind::InstanceStarted { .. } | EventKind::FeedbackGiven { .. } => {}
         }
     }
 }

@@ -19,6 +19,8 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("doctor.schema.json", crate::doctor::doctor_schema()),
         ("bench.schema.json", crate::bench::bench_file_schema()),
         ("bench-results.schema.json", crate::bench::results_schema()),
+        ("runs.schema.json", crate::run_listing::runs_schema()),
+        ("show.schema.json", crate::run_listing::show_schema()),
     ]
     .into_iter()
     .chain(stage_schemas())
