@@ -6,6 +6,7 @@
 //! hint when it is not ok.
 
 mod checks;
+mod folders;
 
 use std::path::PathBuf;
 
@@ -189,7 +190,7 @@ pub async fn doctor(req: &DoctorRequest) -> DoctorReport {
             }
         }
     }
-    checks.extend(checks::folder(
+    checks.extend(folders::folder(
         "run folder",
         &run_folder,
         req.min_free_gb,

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod jobs;
 pub mod junit;
+pub mod manifest;
 pub mod merge;
 pub mod suite;
 pub mod verdict;
