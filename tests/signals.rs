@@ -97,6 +97,8 @@ fn spec_in(dir: &Path, llm: &Server, comfy_url: &str, seconds: f64) -> PathBuf {
             "stages.story",
             "max_tokens = 400\ntimeout_s = 300\nmax_latency_s = 300\nretry = { budget = 2 }",
         )
+        // The signal comes during the render: a fixed story, whatever the small model writes.
+        .fixed_story()
         .set(
             "stages.patch",
             "workflow",
