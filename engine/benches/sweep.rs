@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cinepipe::testkit::measure::{measured, release_binary};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -67,19 +68,6 @@ fn wait_up(url: &str) {
     }
 }
 
-fn bin() -> PathBuf {
-    // The release binary next to this bench (`cargo bench` builds it).
-    let exe = std::env::current_exe().expect("bench path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/release");
-    let b = dir.join("cinepipe");
-    assert!(
-        b.is_file(),
-        "{} is missing: run `cargo build --release` first",
-        b.display()
-    );
-    b
-}
-
 /// ComfyUI's own execution time (s) of the prompts it started at or after `since_ns`: its
 /// `execution_start` to its final `executing` (node null), from the clock extension's log.
 fn comfy_work_s(clock_log: &Path, since_ns: i128) -> f64 {
@@ -117,33 +105,12 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// Runs `cmd`, returning its wall time and peak RSS (KiB) from wait4's rusage.
-// The child is reaped by wait4, which also returns its rusage (std's wait does not).
-#[allow(clippy::zombie_processes)]
-fn measured(cmd: &mut Command) -> (Duration, i64, std::process::ExitStatus) {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data filled by the kernel; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let wall = start.elapsed();
-    use std::os::unix::process::ExitStatusExt;
-    (
-        wall,
-        usage.ru_maxrss,
-        std::process::ExitStatus::from_raw(status),
-    )
-}
-
 fn main() {
     let runs: u32 = std::env::var("RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let bin = bin();
+    let bin = release_binary();
     let tmp = tempfile::tempdir().expect("tmp");
     let t = tmp.path();
     let comfy_out = t.join("comfy-out");

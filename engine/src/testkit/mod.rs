@@ -2,8 +2,10 @@
 //! unit tests, the integration tests (`tests/`) and the benches (`engine/benches/`) share. It
 //! lives in the library because all three must reach it; nothing in the engine uses it.
 
+pub mod bench;
 mod context;
 mod frames;
+pub mod measure;
 mod scripted;
 mod spec;
 
