@@ -7,9 +7,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::rundir::event::AttemptOutcome;
-use crate::rundir::history::{InstanceStatus, RunHistory, run_dirs};
-use crate::spec::model::FailureClass;
+use crate::rundir::history::{AttemptHistory, InstanceStatus, RunHistory, run_dirs};
 
 /// What `cinepipe runs --format json` prints.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -113,20 +111,7 @@ pub struct InstanceDetail {
     pub output: Option<String>,
     /// Seconds over its finished attempts.
     pub seconds: f64,
-    pub attempts: Vec<AttemptDetail>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct AttemptDetail {
-    pub attempt: u32,
-    pub session: u32,
-    pub started: String,
-    pub finished: Option<String>,
-    /// Null while it runs, or when its session was killed during it.
-    pub outcome: Option<AttemptOutcome>,
-    pub duration_s: Option<f64>,
-    pub class: Option<FailureClass>,
-    pub error: Option<String>,
+    pub attempts: Vec<AttemptHistory>,
 }
 
 /// The run's files, relative to the run folder, and whether each exists.
@@ -268,20 +253,7 @@ pub fn run_detail(h: &RunHistory) -> RunDetail {
                     detail,
                     output,
                     seconds: i.attempts.iter().filter_map(|a| a.duration_s).sum(),
-                    attempts: i
-                        .attempts
-                        .iter()
-                        .map(|a| AttemptDetail {
-                            attempt: a.attempt,
-                            session: a.session,
-                            started: a.started.clone(),
-                            finished: a.finished.clone(),
-                            outcome: a.outcome,
-                            duration_s: a.duration_s,
-                            class: a.class,
-                            error: a.error.clone(),
-                        })
-                        .collect(),
+                    attempts: i.attempts.clone(),
                 }
             })
             .collect(),

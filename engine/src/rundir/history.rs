@@ -37,14 +37,15 @@ pub struct SessionEnd {
     pub signal: Option<String>,
 }
 
-/// One attempt of one instance.
-#[derive(Debug, Clone, PartialEq)]
+/// One attempt of one instance (also what `cinepipe show --format json` prints of it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct AttemptHistory {
     pub attempt: u32,
     pub session: u32,
     pub started: String,
-    /// `None` when the attempt is running, or its session was killed during it.
+    /// Null when the attempt is running, or its session was killed during it.
     pub finished: Option<String>,
+    /// Null while it runs, or when its session was killed during it.
     pub outcome: Option<AttemptOutcome>,
     pub duration_s: Option<f64>,
     pub class: Option<FailureClass>,
